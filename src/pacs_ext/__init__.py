@@ -1,0 +1,3 @@
+"""PACS Extension Server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,230 @@
+"""Settings: config/default.toml, then config/{APP_ENV}.toml, then APP_<SECTION>__<KEY> env vars."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MiB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path("./data")
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    # Base URL clients use to reach this server (local store URLs); empty: http://host:port.
+    public_url: str = ""
+    workers: int = Field(1, ge=1)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+
+class DatabaseSettings(BaseModel):
+    # Empty: SQLite file in data_dir.
+    url: str = ""
+    echo: bool = False
+    pool_size: int = Field(10, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (or be empty)"
+            )
+        return v
+
+
+class AuthSettings(BaseModel):
+    jwt_secret: SecretStr = SecretStr("")
+    jwt_algorithm: Literal["HS256"] = "HS256"
+    jwks_url: str = ""
+    issuer: str = ""
+    audience: str = ""
+    subject_claim: str = "sub"
+    roles_claim: str = "roles"
+    projects_claim: str = "projects"
+    admin_role: str = "admin"
+    leeway_seconds: int = Field(30, ge=0, le=300)
+
+
+class ObjectStorageSettings(BaseModel):
+    provider: Literal["local", "s3", "minio"] = "local"
+    bucket_name: str = Field("pacs-masks", min_length=3, max_length=63)
+    region: str = "us-east-1"
+    endpoint: str = ""
+    public_endpoint: str = ""
+    access_key: str = ""
+    secret_key: SecretStr = SecretStr("")
+    session_token: SecretStr = SecretStr("")
+    key_prefix: str = "mask/"
+    sse: Literal["", "AES256"] = ""
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    checksum_sha256: bool = False
+    multipart_threshold: int = Field(64 * MiB, ge=5 * MiB)
+    multipart_part_size: int = Field(16 * MiB, ge=5 * MiB, le=5 * 1024 * MiB)
+    # Folder of a pre-migration local mask tree served for masks not yet in object storage.
+    legacy_local_dir: str = ""
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        v = v.strip("/")
+        if not v or any(seg in ("", ".", "..") for seg in v.split("/")):
+            raise ValueError("must be a non-empty path such as 'mask/'")
+        return v + "/"
+
+    @field_validator("endpoint", "public_endpoint")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.rstrip("/")
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (or empty)")
+        return v
+
+
+class SignedUrlSettings(BaseModel):
+    default_ttl: int = Field(600, ge=1)
+    max_ttl: int = Field(3600, ge=1, le=7 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _order(self) -> SignedUrlSettings:
+        if self.default_ttl > self.max_ttl:
+            raise ValueError(
+                f"default_ttl ({self.default_ttl}) must not exceed max_ttl ({self.max_ttl})"
+            )
+        return self
+
+
+class LoggingSettings(BaseModel):
+    format: Literal["json", "console"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    env: str = "development"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    object_storage: ObjectStorageSettings = Field(default_factory=ObjectStorageSettings)
+    signed_url: SignedUrlSettings = Field(default_factory=SignedUrlSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @property
+    def is_development(self) -> bool:
+        return self.env in ("development", "dev", "test")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_dir = Path(os.environ.get("APP_CONFIG_DIR", "config"))
+        app_env = os.environ.get("APP_ENV", "development")
+        files = [config_dir / f"{app_env}.toml", config_dir / "default.toml"]
+        tomls = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in files if f.is_file()]
+        return (init_settings, env_settings, *tomls)
+
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.server.data_dir / 'pacs_ext.db').resolve()}"
+
+    def jwt_secret(self) -> str:
+        """The HS256 secret; in development generated once and kept in data_dir."""
+        configured = self.auth.jwt_secret.get_secret_value()
+        if configured:
+            return configured
+        return _dev_secret(self, "jwt_secret", ".jwt_secret")
+
+    def local_storage_secret(self) -> bytes:
+        """HMAC key of the local object store's signed URLs."""
+        configured = self.object_storage.secret_key.get_secret_value()
+        if configured:
+            return configured.encode()
+        return _dev_secret(self, "object_storage.secret_key", ".local_storage_secret").encode()
+
+
+def _dev_secret(settings: Settings, key: str, filename: str) -> str:
+    if not settings.is_development:
+        raise ConfigError(f"{key}: must be set when APP_ENV is {settings.env!r} (not development)")
+    path = settings.server.data_dir / filename
+    if path.is_file():
+        value = path.read_text().strip()
+        if value:
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    # O_EXCL: two workers starting together agree on one secret.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or "secret" in key else f" (got {value!r})"
+        lines.append(f"{key}: {err['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings or raise ConfigError with one line naming the key and the problem."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    if not settings.is_development and not settings.auth.jwt_secret.get_secret_value():
+        if not settings.auth.jwks_url:
+            raise ConfigError(
+                f"auth.jwt_secret: must be set when APP_ENV is {settings.env!r} (not development)"
+            )
+    return settings
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

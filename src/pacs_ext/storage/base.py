@@ -1,0 +1,165 @@
+"""The object-storage interface every backend implements, and its storage-neutral errors."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class StorageError(Exception):
+    """Base class of storage-neutral errors; services translate these to HTTP errors."""
+
+
+class ObjectNotFound(StorageError):
+    pass
+
+
+class StorageAccessDenied(StorageError):
+    pass
+
+
+class StorageUnavailable(StorageError):
+    pass
+
+
+class InvalidObjectKey(StorageError, ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    # Hex MD5 of the body for single-part objects; "<hex>-<parts>" for multipart ones.
+    etag: str
+    last_modified: datetime | None = None
+
+    @property
+    def is_multipart(self) -> bool:
+        return "-" in self.etag
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    method: str
+    url: str
+    # Exactly the headers the client must send with the request.
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSpec:
+    """What the client declared for one object; a signed PUT binds all of it."""
+
+    key: str
+    content_type: str
+    size: int
+    md5_b64: str | None = None
+    sha256_b64: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedPart:
+    part_number: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class MultipartUploadInfo:
+    key: str
+    upload_id: str
+    initiated: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    multipart: bool = False
+    sse: bool = False
+    checksum_sha256: bool = False
+    extra: dict[str, bool] = field(default_factory=dict)
+
+
+class ObjectStorage(abc.ABC):
+    """Async object storage. Signing is pure CPU and synchronous; everything else is I/O."""
+
+    name: str = "abstract"
+    bucket: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    @abc.abstractmethod
+    def sign_upload(self, spec: UploadSpec, ttl_seconds: int) -> SignedRequest: ...
+
+    @abc.abstractmethod
+    def sign_download(
+        self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
+    ) -> SignedRequest: ...
+
+    @abc.abstractmethod
+    def list_prefix(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with prefix, with size and ETag, in key order."""
+
+    @abc.abstractmethod
+    async def head(self, key: str) -> ObjectInfo: ...
+
+    @abc.abstractmethod
+    async def get_bytes(self, key: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete keys; missing keys are not an error. Raises StorageError if any fails."""
+
+    async def delete_prefix(self, prefix: str) -> int:
+        keys = [obj.key async for obj in self.list_prefix(prefix)]
+        if keys:
+            await self.delete_many(keys)
+        return len(keys)
+
+    async def ping(self) -> None:
+        """Cheap reachability probe; raises StorageError when storage is not usable."""
+        async for _ in self.list_prefix("\x00ping/"):
+            break
+
+    async def close(self) -> None:
+        return None
+
+    # Multipart: only backends whose capabilities say so implement these.
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        raise NotImplementedError(f"{self.name} storage has no multipart uploads")
+
+    def sign_upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        ttl_seconds: int,
+        *,
+        size: int | None = None,
+        md5_b64: str | None = None,
+    ) -> SignedRequest:
+        raise NotImplementedError(f"{self.name} storage has no multipart uploads")
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+    ) -> None:
+        raise NotImplementedError(f"{self.name} storage has no multipart uploads")
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        raise NotImplementedError(f"{self.name} storage has no multipart uploads")
+
+    def list_multipart_uploads(self, prefix: str) -> AsyncIterator[MultipartUploadInfo]:
+        raise NotImplementedError(f"{self.name} storage has no multipart uploads")
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that HTTP clients would rewrite or that could escape a root."""
+    if not key or key.startswith("/") or "\x00" in key or "\\" in key:
+        raise InvalidObjectKey(f"invalid object key {key!r}")
+    if any(seg in (".", "..") for seg in key.split("/")):
+        raise InvalidObjectKey(f"object key {key!r} has a '.' or '..' segment")
+    return key
