@@ -217,11 +217,11 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
-    if not settings.is_development and not settings.auth.jwt_secret.get_secret_value():
-        if not settings.auth.jwks_url:
-            raise ConfigError(
-                f"auth.jwt_secret: must be set when APP_ENV is {settings.env!r} (not development)"
-            )
+    secret = settings.auth.jwt_secret.get_secret_value()
+    if not settings.is_development and not secret and not settings.auth.jwks_url:
+        raise ConfigError(
+            f"auth.jwt_secret: must be set when APP_ENV is {settings.env!r} (not development)"
+        )
     return settings
 
 

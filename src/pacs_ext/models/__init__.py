@@ -1,1 +1,9 @@
+"""ORM models, one module per table."""
 
+from .annotation import Annotation
+from .base import Base
+from .mask import Mask
+from .mask_group import MaskGroup
+from .mask_group_file import MaskGroupFile
+
+__all__ = ["Annotation", "Base", "Mask", "MaskGroup", "MaskGroupFile"]

@@ -1,0 +1,29 @@
+"""`pacs-ext`: the command line. One module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..config import ConfigError
+from . import db, serve, token
+
+app = typer.Typer(
+    name="pacs-ext",
+    help="PACS Extension Server: annotations and segmentation masks on object storage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.command("serve")(serve.serve)
+app.command("token")(token.token)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,23 @@
+"""Helpers shared by commands: settings that fail with one clear line."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from ..config import ConfigError, Settings, load_settings
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err_console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)

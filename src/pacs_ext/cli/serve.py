@@ -1,0 +1,45 @@
+"""`pacs-ext serve`: run the HTTP server (uvicorn)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+import uvicorn
+
+from .common import fail, settings_or_exit
+from .db import pending_migrations
+
+
+def serve(
+    host: str = typer.Option(None, help="bind address (default: server.host)"),
+    port: int = typer.Option(None, help="port (default: server.port)"),
+    workers: int = typer.Option(None, help="worker processes (default: server.workers)"),
+) -> None:
+    """Serve the API, the docs and (for the local provider) the object store."""
+    # Workers build their own settings from the environment: pass overrides that way.
+    if host:
+        os.environ["APP_SERVER__HOST"] = host
+    if port:
+        os.environ["APP_SERVER__PORT"] = str(port)
+    settings = settings_or_exit()
+    settings.jwt_secret()
+    if settings.object_storage.provider == "local":
+        settings.local_storage_secret()
+    try:
+        behind = pending_migrations(settings)
+    except Exception as exc:
+        raise fail(f"cannot reach the database: {exc}") from None
+    if behind:
+        raise fail("the database schema is not up to date: run `pacs-ext db upgrade` first")
+    uvicorn.run(
+        "pacs_ext.app:create_app",
+        factory=True,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=workers or settings.server.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )

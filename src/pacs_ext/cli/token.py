@@ -1,0 +1,18 @@
+"""`pacs-ext token SUBJECT`: print a bearer token signed with the configured secret."""
+
+from __future__ import annotations
+
+import typer
+
+from ..auth import create_token
+from .common import settings_or_exit
+
+
+def token(
+    subject: str = typer.Argument(..., help="the token's subject (user id)"),
+    admin: bool = typer.Option(False, "--admin", help="grant the admin role"),
+    ttl: int = typer.Option(12 * 3600, "--ttl", min=60, help="lifetime in seconds"),
+) -> None:
+    """Print a bearer token (HS256) for SUBJECT."""
+    settings = settings_or_exit()
+    typer.echo(create_token(settings, subject, admin=admin, ttl_seconds=ttl))

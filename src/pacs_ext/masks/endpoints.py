@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, status
+from fastapi.responses import RedirectResponse, Response
+
+from ..annotations import service as annotation_service
+from ..auth import CurrentUser, CurrentUserOrQueryToken
+from ..deps import SessionDep, SettingsDep, StorageDep
+from ..schemas import ERROR_RESPONSES, ErrorBody, Page
+from . import repository as repo
+from . import service
+from .schemas import (
+    DownloadUrl,
+    MaskFilters,
+    MaskGroupCreate,
+    MaskGroupCreated,
+    MaskGroupRead,
+    MaskGroupUpdate,
+    MaskRead,
+    UploadUrlsRequest,
+    UploadUrlsResponse,
+)
+from .uploads import hex_to_b64, resolve_ttl
+
+router = APIRouter(
+    prefix="/annotations/{annotation_id}/mask-groups",
+    tags=["mask groups"],
+    responses=ERROR_RESPONSES,
+)
+
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "Conflict (body lists missing/mismatched files)"}
+}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "Storage or database unavailable; retry"}
+}
+
+
+def _ctx(
+    session: SessionDep, storage: StorageDep, settings: SettingsDep, user: CurrentUser
+) -> service.Ctx:
+    return service.Ctx(session=session, storage=storage, settings=settings, principal=user)
+
+
+CtxDep = Annotated[service.Ctx, Depends(_ctx)]
+
+
+def _json(model: Any, status_code: int = 200) -> Response:
+    # Thousands of upload targets: serialise once, skip FastAPI's second validation pass.
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+def _mask_read(m: Any) -> MaskRead:
+    return MaskRead(
+        id=m.id,
+        group_id=m.group_id,
+        slice_index=m.slice_index,
+        sop_instance_uid=m.sop_instance_uid,
+        label_name=m.label_name,
+        filename=m.filename,
+        object_key=m.object_key,
+        mime_type=m.mime_type,
+        file_size=m.file_size,
+        md5=hex_to_b64(m.md5),
+        sha256=hex_to_b64(m.sha256),
+        width=m.width,
+        height=m.height,
+        created_at=m.created_at,
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MaskGroupCreated,
+    responses=UNAVAILABLE,
+)
+async def create_mask_group(annotation_id: int, body: MaskGroupCreate, ctx: CtxDep) -> Response:
+    """Create a mask group; returns a signed upload target for every declared file."""
+    group, targets = await service.create_group(ctx, annotation_id, body)
+    (read,) = await service.to_read(ctx.session, [group])
+    created = MaskGroupCreated(**read.model_dump(), uploads=targets)
+    return _json(created, status.HTTP_201_CREATED)
+
+
+@router.get("", response_model=Page[MaskGroupRead])
+async def list_mask_groups(
+    annotation_id: int,
+    ctx: CtxDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[MaskGroupRead]:
+    """List the annotation's mask groups with their counts."""
+    await annotation_service.get_readable(ctx.session, ctx.principal, annotation_id)
+    groups, total = await repo.list_groups(ctx.session, annotation_id, limit, offset)
+    items = await service.to_read(ctx.session, groups)
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{group_id}", response_model=MaskGroupRead)
+async def get_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) -> MaskGroupRead:
+    """Read a mask group with its file and mask counts and verified bytes."""
+    _, group = await service.readable_group(ctx, annotation_id, group_id)
+    (read,) = await service.to_read(ctx.session, [group])
+    return read
+
+
+@router.patch("/{group_id}", response_model=MaskGroupRead, responses=UNAVAILABLE)
+async def update_mask_group(
+    annotation_id: int, group_id: int, body: MaskGroupUpdate, ctx: CtxDep
+) -> MaskGroupRead:
+    """Change a group's descriptive fields (metadata.json follows for complete groups)."""
+    group = await service.update_group(ctx, annotation_id, group_id, body)
+    (read,) = await service.to_read(ctx.session, [group])
+    return read
+
+
+@router.delete("/{group_id}", status_code=status.HTTP_204_NO_CONTENT, responses=UNAVAILABLE)
+async def delete_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) -> None:
+    """Delete a group, its masks and every object under its prefix."""
+    await service.delete_group(ctx, annotation_id, group_id)
+
+
+@router.post(
+    "/{group_id}/upload-urls",
+    response_model=UploadUrlsResponse,
+    responses={**CONFLICT, **UNAVAILABLE},
+)
+async def create_upload_urls(
+    annotation_id: int, group_id: int, body: UploadUrlsRequest, ctx: CtxDep
+) -> Response:
+    """Sign URLs for more files, or renew expired ones (same file name)."""
+    targets = await service.upload_urls(ctx, annotation_id, group_id, body.files, body.ttl_seconds)
+    return _json(UploadUrlsResponse(uploads=targets))
+
+
+@router.post(
+    "/{group_id}/complete",
+    response_model=MaskGroupRead,
+    responses={**CONFLICT, **UNAVAILABLE},
+)
+async def complete_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) -> MaskGroupRead:
+    """Verify every declared object in storage (size, MD5) and record the masks. Idempotent."""
+    group = await service.complete(ctx, annotation_id, group_id)
+    (read,) = await service.to_read(ctx.session, [group])
+    return read
+
+
+@router.get("/{group_id}/masks", response_model=Page[MaskRead])
+async def list_masks(
+    annotation_id: int,
+    group_id: int,
+    ctx: CtxDep,
+    filters: Annotated[MaskFilters, Depends()],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """List a group's verified masks, filtered by label, SOP instance or slice."""
+    await service.readable_group(ctx, annotation_id, group_id)
+    rows, total = await repo.list_masks(ctx.session, group_id, filters, limit, offset)
+    page = Page[MaskRead](
+        items=[_mask_read(m) for m in rows], total=total, limit=limit, offset=offset
+    )
+    return _json(page)
+
+
+@router.get("/{group_id}/masks/{mask_id}", response_model=MaskRead)
+async def get_mask(annotation_id: int, group_id: int, mask_id: int, ctx: CtxDep) -> MaskRead:
+    """Read one mask."""
+    return _mask_read(await service.readable_mask(ctx, annotation_id, group_id, mask_id))
+
+
+@router.delete(
+    "/{group_id}/masks/{mask_id}", status_code=status.HTTP_204_NO_CONTENT, responses=UNAVAILABLE
+)
+async def delete_mask(annotation_id: int, group_id: int, mask_id: int, ctx: CtxDep) -> None:
+    """Delete one mask and its object."""
+    await service.delete_mask(ctx, annotation_id, group_id, mask_id)
+
+
+@router.get("/{group_id}/masks/{mask_id}/download-url", response_model=DownloadUrl)
+async def get_download_url(
+    annotation_id: int,
+    group_id: int,
+    mask_id: int,
+    ctx: CtxDep,
+    ttl_seconds: Annotated[int | None, Query()] = None,
+    attachment: Annotated[
+        bool, Query(description="ask browsers to save the file under its name")
+    ] = False,
+) -> DownloadUrl:
+    """A signed GET URL for the mask's object."""
+    mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
+    ttl = resolve_ttl(ctx.settings, ttl_seconds)
+    disposition = f'attachment; filename="{mask.filename}"' if attachment else None
+    signed = ctx.storage.sign_download(mask.object_key, ttl, content_disposition=disposition)
+    return DownloadUrl(url=signed.url, expires_at=signed.expires_at)
+
+
+@router.get(
+    "/{group_id}/masks/{mask_id}/content",
+    status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+    response_class=RedirectResponse,
+    responses={307: {"description": "Redirect to a signed GET of the object"}},
+)
+async def get_mask_content(
+    annotation_id: int,
+    group_id: int,
+    mask_id: int,
+    user: CurrentUserOrQueryToken,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> RedirectResponse:
+    """Redirect to a short-lived signed GET (usable as an <img src> with ?access_token=)."""
+    ctx = service.Ctx(session=session, storage=storage, settings=settings, principal=user)
+    mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
+    signed = ctx.storage.sign_download(mask.object_key, ctx.settings.signed_url.default_ttl)
+    return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)

@@ -1,0 +1,162 @@
+"""SQL for mask groups, their declared files and masks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..models import Mask, MaskGroup, MaskGroupFile
+from ..models.mask_group import COMPLETE, PENDING
+from .schemas import MaskFilters
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCounts:
+    file_count: int = 0
+    mask_count: int = 0
+    total_bytes: int = 0
+
+
+async def get_group(session: AsyncSession, annotation_id: int, group_id: int) -> MaskGroup | None:
+    group = await session.get(MaskGroup, group_id)
+    if group is None or group.annotation_id != annotation_id:
+        return None
+    return group
+
+
+async def list_groups(
+    session: AsyncSession, annotation_id: int, limit: int, offset: int
+) -> tuple[Sequence[MaskGroup], int]:
+    where = MaskGroup.annotation_id == annotation_id
+    total = await session.scalar(select(func.count()).select_from(MaskGroup).where(where))
+    rows = await session.scalars(
+        select(MaskGroup).where(where).order_by(MaskGroup.id).limit(limit).offset(offset)
+    )
+    return rows.all(), int(total or 0)
+
+
+async def counts(session: AsyncSession, group_ids: Iterable[int]) -> dict[int, GroupCounts]:
+    ids = list(group_ids)
+    if not ids:
+        return {}
+    files = dict(
+        (
+            await session.execute(
+                select(MaskGroupFile.group_id, func.count())
+                .where(MaskGroupFile.group_id.in_(ids))
+                .group_by(MaskGroupFile.group_id)
+            )
+        ).tuples().all()
+    )
+    masks = {
+        gid: (n, total)
+        for gid, n, total in (
+            await session.execute(
+                select(Mask.group_id, func.count(), func.coalesce(func.sum(Mask.file_size), 0))
+                .where(Mask.group_id.in_(ids))
+                .group_by(Mask.group_id)
+            )
+        ).tuples().all()
+    }
+    return {
+        gid: GroupCounts(
+            file_count=int(files.get(gid, 0)),
+            mask_count=int(masks.get(gid, (0, 0))[0]),
+            total_bytes=int(masks.get(gid, (0, 0))[1]),
+        )
+        for gid in ids
+    }
+
+
+async def declared_files(session: AsyncSession, group_id: int) -> Sequence[MaskGroupFile]:
+    rows = await session.scalars(
+        select(MaskGroupFile).where(MaskGroupFile.group_id == group_id).order_by(MaskGroupFile.id)
+    )
+    return rows.all()
+
+
+async def declared_by_name(
+    session: AsyncSession, group_id: int, names: Iterable[str]
+) -> dict[str, MaskGroupFile]:
+    wanted = list(names)
+    out: dict[str, MaskGroupFile] = {}
+    # Chunked IN lists stay under SQLite's bound-parameter limit.
+    for i in range(0, len(wanted), 900):
+        rows = await session.scalars(
+            select(MaskGroupFile).where(
+                MaskGroupFile.group_id == group_id,
+                MaskGroupFile.filename.in_(wanted[i : i + 900]),
+            )
+        )
+        out.update((f.filename, f) for f in rows)
+    return out
+
+
+async def insert_files(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(MaskGroupFile), rows)
+
+
+async def insert_masks(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(Mask), rows)
+
+
+async def claim_completion(session: AsyncSession, group_id: int, values: dict[str, Any]) -> bool:
+    """Move a pending group to complete; False when another request got there first."""
+    result = await session.execute(
+        update(MaskGroup)
+        .where(MaskGroup.id == group_id, MaskGroup.status == PENDING)
+        .values(status=COMPLETE, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def list_masks(
+    session: AsyncSession, group_id: int, filters: MaskFilters, limit: int, offset: int
+) -> tuple[Sequence[Mask], int]:
+    stmt = select(Mask).where(Mask.group_id == group_id)
+    if filters.label_name is not None:
+        stmt = stmt.where(Mask.label_name == filters.label_name)
+    if filters.sop_instance_uid is not None:
+        stmt = stmt.where(Mask.sop_instance_uid == filters.sop_instance_uid)
+    if filters.slice_index is not None:
+        stmt = stmt.where(Mask.slice_index == filters.slice_index)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = await session.scalars(
+        stmt.order_by(Mask.slice_index, Mask.label_name, Mask.id).limit(limit).offset(offset)
+    )
+    return rows.all(), int(total or 0)
+
+
+async def all_masks(session: AsyncSession, group_id: int) -> Sequence[Mask]:
+    rows = await session.scalars(select(Mask).where(Mask.group_id == group_id).order_by(Mask.id))
+    return rows.all()
+
+
+async def get_mask(session: AsyncSession, group_id: int, mask_id: int) -> Mask | None:
+    mask = await session.get(Mask, mask_id)
+    if mask is None or mask.group_id != group_id:
+        return None
+    return mask
+
+
+async def delete_mask(session: AsyncSession, mask_id: int) -> None:
+    await session.execute(delete(Mask).where(Mask.id == mask_id))
+
+
+async def delete_declared(session: AsyncSession, group_id: int, filename: str) -> None:
+    await session.execute(
+        delete(MaskGroupFile).where(
+            MaskGroupFile.group_id == group_id, MaskGroupFile.filename == filename
+        )
+    )
+
+
+async def delete_group(session: AsyncSession, group_id: int) -> None:
+    await session.execute(delete(MaskGroup).where(MaskGroup.id == group_id))

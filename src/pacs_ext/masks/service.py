@@ -1,0 +1,277 @@
+"""Mask groups: declare files and hand out signed targets, verify and commit, delete cleanly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..annotations import service as annotation_service
+from ..auth import Principal
+from ..config import Settings
+from ..exceptions import Conflict, NotFound
+from ..models import Annotation, Mask, MaskGroup
+from ..models.base import utcnow
+from ..models.mask_group import COMPLETE, PENDING
+from ..storage.base import ObjectInfo, ObjectStorage
+from ..storage.errors import translate_storage_errors
+from . import repository as repo
+from .keys import METADATA_NAME, group_prefix, object_key
+from .schemas import (
+    FileSpec,
+    MaskGroupCreate,
+    MaskGroupRead,
+    MaskGroupUpdate,
+    UploadTarget,
+)
+from .uploads import check_specs, file_row, resolve_ttl, single_target, uses_multipart
+from .verify import mask_row, metadata_document, verify
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """What every group operation needs besides the request's own arguments."""
+
+    session: AsyncSession
+    storage: ObjectStorage
+    settings: Settings
+    principal: Principal
+
+    @property
+    def key_prefix(self) -> str:
+        return self.settings.object_storage.key_prefix
+
+
+async def to_read(session: AsyncSession, groups: Sequence[MaskGroup]) -> list[MaskGroupRead]:
+    counts = await repo.counts(session, (g.id for g in groups))
+    out = []
+    for g in groups:
+        c = counts.get(g.id, repo.GroupCounts())
+        read = MaskGroupRead.model_validate(g)
+        read.file_count, read.mask_count, read.total_bytes = (
+            c.file_count,
+            c.mask_count,
+            c.total_bytes,
+        )
+        out.append(read)
+    return out
+
+
+async def readable_group(
+    ctx: Ctx, annotation_id: int, group_id: int
+) -> tuple[Annotation, MaskGroup]:
+    annotation = await annotation_service.get_readable(ctx.session, ctx.principal, annotation_id)
+    group = await repo.get_group(ctx.session, annotation_id, group_id)
+    if group is None:
+        raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
+    return annotation, group
+
+
+async def writable_group(
+    ctx: Ctx, annotation_id: int, group_id: int
+) -> tuple[Annotation, MaskGroup]:
+    annotation = await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
+    group = await repo.get_group(ctx.session, annotation_id, group_id)
+    if group is None:
+        raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
+    return annotation, group
+
+
+async def _targets(
+    ctx: Ctx, rows: list[dict[str, object]], specs: Sequence[FileSpec], ttl: int
+) -> list[UploadTarget]:
+    targets = []
+    with_multipart = any(uses_multipart(ctx.settings, ctx.storage, s.size) for s in specs)
+    if with_multipart:
+        from .multipart import multipart_targets  # only S3-like stores get here
+
+        return await multipart_targets(ctx, rows, specs, ttl)
+    for row in rows:
+        targets.append(single_target(ctx.storage, row, ttl))
+    return targets
+
+
+async def create_group(
+    ctx: Ctx, annotation_id: int, body: MaskGroupCreate
+) -> tuple[MaskGroup, list[UploadTarget]]:
+    await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
+    ttl = resolve_ttl(ctx.settings, body.ttl_seconds)
+    check_specs(ctx.settings, ctx.storage, body.files)
+    group = MaskGroup(
+        annotation_id=annotation_id,
+        created_by=ctx.principal.subject,
+        status=PENDING,
+        slice_count=len({f.slice_index for f in body.files if f.slice_index is not None}),
+        **body.model_dump(exclude={"files", "ttl_seconds"}),
+    )
+    ctx.session.add(group)
+    await ctx.session.flush()
+    rows = [file_row(ctx.key_prefix, annotation_id, group.id, s) for s in body.files]
+    targets = await _targets(ctx, rows, body.files, ttl)
+    await repo.insert_files(ctx.session, rows)
+    if targets:
+        group.upload_expires_at = max(t.expires_at for t in targets)
+    await ctx.session.flush()
+    log.info("mask_group.created", annotation_id=annotation_id, group_id=group.id, files=len(rows))
+    return group, targets
+
+
+async def upload_urls(
+    ctx: Ctx, annotation_id: int, group_id: int, files: list[FileSpec], ttl_seconds: int | None
+) -> list[UploadTarget]:
+    """Sign new or renewed URLs; a file declared again with other size/MD5 replaces the old."""
+    _, group = await writable_group(ctx, annotation_id, group_id)
+    if group.status != PENDING:
+        raise Conflict(
+            f"mask group {group_id} is {group.status}; create a new group to upload more files"
+        )
+    ttl = resolve_ttl(ctx.settings, ttl_seconds)
+    check_specs(ctx.settings, ctx.storage, files)
+    rows = [file_row(ctx.key_prefix, annotation_id, group_id, s) for s in files]
+    existing = await repo.declared_by_name(ctx.session, group_id, (r["filename"] for r in rows))
+    new_rows = []
+    for row in rows:
+        old = existing.get(str(row["filename"]))
+        if old is None:
+            new_rows.append(row)
+            continue
+        for k, v in row.items():
+            setattr(old, k, v)
+        old.upload_id = None
+    targets = await _targets(ctx, rows, files, ttl)
+    await repo.insert_files(ctx.session, new_rows)
+    slices = {s.slice_index for s in files if s.slice_index is not None}
+    if slices:
+        declared = await repo.declared_files(ctx.session, group_id)
+        group.slice_count = len({f.slice_index for f in declared if f.slice_index is not None})
+    latest = max(t.expires_at for t in targets)
+    if group.upload_expires_at is None or latest > group.upload_expires_at:
+        group.upload_expires_at = latest
+    await ctx.session.flush()
+    return targets
+
+
+async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
+    """Verify every declared object by listing the prefix, then record masks in one go."""
+    started = time.perf_counter()
+    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    if group.status == COMPLETE:
+        return group
+    if group.status != PENDING:
+        raise Conflict(f"mask group {group_id} is {group.status} and cannot be completed")
+    declared = await repo.declared_files(ctx.session, group_id)
+    if not declared:
+        raise Conflict(f"mask group {group_id} has no declared files to complete")
+    if any(f.upload_id for f in declared):
+        from .multipart import finish_multipart
+
+        await finish_multipart(ctx, declared)
+    prefix = group_prefix(ctx.key_prefix, annotation_id, group_id)
+    async with translate_storage_errors("complete (listing uploaded objects)"):
+        listing: dict[str, ObjectInfo] = {o.key: o async for o in ctx.storage.list_prefix(prefix)}
+    result = verify(declared, listing)
+    if not result.passed:
+        log.warning(
+            "mask_group.upload_failed",
+            annotation_id=annotation_id,
+            group_id=group_id,
+            missing=len(result.missing),
+            mismatched=len(result.mismatched),
+        )
+        raise Conflict(
+            f"{len(result.missing)} file(s) missing and {len(result.mismatched)} mismatched; "
+            "upload them (upload-urls renews expired URLs) and call complete again",
+            extra={
+                "missing": [p.model_dump(exclude_none=True) for p in result.missing],
+                "mismatched": [p.model_dump(exclude_none=True) for p in result.mismatched],
+            },
+        )
+    rows = [mask_row(f, obj) for f, obj in result.ok]
+    now = utcnow()
+    slice_count = len({f.slice_index for f in declared if f.slice_index is not None})
+    if not await repo.claim_completion(
+        ctx.session, group_id, {"completed_at": now, "slice_count": slice_count, "updated_at": now}
+    ):
+        await ctx.session.refresh(group)
+        if group.status == COMPLETE:
+            return group
+        raise Conflict(f"mask group {group_id} changed while completing; try again")
+    await repo.insert_masks(ctx.session, rows)
+    await ctx.session.refresh(group)
+    # metadata.json last: if writing it fails, the transaction rolls back and a retry redoes all.
+    async with translate_storage_errors("complete (writing metadata.json)"):
+        await ctx.storage.put_bytes(
+            object_key(ctx.key_prefix, annotation_id, group_id, METADATA_NAME),
+            metadata_document(annotation, group, rows),
+            "application/json",
+        )
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    log.info(
+        "mask_group.completed",
+        annotation_id=annotation_id,
+        group_id=group_id,
+        files=len(rows),
+        bytes=sum(int(r["file_size"]) for r in rows),
+        duration_ms=round(elapsed_ms, 1),
+    )
+    return group
+
+
+async def update_group(
+    ctx: Ctx, annotation_id: int, group_id: int, body: MaskGroupUpdate
+) -> MaskGroup:
+    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    for k, v in body.model_dump(exclude_unset=True).items():
+        if v is None and k == "mask_type":
+            continue
+        setattr(group, k, v)
+    await ctx.session.flush()
+    await ctx.session.refresh(group)
+    if group.status == COMPLETE:
+        await write_metadata(ctx, annotation, group)
+    return group
+
+
+async def write_metadata(ctx: Ctx, annotation: Annotation, group: MaskGroup) -> None:
+    masks = await repo.all_masks(ctx.session, group.id)
+    async with translate_storage_errors("writing metadata.json"):
+        await ctx.storage.put_bytes(
+            object_key(ctx.key_prefix, annotation.id, group.id, METADATA_NAME),
+            metadata_document(annotation, group, masks),
+            "application/json",
+        )
+
+
+async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
+    await writable_group(ctx, annotation_id, group_id)
+    async with translate_storage_errors("delete mask group objects"):
+        await ctx.storage.delete_prefix(group_prefix(ctx.key_prefix, annotation_id, group_id))
+    await repo.delete_group(ctx.session, group_id)
+    log.info("mask_group.deleted", annotation_id=annotation_id, group_id=group_id)
+
+
+async def readable_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int) -> Mask:
+    await readable_group(ctx, annotation_id, group_id)
+    mask = await repo.get_mask(ctx.session, group_id, mask_id)
+    if mask is None:
+        raise NotFound(f"mask {mask_id} not found in mask group {group_id}")
+    return mask
+
+
+async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int) -> None:
+    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    mask = await repo.get_mask(ctx.session, group_id, mask_id)
+    if mask is None:
+        raise NotFound(f"mask {mask_id} not found in mask group {group_id}")
+    await repo.delete_mask(ctx.session, mask_id)
+    await repo.delete_declared(ctx.session, group_id, mask.filename)
+    # metadata.json first: a failure after it leaves an orphan object (janitor), never a
+    # metadata.json or a row naming an object that is gone.
+    await write_metadata(ctx, annotation, group)
+    async with translate_storage_errors("delete mask object"):
+        await ctx.storage.delete_many([mask.object_key])

@@ -1,0 +1,121 @@
+"""Declared files → rows to remember and signed upload targets to hand out."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..config import Settings
+from ..exceptions import InvalidInput
+from ..storage.base import ObjectStorage, UploadSpec
+from .keys import object_key
+from .schemas import FileSpec, PartTarget, UploadTarget
+
+
+def resolve_ttl(settings: Settings, ttl_seconds: int | None) -> int:
+    max_ttl = settings.signed_url.max_ttl
+    if ttl_seconds is None:
+        return settings.signed_url.default_ttl
+    if not 1 <= ttl_seconds <= max_ttl:
+        raise InvalidInput(
+            f"ttl_seconds must be between 1 and {max_ttl} seconds (got {ttl_seconds})",
+            extra={"field": "ttl_seconds", "min": 1, "max": max_ttl},
+        )
+    return ttl_seconds
+
+
+def uses_multipart(settings: Settings, storage: ObjectStorage, size: int) -> bool:
+    return storage.capabilities.multipart and size >= settings.object_storage.multipart_threshold
+
+
+def check_specs(settings: Settings, storage: ObjectStorage, files: Sequence[FileSpec]) -> None:
+    """Refuse duplicates and single-PUT files without an MD5, naming the field."""
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(files):
+        name = spec.name
+        if name in seen:
+            raise InvalidInput(
+                f"files[{i}]: duplicate file name {name!r} (also files[{seen[name]}])",
+                extra={"field": f"files[{i}]"},
+            )
+        seen[name] = i
+        if spec.md5 is None and not uses_multipart(settings, storage, spec.size):
+            raise InvalidInput(
+                f"files[{i}].md5: required (base64 MD5 of the body) for a single PUT upload",
+                extra={"field": f"files[{i}].md5"},
+            )
+
+
+def b64_to_hex(value: str | None) -> str | None:
+    return None if value is None else base64.b64decode(value).hex()
+
+
+def hex_to_b64(value: str | None) -> str | None:
+    return None if value is None else base64.b64encode(bytes.fromhex(value)).decode()
+
+
+def file_row(key_prefix: str, annotation_id: int, group_id: int, spec: FileSpec) -> dict[str, Any]:
+    name = spec.name
+    return {
+        "group_id": group_id,
+        "filename": name,
+        "object_key": object_key(key_prefix, annotation_id, group_id, name),
+        "content_type": spec.content_type,
+        "size": spec.size,
+        "md5": b64_to_hex(spec.md5),
+        "sha256": b64_to_hex(spec.sha256),
+        "slice_index": spec.slice_index,
+        "label_name": spec.label_name,
+        "sop_instance_uid": spec.sop_instance_uid,
+        "width": spec.width,
+        "height": spec.height,
+    }
+
+
+def upload_spec(row: Mapping[str, Any]) -> UploadSpec:
+    return UploadSpec(
+        key=row["object_key"],
+        content_type=row["content_type"],
+        size=row["size"],
+        md5_b64=hex_to_b64(row["md5"]),
+        sha256_b64=hex_to_b64(row["sha256"]),
+    )
+
+
+def single_target(storage: ObjectStorage, row: dict[str, Any], ttl: int) -> UploadTarget:
+    signed = storage.sign_upload(upload_spec(row), ttl)
+    return UploadTarget(
+        filename=row["filename"],
+        object_key=row["object_key"],
+        url=signed.url,
+        headers=signed.headers,
+        expires_at=signed.expires_at,
+    )
+
+
+def multipart_target(
+    storage: ObjectStorage, row: dict[str, Any], upload_id: str, part_size: int, ttl: int
+) -> UploadTarget:
+    size = row["size"]
+    count = max(1, -(-size // part_size))
+    parts = []
+    expires_at = None
+    for n in range(1, count + 1):
+        this_size = min(part_size, size - (n - 1) * part_size)
+        signed = storage.sign_upload_part(row["object_key"], upload_id, n, ttl, size=this_size)
+        expires_at = signed.expires_at
+        parts.append(
+            PartTarget(part_number=n, url=signed.url, headers=signed.headers, size=this_size)
+        )
+    assert expires_at is not None
+    return UploadTarget(
+        filename=row["filename"],
+        object_key=row["object_key"],
+        url=None,
+        headers={},
+        expires_at=expires_at,
+        upload_id=upload_id,
+        part_size=part_size,
+        parts=parts,
+    )

@@ -1,0 +1,128 @@
+"""Check declared files against a listing of the group's prefix; build metadata.json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import Annotation, Mask, MaskGroup, MaskGroupFile
+from ..storage.base import ObjectInfo
+from .schemas import FileProblem
+
+METADATA_SCHEMA_VERSION = 1
+
+
+@dataclass
+class Verification:
+    ok: list[tuple[MaskGroupFile, ObjectInfo]] = field(default_factory=list)
+    missing: list[FileProblem] = field(default_factory=list)
+    mismatched: list[FileProblem] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.mismatched
+
+
+def verify(declared: Sequence[MaskGroupFile], listing: Mapping[str, ObjectInfo]) -> Verification:
+    result = Verification()
+    for f in declared:
+        obj = listing.get(f.object_key)
+        if obj is None:
+            result.missing.append(
+                FileProblem(filename=f.filename, object_key=f.object_key, reason="not uploaded")
+            )
+            continue
+        if obj.size != f.size:
+            result.mismatched.append(
+                FileProblem(
+                    filename=f.filename,
+                    object_key=f.object_key,
+                    reason="size differs from the declared size",
+                    expected_size=f.size,
+                    actual_size=obj.size,
+                )
+            )
+            continue
+        # A multipart ETag is not an MD5 of the body; its parts are checked when completing it.
+        if f.md5 and not obj.is_multipart and obj.etag.lower() != f.md5:
+            result.mismatched.append(
+                FileProblem(
+                    filename=f.filename,
+                    object_key=f.object_key,
+                    reason="MD5 of the stored object differs from the declared md5",
+                    expected_size=f.size,
+                    actual_size=obj.size,
+                )
+            )
+            continue
+        result.ok.append((f, obj))
+    return result
+
+
+def mask_row(f: MaskGroupFile, obj: ObjectInfo) -> dict[str, Any]:
+    return {
+        "group_id": f.group_id,
+        "slice_index": f.slice_index,
+        "sop_instance_uid": f.sop_instance_uid,
+        "label_name": f.label_name,
+        "filename": f.filename,
+        "object_key": f.object_key,
+        "mime_type": f.content_type,
+        "file_size": obj.size,
+        "md5": f.md5 or (None if obj.is_multipart else obj.etag.lower()),
+        "etag": obj.etag,
+        "sha256": f.sha256,
+        "width": f.width,
+        "height": f.height,
+    }
+
+
+def metadata_document(
+    annotation: Annotation, group: MaskGroup, masks: Sequence[Mask | Mapping[str, Any]]
+) -> bytes:
+    def get(m: Mask | Mapping[str, Any], k: str) -> Any:
+        return m[k] if isinstance(m, Mapping) else getattr(m, k)
+
+    doc = {
+        "schema_version": METADATA_SCHEMA_VERSION,
+        "annotation": {
+            "id": annotation.id,
+            "owner": annotation.owner,
+            "study_instance_uid": annotation.study_instance_uid,
+            "series_instance_uid": annotation.series_instance_uid,
+            "sop_instance_uid": annotation.sop_instance_uid,
+        },
+        "group": {
+            "id": group.id,
+            "group_name": group.group_name,
+            "model_name": group.model_name,
+            "version": group.version,
+            "modality": group.modality,
+            "mask_type": group.mask_type,
+            "description": group.description,
+            "created_by": group.created_by,
+            "slice_count": group.slice_count,
+            "created_at": group.created_at.isoformat() if group.created_at else None,
+            "completed_at": group.completed_at.isoformat() if group.completed_at else None,
+        },
+        "files": [
+            {
+                "key": get(m, "object_key"),
+                "filename": get(m, "filename"),
+                "size": get(m, "file_size"),
+                "md5": get(m, "md5"),
+                "etag": get(m, "etag"),
+                "sha256": get(m, "sha256"),
+                "content_type": get(m, "mime_type"),
+                "label_name": get(m, "label_name"),
+                "slice_index": get(m, "slice_index"),
+                "sop_instance_uid": get(m, "sop_instance_uid"),
+                "width": get(m, "width"),
+                "height": get(m, "height"),
+            }
+            for m in masks
+        ],
+    }
+    return json.dumps(doc, indent=1, ensure_ascii=False).encode()

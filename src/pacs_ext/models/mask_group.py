@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base, BigId, TimestampMixin, UTCDateTime
+
+if TYPE_CHECKING:
+    from .annotation import Annotation
+    from .mask import Mask
+    from .mask_group_file import MaskGroupFile
+
+PENDING = "pending"
+COMPLETE = "complete"
+EXPIRED = "expired"
+
+
+class MaskGroup(TimestampMixin, Base):
+    __tablename__ = "mask_groups"
+    __table_args__ = (
+        Index("ix_mask_groups_annotation", "annotation_id", "id"),
+        Index("ix_mask_groups_status", "status", "upload_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    annotation_id: Mapped[int] = mapped_column(
+        ForeignKey("annotations.id", ondelete="CASCADE"), nullable=False
+    )
+    group_name: Mapped[str | None] = mapped_column(String(255))
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    slice_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    mask_type: Mapped[str] = mapped_column(String(64), nullable=False, default="segmentation")
+    description: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=PENDING)
+    # Latest expiry of any upload URL issued for this group (the janitor's clock).
+    upload_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    annotation: Mapped[Annotation] = relationship(back_populates="mask_groups")
+    files: Mapped[list[MaskGroupFile]] = relationship(
+        back_populates="group", cascade="all, delete-orphan", passive_deletes=True
+    )
+    masks: Mapped[list[Mask]] = relationship(
+        back_populates="group", cascade="all, delete-orphan", passive_deletes=True
+    )

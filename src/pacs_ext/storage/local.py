@@ -1,0 +1,263 @@
+"""The embedded object store: files under a root folder, reached through signed URLs that the
+server itself issues and serves (see storage/local_endpoints.py)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import anyio.to_thread
+
+from .base import (
+    Capabilities,
+    InvalidObjectKey,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStorage,
+    SignedRequest,
+    StorageError,
+    UploadSpec,
+    validate_key,
+)
+
+MD5_XATTR = "user.pacs.md5"
+TYPE_XATTR = "user.pacs.content_type"
+TMP_DIR = ".tmp"
+ROUTE_PREFIX = "/storage/"
+
+
+class SignatureError(Exception):
+    """A local signed URL is expired, tampered with, or used with other headers."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class LocalStorage(ObjectStorage):
+    name = "local"
+    capabilities = Capabilities()
+
+    def __init__(self, root: Path, secret: bytes, base_url: str, bucket: str = "local") -> None:
+        self.root = root.resolve()
+        self.bucket = bucket
+        self._secret = secret
+        self._base = base_url.rstrip("/") + ROUTE_PREFIX
+        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+
+    # ---- signing -------------------------------------------------------------------------
+
+    def _signature(self, method: str, key: str, expires: int, *bound: str) -> str:
+        msg = "\n".join((method, key, str(expires), *bound)).encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+
+    def sign_upload(self, spec: UploadSpec, ttl_seconds: int) -> SignedRequest:
+        validate_key(spec.key)
+        expires = int(time.time()) + ttl_seconds
+        md5 = spec.md5_b64 or ""
+        sig = self._signature("PUT", spec.key, expires, spec.content_type, str(spec.size), md5)
+        headers = {"Content-Type": spec.content_type, "Content-Length": str(spec.size)}
+        if md5:
+            headers["Content-MD5"] = md5
+        url = f"{self._base}{quote(spec.key, safe='/~')}?expires={expires}&signature={sig}"
+        return SignedRequest("PUT", url, headers, datetime.fromtimestamp(expires, UTC))
+
+    def sign_download(
+        self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
+    ) -> SignedRequest:
+        validate_key(key)
+        expires = int(time.time()) + ttl_seconds
+        disposition = content_disposition or ""
+        sig = self._signature("GET", key, expires, disposition)
+        query = {"expires": str(expires), "signature": sig}
+        if disposition:
+            query["response-content-disposition"] = disposition
+        url = f"{self._base}{quote(key, safe='/~')}?{urlencode(query, quote_via=quote)}"
+        return SignedRequest("GET", url, {}, datetime.fromtimestamp(expires, UTC))
+
+    def verify_put(
+        self,
+        key: str,
+        expires: str,
+        signature: str,
+        content_type: str,
+        content_length: str,
+        content_md5: str,
+    ) -> None:
+        self._check(expires)
+        expected = self._signature(
+            "PUT", key, int(expires), content_type, content_length, content_md5
+        )
+        if not hmac.compare_digest(expected, signature):
+            raise SignatureError(
+                403,
+                "SignatureDoesNotMatch",
+                "the request does not match the signed URL (key, expiry, Content-Type, "
+                "Content-Length and Content-MD5 must be exactly as issued)",
+            )
+
+    def verify_get(self, key: str, expires: str, signature: str, disposition: str) -> None:
+        self._check(expires)
+        if not hmac.compare_digest(
+            self._signature("GET", key, int(expires), disposition), signature
+        ):
+            raise SignatureError(403, "SignatureDoesNotMatch", "signature does not match")
+
+    @staticmethod
+    def _check(expires: str) -> None:
+        if not expires.isdigit():
+            raise SignatureError(403, "AccessDenied", "missing or malformed expiry")
+        if int(expires) < time.time():
+            raise SignatureError(403, "AccessDenied", "the signed URL has expired")
+
+    # ---- paths ---------------------------------------------------------------------------
+
+    def path_for(self, key: str) -> Path:
+        validate_key(key)
+        if key.startswith(TMP_DIR + "/") or key == TMP_DIR:
+            raise InvalidObjectKey(f"object key {key!r} is reserved")
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise InvalidObjectKey(f"object key {key!r} escapes the storage root")
+        return path
+
+    def temp_path(self) -> Path:
+        return self.root / TMP_DIR / uuid.uuid4().hex
+
+    def commit_temp(self, tmp: Path, key: str, md5_hex: str, content_type: str) -> None:
+        """Atomically publish a fully written temp file under key (blocking: run in a thread)."""
+        dest = self.path_for(key)
+        try:
+            os.setxattr(tmp, MD5_XATTR, md5_hex.encode())
+            os.setxattr(tmp, TYPE_XATTR, content_type.encode())
+        except OSError:
+            pass  # filesystems without xattrs: the MD5 is recomputed when listing
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+
+    # ---- I/O -----------------------------------------------------------------------------
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        infos = await anyio.to_thread.run_sync(self._list_sync, prefix)
+        for info in infos:
+            yield info
+
+    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
+        base_dir = prefix.rpartition("/")[0]
+        start = self.root / base_dir if base_dir else self.root
+        try:
+            start = start.resolve()
+        except OSError:
+            return []
+        if not start.is_relative_to(self.root) or not start.is_dir():
+            return []
+        out = []
+        for path in _walk_files(start):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix) and not key.startswith(TMP_DIR + "/"):
+                with contextlib.suppress(FileNotFoundError):
+                    out.append(_info(key, path))
+        out.sort(key=lambda o: o.key)
+        return out
+
+    async def head(self, key: str) -> ObjectInfo:
+        path = self.path_for(key)
+        try:
+            return await anyio.to_thread.run_sync(_info, key, path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    async def get_bytes(self, key: str) -> bytes:
+        path = self.path_for(key)
+        try:
+            return await anyio.to_thread.run_sync(path.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        def write() -> None:
+            tmp = self.temp_path()
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.commit_temp(tmp, key, hashlib.md5(data).hexdigest(), content_type)  # noqa: S324
+
+        self.path_for(key)
+        try:
+            await anyio.to_thread.run_sync(write)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r}: {exc.strerror}") from None
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        paths = [self.path_for(k) for k in keys]
+        await anyio.to_thread.run_sync(self._delete_sync, paths)
+
+    def _delete_sync(self, paths: list[Path]) -> None:
+        parents = set()
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            parents.add(path.parent)
+        # Prune directories left empty so a deleted group leaves nothing behind.
+        for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+            d = parent
+            while d != self.root and d.is_relative_to(self.root):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+                d = d.parent
+
+    async def ping(self) -> None:
+        ok = await anyio.to_thread.run_sync(os.access, self.root, os.W_OK)
+        if not ok:
+            raise StorageError(f"storage root {self.root} is not writable")
+
+
+def _walk_files(start: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(start):
+        dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+        for name in filenames:
+            yield Path(dirpath, name)
+
+
+def _info(key: str, path: Path) -> ObjectInfo:
+    st = path.stat()
+    if not path.is_file():
+        raise FileNotFoundError(key)
+    try:
+        md5 = os.getxattr(path, MD5_XATTR).decode()
+    except OSError:
+        md5 = file_md5(path)
+    return ObjectInfo(key, st.st_size, md5, datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def content_type_of(path: Path) -> str:
+    try:
+        return os.getxattr(path, TYPE_XATTR).decode()
+    except OSError:
+        return "application/octet-stream"
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()  # noqa: S324 - MD5 is the S3 ETag contract, not a security control
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def b64_to_hex(md5_b64: str) -> str:
+    return base64.b64decode(md5_b64).hex()
