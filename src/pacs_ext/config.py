@@ -72,6 +72,13 @@ class AuthSettings(BaseModel):
     admin_role: str = "admin"
     leeway_seconds: int = Field(30, ge=0, le=300)
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value() and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (HS256 needs a 256-bit key)")
+        return v
+
 
 class ObjectStorageSettings(BaseModel):
     provider: Literal["local", "s3", "minio"] = "local"

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from ..config import ConfigError, Settings, load_settings
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def settings_or_exit() -> Settings:

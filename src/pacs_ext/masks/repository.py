@@ -50,7 +50,9 @@ async def counts(session: AsyncSession, group_ids: Iterable[int]) -> dict[int, G
                 .where(MaskGroupFile.group_id.in_(ids))
                 .group_by(MaskGroupFile.group_id)
             )
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     )
     masks = {
         gid: (n, total)
@@ -60,7 +62,9 @@ async def counts(session: AsyncSession, group_ids: Iterable[int]) -> dict[int, G
                 .where(Mask.group_id.in_(ids))
                 .group_by(Mask.group_id)
             )
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     }
     return {
         gid: GroupCounts(

@@ -1,0 +1,58 @@
+"""`pacs-ext db upgrade`, `token` and `serve` refusing an un-migrated database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import jwt
+import pytest
+
+from fixtures.server import BIN, TEST_JWT_SECRET
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    e.update(
+        APP_CONFIG_DIR=str(tmp_path / "none"),
+        APP_SERVER__DATA_DIR=str(tmp_path / "data"),
+        APP_AUTH__JWT_SECRET=TEST_JWT_SECRET,
+    )
+    return e
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_token_prints_a_verifiable_token(env: dict[str, str]) -> None:
+    r = run(env, "token", "alice")
+    assert r.returncode == 0
+    claims = jwt.decode(r.stdout.strip(), TEST_JWT_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    assert claims["roles"] == []
+    admin = jwt.decode(
+        run(env, "token", "root", "--admin").stdout.strip(), TEST_JWT_SECRET, algorithms=["HS256"]
+    )
+    assert admin["roles"] == ["admin"]
+
+
+def test_serve_refuses_an_unmigrated_database_then_db_upgrade_fixes_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    r = run(env, "serve", "--port", "1")
+    assert r.returncode == 1
+    assert "pacs-ext db upgrade" in r.stderr
+    r = run(env, "db", "upgrade")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "data" / "pacs_ext.db").is_file()
+    again = run(env, "db", "upgrade")
+    assert again.returncode == 0
+
+
+def test_unknown_command_is_a_clear_error(env: dict[str, str]) -> None:
+    r = run(env, "frobnicate")
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr

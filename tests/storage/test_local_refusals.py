@@ -1,0 +1,133 @@
+"""The embedded store's signed PUT/GET endpoint refuses every bent request and stores nothing."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from fixtures.factories import MaskFile, create_annotation, create_group, png_like
+
+
+def _stored(objects_root: Path) -> list[str]:
+    return sorted(
+        p.relative_to(objects_root).as_posix()
+        for p in objects_root.rglob("*")
+        if p.is_file() and ".tmp" not in p.parts
+    )
+
+
+def _one_target(alice: httpx.Client, mask: MaskFile, **fields: object) -> dict:
+    annotation = create_annotation(alice)
+    group = create_group(alice, annotation["id"], [mask], **fields)
+    return group["uploads"][0]
+
+
+def _with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@pytest.fixture
+def mask() -> MaskFile:
+    return MaskFile(1, "liver", png_like(5000, 7))
+
+
+def test_correct_put_is_stored(alice: httpx.Client, mask: MaskFile, objects_root: Path) -> None:
+    target = _one_target(alice, mask)
+    r = httpx.put(target["url"], content=mask.body, headers=target["headers"])
+    assert r.status_code == 200
+    assert (objects_root / target["object_key"]).read_bytes() == mask.body
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        ("tampered_signature", 403, "SignatureDoesNotMatch"),
+        ("other_key", 403, "SignatureDoesNotMatch"),
+        ("later_expiry", 403, "SignatureDoesNotMatch"),
+        ("wrong_content_type", 403, "SignatureDoesNotMatch"),
+        ("wrong_length", 403, "SignatureDoesNotMatch"),
+        ("wrong_md5_header", 403, "SignatureDoesNotMatch"),
+        ("body_not_matching_md5", 400, "BadDigest"),
+        ("no_signature", 403, "AccessDenied"),
+    ],
+)
+def test_bent_put_is_refused_and_nothing_stored(
+    alice: httpx.Client, mask: MaskFile, objects_root: Path, change: str, status: int, error: str
+) -> None:
+    target = _one_target(alice, mask)
+    url, headers, body = target["url"], dict(target["headers"]), mask.body
+    if change == "tampered_signature":
+        sig = parse_qs(urlsplit(url).query)["signature"][0]
+        url = _with_query(url, signature=("0" if sig[0] != "0" else "1") + sig[1:])
+    elif change == "other_key":
+        url = url.replace("0001_liver.png", "0002_liver.png")
+    elif change == "later_expiry":
+        exp = int(parse_qs(urlsplit(url).query)["expires"][0])
+        url = _with_query(url, expires=str(exp + 3600))
+    elif change == "wrong_content_type":
+        headers["Content-Type"] = "image/jpeg"
+    elif change == "wrong_length":
+        body = mask.body + b"x"
+        headers["Content-Length"] = str(len(body))
+    elif change == "wrong_md5_header":
+        headers["Content-MD5"] = MaskFile(1, "x", b"other").md5
+    elif change == "body_not_matching_md5":
+        body = bytes([mask.body[0] ^ 1]) + mask.body[1:]
+    elif change == "no_signature":
+        url = url.split("?")[0]
+    before = _stored(objects_root)
+    r = httpx.put(url, content=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == error
+    assert _stored(objects_root) == before
+    assert not any((objects_root / ".tmp").iterdir())
+
+
+def test_expired_url_is_refused(alice: httpx.Client, mask: MaskFile, objects_root: Path) -> None:
+    target = _one_target(alice, mask, ttl_seconds=1)
+    time.sleep(2.1)
+    r = httpx.put(target["url"], content=mask.body, headers=target["headers"])
+    assert r.status_code == 403
+    assert "expired" in r.json()["detail"]
+    assert not (objects_root / target["object_key"]).exists()
+
+
+def test_connection_dropped_mid_body_publishes_nothing(
+    alice: httpx.Client, mask: MaskFile, objects_root: Path
+) -> None:
+    target = _one_target(alice, mask)
+    parts = urlsplit(target["url"])
+    head = f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in target["headers"].items()) + "\r\n"
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(head.encode() + mask.body[:1000])
+        time.sleep(0.3)
+    time.sleep(0.5)
+    assert not (objects_root / target["object_key"]).exists()
+    assert not any((objects_root / ".tmp").iterdir())
+    # The same URL still works for a complete body afterwards.
+    r = httpx.put(target["url"], content=mask.body, headers=target["headers"])
+    assert r.status_code == 200
+
+
+def test_signed_get_refuses_tampering_and_expiry(alice: httpx.Client, mask: MaskFile) -> None:
+    target = _one_target(alice, mask)
+    httpx.put(target["url"], content=mask.body, headers=target["headers"]).raise_for_status()
+    annotation_id, group_id = target["object_key"].split("/")[1:3]
+    base = f"/api/annotations/{annotation_id}/mask-groups/{group_id}"
+    assert alice.post(f"{base}/complete").status_code == 200
+    mask_id = alice.get(f"{base}/masks").json()["items"][0]["id"]
+    url = alice.get(f"{base}/masks/{mask_id}/download-url", params={"ttl_seconds": 1}).json()["url"]
+    assert httpx.get(url).status_code == 200
+    assert httpx.get(_with_query(url, signature="0" * 64)).status_code == 403
+    assert httpx.get(url.replace("0001_liver", "0002_liver")).status_code == 403
+    time.sleep(2.1)
+    assert httpx.get(url).status_code == 403

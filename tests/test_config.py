@@ -1,0 +1,139 @@
+"""Settings: TOML layers, APP_ env vars, fail-fast messages naming the key, secrets."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fixtures.server import BIN
+from pacs_ext.config import ConfigError, load_settings
+
+
+@pytest.fixture
+def config_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("APP_"):
+            monkeypatch.delenv(key)
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    monkeypatch.setenv("APP_CONFIG_DIR", str(cfg))
+    monkeypatch.setenv("APP_SERVER__DATA_DIR", str(tmp_path / "data"))
+    return cfg
+
+
+def test_defaults(config_env: Path) -> None:
+    s = load_settings()
+    assert s.signed_url.default_ttl == 600
+    assert s.signed_url.max_ttl == 3600
+    assert s.object_storage.provider == "local"
+    assert s.object_storage.bucket_name == "pacs-masks"
+    assert s.object_storage.key_prefix == "mask/"
+    assert s.server.port == 8000
+
+
+def test_repository_default_toml_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_CONFIG_DIR", str(Path(__file__).parent.parent / "config"))
+    s = load_settings()
+    assert s.object_storage.provider == "local"
+    assert s.signed_url.default_ttl == 600
+
+
+def test_layers_default_then_env_file_then_env_vars(
+    config_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (config_env / "default.toml").write_text(
+        '[object_storage]\nprovider = "s3"\nbucket_name = "from-default"\nregion = "eu-west-1"\n'
+        "[signed_url]\ndefault_ttl = 300\n"
+    )
+    (config_env / "staging.toml").write_text('[object_storage]\nbucket_name = "from-staging"\n')
+    monkeypatch.setenv("APP_ENV", "staging")
+    monkeypatch.setenv("APP_AUTH__JWT_SECRET", "s" * 40)
+    monkeypatch.setenv("APP_OBJECT_STORAGE__REGION", "ap-northeast-2")
+    s = load_settings()
+    assert s.env == "staging"
+    assert s.object_storage.provider == "s3"
+    assert s.object_storage.bucket_name == "from-staging"
+    assert s.object_storage.region == "ap-northeast-2"
+    assert s.signed_url.default_ttl == 300
+
+
+def test_spec_environment_names(config_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "APP_OBJECT_STORAGE__PROVIDER": "minio",
+        "APP_OBJECT_STORAGE__BUCKET_NAME": "pacs-masks",
+        "APP_OBJECT_STORAGE__REGION": "us-east-1",
+        "APP_OBJECT_STORAGE__ENDPOINT": "http://localhost:9000",
+        "APP_OBJECT_STORAGE__ACCESS_KEY": "minioadmin",
+        "APP_OBJECT_STORAGE__SECRET_KEY": "minioadmin",
+        "APP_SIGNED_URL__DEFAULT_TTL": "120",
+        "APP_SIGNED_URL__MAX_TTL": "1800",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings()
+    assert s.object_storage.provider == "minio"
+    assert s.object_storage.endpoint == "http://localhost:9000"
+    assert s.object_storage.access_key == "minioadmin"
+    assert s.object_storage.secret_key.get_secret_value() == "minioadmin"
+    assert (s.signed_url.default_ttl, s.signed_url.max_ttl) == (120, 1800)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "key"),
+    [
+        ("APP_OBJECT_STORAGE__PROVIDER", "gcs", "object_storage.provider"),
+        ("APP_SIGNED_URL__DEFAULT_TTL", "ten", "signed_url.default_ttl"),
+        ("APP_SIGNED_URL__DEFAULT_TTL", "7200", "default_ttl"),
+        ("APP_SERVER__PORT", "70000", "server.port"),
+        ("APP_OBJECT_STORAGE__ENDPOINT", "localhost:9000", "object_storage.endpoint"),
+        ("APP_OBJECT_STORAGE__KEY_PREFIX", "../x", "object_storage.key_prefix"),
+        ("APP_DATABASE__URL", "mysql://x", "database.url"),
+        ("APP_AUTH__JWT_SECRET", "short", "auth.jwt_secret"),
+    ],
+)
+def test_invalid_value_names_the_key(
+    config_env: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str, key: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert key in str(info.value)
+    assert "\n" not in str(info.value)
+    if "SECRET" in var:
+        assert value not in str(info.value)
+
+
+def test_cli_start_up_with_invalid_value_is_one_line(config_env: Path, tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "APP_OBJECT_STORAGE__PROVIDER": "gcs"}
+    r = subprocess.run([str(BIN), "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "object_storage.provider" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_development_secret_is_generated_once_and_kept(config_env: Path, tmp_path: Path) -> None:
+    s = load_settings()
+    first = s.jwt_secret()
+    assert len(first) >= 32
+    assert load_settings().jwt_secret() == first
+    path = tmp_path / "data" / ".jwt_secret"
+    assert path.read_text() == first
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_outside_development_an_empty_secret_refuses_start(
+    config_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    with pytest.raises(ConfigError, match=r"auth\.jwt_secret"):
+        load_settings()
+    monkeypatch.setenv("APP_AUTH__JWT_SECRET", "p" * 48)
+    assert load_settings().jwt_secret() == "p" * 48
