@@ -4,6 +4,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel
+from pydantic_core import to_json
 
 from ..annotations import service as annotation_service
 from ..auth import CurrentUser, CurrentUserOrQueryToken
@@ -47,9 +49,10 @@ def _ctx(
 CtxDep = Annotated[service.Ctx, Depends(_ctx)]
 
 
-def _json(model: Any, status_code: int = 200) -> Response:
-    # Thousands of upload targets: serialise once, skip FastAPI's second validation pass.
-    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+def _json(content: Any, status_code: int = 200) -> Response:
+    # Thousands of upload targets: serialise once, skip FastAPI's validation of the return value.
+    body = content.model_dump_json() if isinstance(content, BaseModel) else to_json(content)
+    return Response(body, status_code=status_code, media_type="application/json")
 
 
 def _mask_read(m: Any) -> MaskRead:
@@ -81,8 +84,7 @@ async def create_mask_group(annotation_id: int, body: MaskGroupCreate, ctx: CtxD
     """Create a mask group; returns a signed upload target for every declared file."""
     group, targets = await service.create_group(ctx, annotation_id, body)
     (read,) = await service.to_read(ctx.session, [group])
-    created = MaskGroupCreated(**read.model_dump(), uploads=targets)
-    return _json(created, status.HTTP_201_CREATED)
+    return _json({**read.model_dump(), "uploads": targets}, status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=Page[MaskGroupRead])
@@ -133,7 +135,7 @@ async def create_upload_urls(
 ) -> Response:
     """Sign URLs for more files, or renew expired ones (same file name)."""
     targets = await service.upload_urls(ctx, annotation_id, group_id, body.files, body.ttl_seconds)
-    return _json(UploadUrlsResponse(uploads=targets))
+    return _json({"uploads": targets})
 
 
 @router.post(

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..models import MaskGroupFile
-from .schemas import FileSpec, UploadTarget
+from .schemas import FileSpec
+from .uploads import Target
 
 if TYPE_CHECKING:
     from .service import Ctx
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 async def multipart_targets(
     ctx: Ctx, rows: list[dict[str, object]], specs: Sequence[FileSpec], ttl: int
-) -> list[UploadTarget]:
+) -> list[Target]:
     raise NotImplementedError("multipart uploads arrive with the S3 backend")
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from datetime import datetime
@@ -20,7 +19,7 @@ _MIME_RE = re.compile(
 
 def _b64_digest(value: str, size: int, field: str) -> str:
     try:
-        raw = base64.b64decode(value, validate=True)
+        raw = binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"{field} must be base64") from None
     if len(raw) != size:

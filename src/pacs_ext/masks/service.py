@@ -25,9 +25,8 @@ from .schemas import (
     MaskGroupCreate,
     MaskGroupRead,
     MaskGroupUpdate,
-    UploadTarget,
 )
-from .uploads import check_specs, file_row, resolve_ttl, single_target, uses_multipart
+from .uploads import Target, check_specs, file_row, resolve_ttl, single_target, uses_multipart
 from .verify import mask_row, metadata_document, verify
 
 log = structlog.get_logger(__name__)
@@ -84,21 +83,17 @@ async def writable_group(
 
 async def _targets(
     ctx: Ctx, rows: list[dict[str, object]], specs: Sequence[FileSpec], ttl: int
-) -> list[UploadTarget]:
-    targets = []
-    with_multipart = any(uses_multipart(ctx.settings, ctx.storage, s.size) for s in specs)
-    if with_multipart:
+) -> list[Target]:
+    if any(uses_multipart(ctx.settings, ctx.storage, s.size) for s in specs):
         from .multipart import multipart_targets  # only S3-like stores get here
 
         return await multipart_targets(ctx, rows, specs, ttl)
-    for row in rows:
-        targets.append(single_target(ctx.storage, row, ttl))
-    return targets
+    return [single_target(ctx.storage, row, ttl) for row in rows]
 
 
 async def create_group(
     ctx: Ctx, annotation_id: int, body: MaskGroupCreate
-) -> tuple[MaskGroup, list[UploadTarget]]:
+) -> tuple[MaskGroup, list[Target]]:
     await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
     ttl = resolve_ttl(ctx.settings, body.ttl_seconds)
     check_specs(ctx.settings, ctx.storage, body.files)
@@ -115,7 +110,7 @@ async def create_group(
     targets = await _targets(ctx, rows, body.files, ttl)
     await repo.insert_files(ctx.session, rows)
     if targets:
-        group.upload_expires_at = max(t.expires_at for t in targets)
+        group.upload_expires_at = max(t["expires_at"] for t in targets)
     await ctx.session.flush()
     log.info("mask_group.created", annotation_id=annotation_id, group_id=group.id, files=len(rows))
     return group, targets
@@ -123,7 +118,7 @@ async def create_group(
 
 async def upload_urls(
     ctx: Ctx, annotation_id: int, group_id: int, files: list[FileSpec], ttl_seconds: int | None
-) -> list[UploadTarget]:
+) -> list[Target]:
     """Sign new or renewed URLs; a file declared again with other size/MD5 replaces the old."""
     _, group = await writable_group(ctx, annotation_id, group_id)
     if group.status != PENDING:
@@ -149,7 +144,7 @@ async def upload_urls(
     if slices:
         declared = await repo.declared_files(ctx.session, group_id)
         group.slice_count = len({f.slice_index for f in declared if f.slice_index is not None})
-    latest = max(t.expires_at for t in targets)
+    latest = max(t["expires_at"] for t in targets)
     if group.upload_expires_at is None or latest > group.upload_expires_at:
         group.upload_expires_at = latest
     await ctx.session.flush()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Mapping, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict
 
 from ..config import Settings
 from ..exceptions import InvalidInput
 from ..storage.base import ObjectStorage, UploadSpec
 from .keys import object_key
-from .schemas import FileSpec, PartTarget, UploadTarget
+from .schemas import FileSpec
 
 
 def resolve_ttl(settings: Settings, ttl_seconds: int | None) -> int:
@@ -48,7 +50,7 @@ def check_specs(settings: Settings, storage: ObjectStorage, files: Sequence[File
 
 
 def b64_to_hex(value: str | None) -> str | None:
-    return None if value is None else base64.b64decode(value).hex()
+    return None if value is None else binascii.a2b_base64(value).hex()
 
 
 def hex_to_b64(value: str | None) -> str | None:
@@ -83,20 +85,39 @@ def upload_spec(row: Mapping[str, Any]) -> UploadSpec:
     )
 
 
-def single_target(storage: ObjectStorage, row: dict[str, Any], ttl: int) -> UploadTarget:
+class Target(TypedDict):
+    """An upload target as sent to the client (the UploadTarget schema), kept as a plain dict:
+    creating thousands of pydantic models per request costs more than signing them."""
+
+    filename: str
+    object_key: str
+    method: str
+    url: str | None
+    headers: dict[str, str]
+    expires_at: datetime
+    upload_id: str | None
+    part_size: int | None
+    parts: list[dict[str, Any]] | None
+
+
+def single_target(storage: ObjectStorage, row: Mapping[str, Any], ttl: int) -> Target:
     signed = storage.sign_upload(upload_spec(row), ttl)
-    return UploadTarget(
-        filename=row["filename"],
-        object_key=row["object_key"],
-        url=signed.url,
-        headers=signed.headers,
-        expires_at=signed.expires_at,
-    )
+    return {
+        "filename": row["filename"],
+        "object_key": row["object_key"],
+        "method": "PUT",
+        "url": signed.url,
+        "headers": signed.headers,
+        "expires_at": signed.expires_at,
+        "upload_id": None,
+        "part_size": None,
+        "parts": None,
+    }
 
 
 def multipart_target(
-    storage: ObjectStorage, row: dict[str, Any], upload_id: str, part_size: int, ttl: int
-) -> UploadTarget:
+    storage: ObjectStorage, row: Mapping[str, Any], upload_id: str, part_size: int, ttl: int
+) -> Target:
     size = row["size"]
     count = max(1, -(-size // part_size))
     parts = []
@@ -106,16 +127,17 @@ def multipart_target(
         signed = storage.sign_upload_part(row["object_key"], upload_id, n, ttl, size=this_size)
         expires_at = signed.expires_at
         parts.append(
-            PartTarget(part_number=n, url=signed.url, headers=signed.headers, size=this_size)
+            {"part_number": n, "url": signed.url, "headers": signed.headers, "size": this_size}
         )
     assert expires_at is not None
-    return UploadTarget(
-        filename=row["filename"],
-        object_key=row["object_key"],
-        url=None,
-        headers={},
-        expires_at=expires_at,
-        upload_id=upload_id,
-        part_size=part_size,
-        parts=parts,
-    )
+    return {
+        "filename": row["filename"],
+        "object_key": row["object_key"],
+        "method": "PUT",
+        "url": None,
+        "headers": {},
+        "expires_at": expires_at,
+        "upload_id": upload_id,
+        "part_size": part_size,
+        "parts": parts,
+    }

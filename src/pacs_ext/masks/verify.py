@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic_core import to_json
 
 from ..models import Annotation, Mask, MaskGroup, MaskGroupFile
 from ..storage.base import ObjectInfo
@@ -125,4 +126,5 @@ def metadata_document(
             for m in masks
         ],
     }
-    return json.dumps(doc, indent=1, ensure_ascii=False).encode()
+    # pydantic-core's encoder: the stdlib one is pure Python once indent is set.
+    return to_json(doc, indent=1)

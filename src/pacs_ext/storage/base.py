@@ -158,8 +158,11 @@ class ObjectStorage(abc.ABC):
 
 def validate_key(key: str) -> str:
     """Refuse keys that HTTP clients would rewrite or that could escape a root."""
-    if not key or key.startswith("/") or "\x00" in key or "\\" in key:
+    if not key or key[0] == "/" or "\x00" in key or "\\" in key:
         raise InvalidObjectKey(f"invalid object key {key!r}")
-    if any(seg in (".", "..") for seg in key.split("/")):
-        raise InvalidObjectKey(f"object key {key!r} has a '.' or '..' segment")
+    # A '.' or '..' segment exists iff '/./' or '/../' appears once the key is framed by '/'.
+    if "." in key:
+        framed = f"/{key}/"
+        if "/./" in framed or "/../" in framed:
+            raise InvalidObjectKey(f"object key {key!r} has a '.' or '..' segment")
     return key

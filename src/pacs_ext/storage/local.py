@@ -60,7 +60,7 @@ class LocalStorage(ObjectStorage):
 
     def _signature(self, method: str, key: str, expires: int, *bound: str) -> str:
         msg = "\n".join((method, key, str(expires), *bound)).encode()
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+        return hmac.digest(self._secret, msg, "sha256").hex()
 
     def sign_upload(self, spec: UploadSpec, ttl_seconds: int) -> SignedRequest:
         validate_key(spec.key)
