@@ -18,9 +18,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fixtures.databases import database  # noqa: E402
-from fixtures.factories import make_masks  # noqa: E402
-from fixtures.server import ServerProcess  # noqa: E402
+from fixtures.databases import database
+from fixtures.factories import make_masks
+from fixtures.server import ServerProcess
 
 
 def server_ms(response: httpx.Response) -> float:
