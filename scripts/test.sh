@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Starts what the suite needs (PostgreSQL check), runs pytest, and always cleans up.
+# Starts what the suite needs — PostgreSQL (the machine's cluster) and a throwaway Ceph RGW —
+# runs pytest, and always stops what it started (also when tests fail or are interrupted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+RGW_DIR=.rgw
 
 # PostgreSQL on 127.0.0.1:5432 (trust auth): start the machine's cluster if it is down.
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
@@ -14,4 +16,13 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432"; exit 1; }
 fi
 
-exec "$BIN/pytest" "$@"
+# A fresh single-node Ceph RGW for the S3 tests; its env.sh exports RGW_ENDPOINT and keys.
+cleanup() { scripts/rgw.sh destroy "$RGW_DIR" >/dev/null 2>&1 || true; }
+trap cleanup EXIT INT TERM
+scripts/rgw.sh destroy "$RGW_DIR" >/dev/null 2>&1 || true
+PYTHON="$BIN/python" scripts/rgw.sh start "$RGW_DIR" >/dev/null
+# shellcheck disable=SC1091
+. "$RGW_DIR/env.sh"
+export RGW_ENDPOINT RGW_ACCESS_KEY RGW_SECRET_KEY RGW_BUCKET RGW_REGION RGW_DIR
+
+"$BIN/pytest" "$@"
