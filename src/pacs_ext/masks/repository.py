@@ -6,9 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..bulk import bulk_insert
 from ..models import Mask, MaskGroup, MaskGroupFile
 from ..models.mask_group import COMPLETE, PENDING
 from .schemas import MaskFilters
@@ -101,13 +102,11 @@ async def declared_by_name(
 
 
 async def insert_files(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(MaskGroupFile), rows)
+    await bulk_insert(session, MaskGroupFile.__table__, rows)  # type: ignore[arg-type]
 
 
 async def insert_masks(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(Mask), rows)
+    await bulk_insert(session, Mask.__table__, rows)  # type: ignore[arg-type]
 
 
 async def claim_completion(session: AsyncSession, group_id: int, values: dict[str, Any]) -> bool:

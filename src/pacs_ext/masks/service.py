@@ -186,8 +186,8 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
                 "mismatched": [p.model_dump(exclude_none=True) for p in result.mismatched],
             },
         )
-    rows = [mask_row(f, obj) for f, obj in result.ok]
     now = utcnow()
+    rows = [mask_row(f, obj, now) for f, obj in result.ok]
     slice_count = len({f.slice_index for f in declared if f.slice_index is not None})
     if not await repo.claim_completion(
         ctx.session, group_id, {"completed_at": now, "slice_count": slice_count, "updated_at": now}

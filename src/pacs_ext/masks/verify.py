@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic_core import to_json
@@ -62,8 +63,9 @@ def verify(declared: Sequence[MaskGroupFile], listing: Mapping[str, ObjectInfo])
     return result
 
 
-def mask_row(f: MaskGroupFile, obj: ObjectInfo) -> dict[str, Any]:
+def mask_row(f: MaskGroupFile, obj: ObjectInfo, now: datetime) -> dict[str, Any]:
     return {
+        "created_at": now,
         "group_id": f.group_id,
         "slice_index": f.slice_index,
         "sop_instance_uid": f.sop_instance_uid,
