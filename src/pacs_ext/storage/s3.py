@@ -445,10 +445,19 @@ _METHODS = {
 }
 
 
+_last_expiry: tuple[int, datetime] = (-1, datetime.min.replace(tzinfo=UTC))
+
+
 def _expiry(ttl_seconds: int) -> datetime:
+    """now + ttl, with the datetime reused within a second (thousands of URLs per batch)."""
+    global _last_expiry
     if not 1 <= ttl_seconds <= MAX_EXPIRES:
         raise ValueError(f"ttl_seconds must be 1..{MAX_EXPIRES}: {ttl_seconds}")
-    return datetime.fromtimestamp(int(time.time()) + ttl_seconds, UTC)
+    at = int(time.time()) + ttl_seconds
+    cached = _last_expiry
+    if cached[0] != at:
+        cached = _last_expiry = (at, datetime.fromtimestamp(at, UTC))
+    return cached[1]
 
 
 def create(settings: Settings) -> S3Storage:
