@@ -114,6 +114,16 @@ class ObjectStorageSettings(BaseModel):
             raise ValueError("must be an http:// or https:// URL (or empty)")
         return v
 
+    @model_validator(mode="after")
+    def _key_pair(self) -> ObjectStorageSettings:
+        if self.provider != "local" and bool(self.access_key) != bool(
+            self.secret_key.get_secret_value()
+        ):
+            raise ValueError(
+                "access_key and secret_key: set both, or neither to use the AWS credential chain"
+            )
+        return self
+
 
 class SignedUrlSettings(BaseModel):
     default_ttl: int = Field(600, ge=1)

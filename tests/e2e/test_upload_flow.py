@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
+from fixtures.objects import StoredObjects
 
 
-def test_fifty_files_round_trip(alice: httpx.Client, objects_root: Path) -> None:
+def test_fifty_files_round_trip(alice: httpx.Client, objects: StoredObjects) -> None:
     masks = make_masks(50, size=4096)
     annotation = create_annotation(alice, series_instance_uid="1.2.3.4")
     group = create_group(
@@ -45,9 +45,11 @@ def test_fifty_files_round_trip(alice: httpx.Client, objects_root: Path) -> None
             assert got.content == by_name[item["filename"]].body
             assert item["md5"] == by_name[item["filename"]].md5
 
-    meta = json.loads(
-        (objects_root / f"mask/{annotation['id']}/{group['id']}/metadata.json").read_text()
+    prefix = f"mask/{annotation['id']}/{group['id']}/"
+    assert objects.keys(prefix) == sorted(
+        [prefix + m.filename for m in masks] + [prefix + "metadata.json"]
     )
+    meta = json.loads(objects.read(prefix + "metadata.json"))
     assert meta["annotation"]["series_instance_uid"] == "1.2.3.4"
     assert meta["group"]["model_name"] == "TotalSegmentator"
     assert len(meta["files"]) == 50
@@ -69,7 +71,7 @@ def test_content_redirects_to_signed_get(alice: httpx.Client) -> None:
     ][0]
     r = alice.get(f"{base}/masks/{mask['id']}/content")
     assert r.status_code == 307
-    assert "signature=" in r.headers["location"]
+    assert "signature=" in r.headers["location"].lower()
     followed = httpx.get(r.headers["location"])
     assert followed.content == masks[0].body
     assert followed.headers["content-type"] == "image/png"

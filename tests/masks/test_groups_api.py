@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -15,11 +13,8 @@ from fixtures.factories import (
     make_masks,
     put_all,
 )
-
-
-def _files_under(root: Path, prefix: str) -> list[Path]:
-    base = root / prefix
-    return [p for p in base.rglob("*") if p.is_file()] if base.exists() else []
+from fixtures.objects import StoredObjects
+from fixtures.server import ServerProcess
 
 
 @pytest.mark.parametrize(
@@ -181,7 +176,7 @@ def test_group_under_wrong_annotation_is_404(alice: httpx.Client) -> None:
     assert alice.get(f"/api/annotations/{a1['id']}/mask-groups/999999").status_code == 404
 
 
-def test_patch_group_updates_metadata_json(alice: httpx.Client, objects_root: Path) -> None:
+def test_patch_group_updates_metadata_json(alice: httpx.Client, objects: StoredObjects) -> None:
     import json
 
     masks = make_masks(2)
@@ -193,14 +188,14 @@ def test_patch_group_updates_metadata_json(alice: httpx.Client, objects_root: Pa
     r = alice.patch(base, json={"description": "reviewed", "version": "2"})
     assert r.status_code == 200
     assert r.json()["description"] == "reviewed"
-    meta = json.loads(
-        (objects_root / f"mask/{annotation['id']}/{group['id']}/metadata.json").read_text()
-    )
+    meta = json.loads(objects.read(f"mask/{annotation['id']}/{group['id']}/metadata.json"))
     assert meta["group"]["description"] == "reviewed"
     assert meta["group"]["version"] == "2"
 
 
-def test_deletes_leave_no_object_behind(alice: httpx.Client, objects_root: Path) -> None:
+def test_deletes_leave_no_object_behind(
+    alice: httpx.Client, objects: StoredObjects, server: ServerProcess
+) -> None:
     masks = make_masks(6)
     annotation = create_annotation(alice)
     g1 = create_group(alice, annotation["id"], masks[:3])
@@ -209,36 +204,39 @@ def test_deletes_leave_no_object_behind(alice: httpx.Client, objects_root: Path)
     put_all(g2["uploads"], masks)
     for g in (g1, g2):
         alice.post(f"{group_url(annotation['id'], g['id'])}/complete").raise_for_status()
-    prefix1 = f"mask/{annotation['id']}/{g1['id']}"
-    assert len(_files_under(objects_root, prefix1)) == 4  # 3 masks + metadata.json
+    prefix1 = f"mask/{annotation['id']}/{g1['id']}/"
+    assert len(objects.keys(prefix1)) == 4  # 3 masks + metadata.json
 
     # One mask: its object goes, metadata.json follows.
     base1 = group_url(annotation["id"], g1["id"])
     item = alice.get(f"{base1}/masks").json()["items"][0]
     assert alice.delete(f"{base1}/masks/{item['id']}").status_code == 204
-    assert not (objects_root / item["object_key"]).exists()
+    assert not objects.exists(item["object_key"])
     assert alice.get(f"{base1}/masks/{item['id']}").status_code == 404
-    assert len(_files_under(objects_root, prefix1)) == 3
+    assert len(objects.keys(prefix1)) == 3
 
     # A group: every object under its prefix goes, and the folder with it.
     assert alice.delete(base1).status_code == 204
-    assert _files_under(objects_root, prefix1) == []
-    assert not (objects_root / prefix1).exists()
+    assert objects.keys(prefix1) == []
+    if server.storage == "local":  # and the folder with it
+        assert not (server.data_dir / "objects" / prefix1).exists()
     assert alice.get(base1).status_code == 404
 
     # An annotation: cascades to groups, masks and objects.
     assert alice.delete(f"/api/annotations/{annotation['id']}").status_code == 204
-    assert _files_under(objects_root, f"mask/{annotation['id']}") == []
+    assert objects.keys(f"mask/{annotation['id']}/") == []
     assert alice.get(f"/api/annotations/{annotation['id']}").status_code == 404
     assert alice.get(group_url(annotation["id"], g2["id"])).status_code == 404
 
 
 def test_pending_group_delete_removes_uploaded_objects(
-    alice: httpx.Client, objects_root: Path
+    alice: httpx.Client, objects: StoredObjects
 ) -> None:
     masks = make_masks(2)
     annotation = create_annotation(alice)
     group = create_group(alice, annotation["id"], masks)
     put_all(group["uploads"], masks)
+    prefix = f"mask/{annotation['id']}/{group['id']}/"
+    assert len(objects.keys(prefix)) == 2
     assert alice.delete(group_url(annotation["id"], group["id"])).status_code == 204
-    assert _files_under(objects_root, f"mask/{annotation['id']}/{group['id']}") == []
+    assert objects.keys(prefix) == []

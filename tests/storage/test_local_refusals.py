@@ -12,6 +12,9 @@ import pytest
 
 from fixtures.factories import MaskFile, create_annotation, create_group, png_like
 
+# The embedded store's own protocol; RGW's refusals are in test_rgw_refusals.py.
+pytestmark = pytest.mark.server_kinds("sqlite", "postgres")
+
 
 def _stored(objects_root: Path) -> list[str]:
     return sorted(

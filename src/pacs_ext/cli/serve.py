@@ -7,6 +7,8 @@ import os
 import typer
 import uvicorn
 
+from ..config import ConfigError
+from ..storage.registry import create_storage
 from .common import fail, settings_or_exit
 from .db import pending_migrations
 
@@ -26,6 +28,11 @@ def serve(
     settings.jwt_secret()
     if settings.object_storage.provider == "local":
         settings.local_storage_secret()
+    else:
+        try:
+            create_storage(settings)  # checks endpoint, region and bucket; no I/O
+        except (ConfigError, ValueError) as exc:
+            raise fail(f"configuration error: {exc}", 2) from None
     try:
         behind = pending_migrations(settings)
     except Exception as exc:

@@ -12,6 +12,10 @@ from .keys import check_filename, check_label, slice_filename
 
 MAX_FILES_PER_REQUEST = 10_000
 MAX_OBJECT_SIZE = 5 * 1024**4  # S3's limit: 5 TiB
+# S3's multipart limits: parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000.
+MIN_PART_SIZE = 5 * 1024**2
+MAX_PART_SIZE = 5 * 1024**3
+MAX_PARTS = 10_000
 _MIME_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$"
 )
@@ -55,6 +59,19 @@ class FileSpec(BaseModel):
     sop_instance_uid: DicomUID | None = None
     width: int | None = Field(None, ge=1, le=1_000_000)
     height: int | None = Field(None, ge=1, le=1_000_000)
+    # Multipart uploads (files >= object_storage.multipart_threshold on S3-like storage); both
+    # are ignored for a file uploaded with a single PUT.
+    part_size: int | None = Field(
+        None,
+        ge=MIN_PART_SIZE,
+        le=MAX_PART_SIZE,
+        description="bytes per part (default: the server's object_storage.multipart_part_size)",
+    )
+    part_md5s: list[str] | None = Field(
+        None,
+        max_length=MAX_PARTS,
+        description="base64 MD5 of each part in order; each part URL then binds it (Content-MD5)",
+    )
 
     @field_validator("label_name")
     @classmethod
@@ -82,6 +99,11 @@ class FileSpec(BaseModel):
     @classmethod
     def _sha256(cls, v: str | None) -> str | None:
         return None if v is None else _b64_digest(v, 32, "sha256")
+
+    @field_validator("part_md5s")
+    @classmethod
+    def _part_md5s(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_b64_digest(m, 16, "each part MD5") for m in v]
 
     @model_validator(mode="after")
     def _name(self) -> FileSpec:

@@ -18,6 +18,7 @@ from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
 from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
+from . import multipart
 from . import repository as repo
 from .keys import METADATA_NAME, group_prefix, object_key
 from .schemas import (
@@ -81,13 +82,18 @@ async def writable_group(
     return annotation, group
 
 
+async def prepare_signing(ctx: Ctx) -> None:
+    """Fresh credentials for a batch of signed URLs (rotating ones: IAM roles, SSO...)."""
+    async with translate_storage_errors("loading credentials to sign URLs"):
+        await ctx.storage.prepare_signing()
+
+
 async def _targets(
     ctx: Ctx, rows: list[dict[str, object]], specs: Sequence[FileSpec], ttl: int
 ) -> list[Target]:
+    await prepare_signing(ctx)
     if any(uses_multipart(ctx.settings, ctx.storage, s.size) for s in specs):
-        from .multipart import multipart_targets  # only S3-like stores get here
-
-        return await multipart_targets(ctx, rows, specs, ttl)
+        return await multipart.multipart_targets(ctx, rows, specs, ttl)
     return [single_target(ctx.storage, row, ttl) for row in rows]
 
 
@@ -129,6 +135,13 @@ async def upload_urls(
     check_specs(ctx.settings, ctx.storage, files)
     rows = [file_row(ctx.key_prefix, annotation_id, group_id, s) for s in files]
     existing = await repo.declared_by_name(ctx.session, group_id, (r["filename"] for r in rows))
+    # A multipart upload survives a renewal of the same declaration (its parts are kept).
+    stale = []
+    for row, spec in zip(rows, files, strict=True):
+        old = existing.get(str(row["filename"]))
+        if old is not None and (upload_id := multipart.carry_over(ctx, old, row, spec)):
+            stale.append((old.object_key, upload_id))
+    targets = await _targets(ctx, rows, files, ttl)
     new_rows = []
     for row in rows:
         old = existing.get(str(row["filename"]))
@@ -137,9 +150,9 @@ async def upload_urls(
             continue
         for k, v in row.items():
             setattr(old, k, v)
-        old.upload_id = None
-    targets = await _targets(ctx, rows, files, ttl)
+        old.upload_id, old.part_size = row.get("upload_id"), row.get("part_size")
     await repo.insert_files(ctx.session, new_rows)
+    await multipart.abort_stale(ctx, stale)
     slices = {s.slice_index for s in files if s.slice_index is not None}
     if slices:
         declared = await repo.declared_files(ctx.session, group_id)
@@ -162,14 +175,15 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     declared = await repo.declared_files(ctx.session, group_id)
     if not declared:
         raise Conflict(f"mask group {group_id} has no declared files to complete")
+    multipart_problems = None
     if any(f.upload_id for f in declared):
-        from .multipart import finish_multipart
-
-        await finish_multipart(ctx, declared)
+        multipart_problems = await multipart.finish_multipart(ctx, declared)
     prefix = group_prefix(ctx.key_prefix, annotation_id, group_id)
     async with translate_storage_errors("complete (listing uploaded objects)"):
         listing: dict[str, ObjectInfo] = {o.key: o async for o in ctx.storage.list_prefix(prefix)}
     result = verify(declared, listing)
+    if multipart_problems is not None:
+        multipart.merge(result, multipart_problems)
     if not result.passed:
         log.warning(
             "mask_group.upload_failed",

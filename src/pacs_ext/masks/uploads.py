@@ -115,16 +115,31 @@ def single_target(storage: ObjectStorage, row: Mapping[str, Any], ttl: int) -> T
     }
 
 
-def multipart_target(
-    storage: ObjectStorage, row: Mapping[str, Any], upload_id: str, part_size: int, ttl: int
-) -> Target:
-    size = row["size"]
+def part_sizes(size: int, part_size: int) -> list[int]:
+    """Sizes of the parts of a multipart upload: full parts, then the remainder (at least one)."""
     count = max(1, -(-size // part_size))
+    return [min(part_size, size - (n - 1) * part_size) for n in range(1, count + 1)]
+
+
+def multipart_target(
+    storage: ObjectStorage,
+    row: Mapping[str, Any],
+    upload_id: str,
+    part_size: int,
+    ttl: int,
+    part_md5s: Sequence[str] | None = None,
+) -> Target:
     parts = []
     expires_at = None
-    for n in range(1, count + 1):
-        this_size = min(part_size, size - (n - 1) * part_size)
-        signed = storage.sign_upload_part(row["object_key"], upload_id, n, ttl, size=this_size)
+    for n, this_size in enumerate(part_sizes(row["size"], part_size), start=1):
+        signed = storage.sign_upload_part(
+            row["object_key"],
+            upload_id,
+            n,
+            ttl,
+            size=this_size,
+            md5_b64=part_md5s[n - 1] if part_md5s else None,
+        )
         expires_at = signed.expires_at
         parts.append(
             {"part_number": n, "url": signed.url, "headers": signed.headers, "size": this_size}

@@ -47,6 +47,22 @@ def verify(declared: Sequence[MaskGroupFile], listing: Mapping[str, ObjectInfo])
                 )
             )
             continue
+        # A multipart ETag is "<md5 of the part MD5s>-<part count>": check the count here; the
+        # parts' sizes (and MD5s, when declared) were checked before completing the upload.
+        if obj.is_multipart and f.part_size:
+            parts = -(-f.size // f.part_size)
+            stored = obj.etag.rpartition("-")[2]
+            if stored != str(parts):
+                result.mismatched.append(
+                    FileProblem(
+                        filename=f.filename,
+                        object_key=f.object_key,
+                        reason=f"stored in {stored} parts, not the {parts} declared",
+                        expected_size=f.size,
+                        actual_size=obj.size,
+                    )
+                )
+                continue
         # A multipart ETag is not an MD5 of the body; its parts are checked when completing it.
         if f.md5 and not obj.is_multipart and obj.etag.lower() != f.md5:
             result.mismatched.append(

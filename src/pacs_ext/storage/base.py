@@ -28,6 +28,10 @@ class InvalidObjectKey(StorageError, ValueError):
     pass
 
 
+class MultipartUploadNotFound(ObjectNotFound):
+    """The multipart upload was completed, aborted, or expired (S3's NoSuchUpload)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
@@ -64,6 +68,16 @@ class UploadSpec:
 @dataclass(frozen=True, slots=True)
 class CompletedPart:
     part_number: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """A part stored for a multipart upload in progress."""
+
+    part_number: int
+    size: int
+    # Hex MD5 of the part's body (without SSE-KMS/SSE-C), as S3 reports it in ListParts.
     etag: str
 
 
@@ -128,6 +142,11 @@ class ObjectStorage(abc.ABC):
     async def close(self) -> None:
         return None
 
+    async def prepare_signing(self) -> None:
+        """Call before a batch of sign_* calls: loads or refreshes rotating credentials, so
+        that a batch is signed with one frozen set. A no-op for static keys and local storage."""
+        return None
+
     # Multipart: only backends whose capabilities say so implement these.
     async def create_multipart(self, key: str, content_type: str) -> str:
         raise NotImplementedError(f"{self.name} storage has no multipart uploads")
@@ -150,6 +169,10 @@ class ObjectStorage(abc.ABC):
         raise NotImplementedError(f"{self.name} storage has no multipart uploads")
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
+        raise NotImplementedError(f"{self.name} storage has no multipart uploads")
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        """The parts uploaded so far, by part number; MultipartUploadNotFound when it is gone."""
         raise NotImplementedError(f"{self.name} storage has no multipart uploads")
 
     def list_multipart_uploads(self, prefix: str) -> AsyncIterator[MultipartUploadInfo]:
