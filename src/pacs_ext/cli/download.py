@@ -15,11 +15,13 @@ from .remote import (
     DEFAULT_SERVER,
     ConcurrencyOption,
     QuietOption,
+    RetriesOption,
     ServerOption,
     TokenOption,
     out_console,
     rate,
     require_token,
+    retry_policy,
     run,
 )
 
@@ -31,6 +33,7 @@ def download(
     annotation: Annotated[int, typer.Option("--annotation", "-a", help="annotation id")],
     group: Annotated[int, typer.Option("--group", "-g", help="mask group id")],
     concurrency: ConcurrencyOption = 16,
+    retries: RetriesOption = 4,
     quiet: QuietOption = False,
     server: ServerOption = DEFAULT_SERVER,
     token: TokenOption = None,
@@ -45,7 +48,7 @@ def download(
         raise typer.Exit(2)
 
     async def go() -> DownloadResult:
-        async with PacsClient(server, bearer) as client:
+        async with PacsClient(server, bearer, retry=retry_policy(retries)) as client:
             with RichTransferProgress("download", err_console, enabled=not quiet) as bars:
                 return await download_mask_group(
                     client, annotation, group, dest, concurrency=concurrency, progress=bars

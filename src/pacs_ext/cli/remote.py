@@ -15,6 +15,7 @@ from ..client import (
     ApiError,
     ClientError,
     DownloadFailed,
+    RetryPolicy,
     ServerUnreachable,
     UploadFailed,
 )
@@ -45,9 +46,19 @@ ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, max=256, help="transfers in flight")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+RetriesOption = Annotated[
+    int,
+    typer.Option(
+        "--retries", min=0, max=20, help="retries per request on 5xx and connection errors"
+    ),
+]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 out_console = Console(highlight=False, soft_wrap=True)
+
+
+def retry_policy(retries: int) -> RetryPolicy:
+    return RetryPolicy(attempts=retries + 1)
 
 
 def require_token(server: str, token: str | None) -> str:

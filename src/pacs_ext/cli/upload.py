@@ -15,11 +15,13 @@ from .remote import (
     DEFAULT_SERVER,
     ConcurrencyOption,
     QuietOption,
+    RetriesOption,
     ServerOption,
     TokenOption,
     out_console,
     rate,
     require_token,
+    retry_policy,
     run,
 )
 
@@ -51,6 +53,7 @@ def upload(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=10_000, help="files per URL request")
     ] = 500,
+    retries: RetriesOption = 4,
     quiet: QuietOption = False,
     server: ServerOption = DEFAULT_SERVER,
     token: TokenOption = None,
@@ -64,7 +67,7 @@ def upload(
     source: Path | list[Path] = paths[0] if len(paths) == 1 else paths
 
     async def go() -> UploadResult:
-        async with PacsClient(server, bearer) as client:
+        async with PacsClient(server, bearer, retry=retry_policy(retries)) as client:
             with RichTransferProgress("upload", err_console, enabled=not quiet) as bars:
                 return await upload_mask_group(
                     client,

@@ -145,8 +145,8 @@
         description: $("#new-description").value.trim() || null,
         viewer_software: "pacs-ext viewer",
       });
-      showInfo(`annotation ${created.id} created`);
       await loadAnnotations(created.id);
+      showInfo(`annotation ${created.id} created`);
     } catch (err) {
       showError(`could not create the annotation: ${err.message}`);
     }
@@ -462,8 +462,7 @@
 
   function init() {
     $("#token").value = state.token;
-    $("#save-token").addEventListener("click", useToken);
-    $("#token").addEventListener("keydown", (e) => { if (e.key === "Enter") useToken(); });
+    $("#token-form").addEventListener("submit", (e) => { e.preventDefault(); useToken(); });
     $("#refresh-annotations").addEventListener("click", () => loadAnnotations());
     $("#annotation-select").addEventListener("change", selectAnnotation);
     $("#create-annotation-form").addEventListener("submit", createAnnotation);
