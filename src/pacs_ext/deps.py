@@ -28,6 +28,9 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-SessionDep = Annotated[AsyncSession, Depends(_session)]
+# scope="function": commit before the response is sent. FastAPI's default ("request") runs
+# the exit code after sending, so a client could get 201 and not find the row with its next
+# request (or get 201 for a commit that then fails).
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 StorageDep = Annotated[ObjectStorage, Depends(_storage)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

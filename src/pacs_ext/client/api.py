@@ -49,7 +49,7 @@ class PacsClient:
         *,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
-        max_connections: int = 32,
+        max_connections: int = 64,
         transport: httpx.AsyncBaseTransport | None = None,
         storage_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
