@@ -110,7 +110,7 @@ async def test_md5_in_the_browser_matches_hashlib(page: Page, viewer_target: Vie
 
 
 async def test_a_failed_put_is_shown_and_can_be_retried(
-    page: Page, viewer_target: ViewerTarget, tmp_path: Path
+    page: Page, viewer_target: ViewerTarget, tmp_path: Path, artifacts: Path
 ) -> None:
     paths = write_png_masks(tmp_path / "pngs", 2, ("liver",))
     await sign_in(page, viewer_target)
@@ -146,6 +146,8 @@ async def test_a_failed_put_is_shown_and_can_be_retried(
     await expect(alert).to_contain_text(f"storage must allow PUT from {viewer_target.server.url}")
     await expect(page.locator("#file-table tbody tr[data-status='failed']")).to_have_count(2)
     await expect(page.locator("#upload-button")).to_have_text("Retry failed files")
+    shot = artifacts / f"viewer-put-failed-{viewer_target.name}.png"
+    await page.screenshot(path=str(shot), full_page=True)
     with viewer_target.server.client("alice") as api:
         groups = api.get(f"/api/annotations/{annotation_id}/mask-groups").json()["items"]
         assert [g["status"] for g in groups] == ["pending"]

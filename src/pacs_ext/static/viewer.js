@@ -298,6 +298,11 @@
   }
 
   async function uploadOne(entry, target) {
+    if (!target || !target.url) {
+      // Multipart targets (very large files on S3 stores) are for the SDK and the CLI.
+      setStatus(entry, "failed", "too large for the browser page: upload it with `pacs-ext upload`");
+      return false;
+    }
     setStatus(entry, "uploading", "uploading");
     for (let attempt = 1; ; attempt++) {
       try {
@@ -371,6 +376,7 @@
         const first = entries.find((e) => e.status === "failed");
         showError(`${failed} of ${entries.length} file(s) failed to upload; mask group ` +
           `${state.group.id} stays pending. First error — ${first.name}: ${first.statusCell.textContent}`);
+        await loadGroups();
         return;
       }
       const done = await api("POST", `${groupsPath(state.annotationId)}/${state.group.id}/complete`);
