@@ -32,6 +32,7 @@ from pacs_ext.client import PacsClient, upload_mask_group
 
 BIN = Path(sys.executable).parent / "pacs-ext"
 TICKS = os.sysconf("SC_CLK_TCK")
+PG_DSN = os.environ.get("PACS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -73,8 +74,8 @@ def server_env(args: argparse.Namespace, data: Path, port: int, secret: str) -> 
         APP_AUTH__JWT_SECRET=secret,
         APP_LOGGING__LEVEL=args.log_level,
     )
-    if args.database:
-        env["APP_DATABASE__URL"] = args.database
+    if args.database_url:
+        env["APP_DATABASE__URL"] = args.database_url
     if args.storage == "local":
         env["APP_OBJECT_STORAGE__PROVIDER"] = "local"
     elif env.get("APP_OBJECT_STORAGE__PROVIDER", "local") == "local":
@@ -82,8 +83,20 @@ def server_env(args: argparse.Namespace, data: Path, port: int, secret: str) -> 
     return env
 
 
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 def start_server(env: dict[str, str], url: str, log: Path) -> subprocess.Popen[bytes]:
-    subprocess.run([str(BIN), "db", "upgrade"], env=env, check=True, capture_output=True)
+    upgrade = subprocess.run([str(BIN), "db", "upgrade"], env=env, capture_output=True, text=True)
+    if upgrade.returncode != 0:
+        raise SystemExit(f"pacs-ext db upgrade failed:\n{upgrade.stderr[-2000:]}")
     with open(log, "ab") as fh:
         proc = subprocess.Popen([str(BIN), "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -121,9 +134,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20_000, help="approximate bytes per file")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--storage", choices=("local", "s3"), default="local")
-    parser.add_argument("--database", default="", help="database URL (default: SQLite)")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="postgres: a throwaway database on PACS_BENCH_PG_DSN (default 127.0.0.1:5432)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("INFO", "WARNING"))
     args = parser.parse_args()
+    args.database_url = ""
+    pg_name = ""
+    if args.database == "postgres":
+        pg_name = f"pacs_bench_{secrets.token_hex(6)}"
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{pg_name}"'))
+        host = PG_DSN.split("://", 1)[1].rsplit("/", 1)[0]
+        args.database_url = f"postgresql+asyncpg://{host}/{pg_name}"
 
     work = Path(tempfile.mkdtemp(prefix="pacs-bench-upload-"))
     port = free_port()
@@ -147,7 +172,7 @@ def main() -> None:
             raise SystemExit(f"uploaded {files} files / {nbytes} bytes, expected {total}")
         mb = nbytes / 1e6
         print(
-            f"storage={args.storage} database={'postgres' if args.database else 'sqlite'} "
+            f"storage={args.storage} database={args.database} "
             f"files={files} bytes={nbytes} ({mb:.1f} MB) concurrency={args.concurrency}"
         )
         print(
@@ -167,6 +192,8 @@ def main() -> None:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+        if pg_name:
+            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":
