@@ -137,8 +137,9 @@ async def test_cancelled_upload_resumes_the_same_group(
         assert result.resumed
         assert result.group.id == group_id
         assert result.group.status == "complete"
-        assert result.files_skipped == len(before)
-        assert result.files_uploaded == 60 - len(before)
+        # PUTs whose bodies were sent before the cancel may land after `before` was taken.
+        assert result.files_skipped >= len(before)
+        assert result.files_uploaded == 60 - result.files_skipped
         assert (await c.list_groups(a.id)).total == 1
         got = await download_mask_group(c, a.id, group_id, tmp_path / "out")
         assert got.files_total == 60
@@ -225,7 +226,8 @@ async def test_killed_process_resumes_to_completion(
 
         result = await upload_mask_group(c, a.id, tmp_path / "in")
         assert (result.group.id, result.group.status) == (state["group_id"], "complete")
-        assert result.files_uploaded == 80 - len(before)
+        assert result.files_skipped >= len(before)  # (PUTs sent before the kill may land later)
+        assert result.files_uploaded == 80 - result.files_skipped
         assert stored(objects_root, a.id, result.group.id) == {*bodies, "metadata.json"}
 
 
