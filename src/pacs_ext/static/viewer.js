@@ -9,10 +9,11 @@
   const SLICE_NAME = /^(\d+)_([A-Za-z0-9_-][A-Za-z0-9._-]*?)\.[A-Za-z0-9]+$/;
   const SAFE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
   const PUT_CONCURRENCY = 6; // browsers open at most 6 connections per host
-  const HASH_CHUNK = 4 * 1024 * 1024;
-  // Headers a browser sets itself and refuses from scripts.
-  const BROWSER_HEADERS = new Set(["content-length", "host", "connection"]);
 
+  const {
+    showError, showInfo, ApiError, subjectOf, formatBytes, md5Base64, put, runPool,
+  } = window.PacsViewer;
+  const api = (method, path, body) => window.PacsViewer.api(state.token, method, path, body);
   const $ = (sel) => document.querySelector(sel);
   const state = {
     token: sessionStorage.getItem("pacs-ext-token") || "",
@@ -22,71 +23,9 @@
     busy: false,
   };
 
-  // ---- messages ------------------------------------------------------------------------
-
-  function show(kind, text) {
-    const box = document.createElement("div");
-    box.className = `message ${kind}`;
-    box.setAttribute("role", kind === "error" ? "alert" : "status");
-    box.textContent = text;
-    $("#messages").prepend(box);
-    while ($("#messages").children.length > 5) $("#messages").lastChild.remove();
-    return box;
-  }
-  const showError = (text) => show("error", text);
-  const showInfo = (text) => show("info", text);
-
-  // ---- the API -------------------------------------------------------------------------
-
-  class ApiError extends Error {
-    constructor(status, body) {
-      const detail = body && body.detail !== undefined ? body.detail : body;
-      const name = (body && body.error) || "HTTPError";
-      super(`${status} ${name}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
-      this.status = status;
-      this.body = body || {};
-    }
-  }
-
-  async function api(method, path, body) {
-    if (!state.token) throw new Error("paste a token first (section 1)");
-    let response;
-    try {
-      response = await fetch(path, {
-        method,
-        headers: {
-          Authorization: `Bearer ${state.token}`,
-          ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
-        },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
-      });
-    } catch (err) {
-      throw new Error(`cannot reach the server: ${err.message}`);
-    }
-    if (response.status === 204) return null;
-    const text = await response.text();
-    let data = null;
-    try {
-      data = text ? JSON.parse(text) : null;
-    } catch (_) {
-      data = text.slice(0, 300);
-    }
-    if (!response.ok) throw new ApiError(response.status, data);
-    return data;
-  }
-
   const groupsPath = (annotationId) => `/api/annotations/${annotationId}/mask-groups`;
 
   // ---- token and annotations -------------------------------------------------------------
-
-  function subjectOf(token) {
-    try {
-      const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return JSON.parse(atob(payload)).sub || "?";
-    } catch (_) {
-      return null;
-    }
-  }
 
   async function useToken() {
     const token = $("#token").value.trim();
@@ -154,17 +93,6 @@
 
   // ---- files -----------------------------------------------------------------------------
 
-  function formatBytes(n) {
-    if (n < 1000) return `${n} B`;
-    const units = ["kB", "MB", "GB", "TB"];
-    let i = -1;
-    do {
-      n /= 1000;
-      i++;
-    } while (n >= 1000 && i < units.length - 1);
-    return `${n.toFixed(1)} ${units[i]}`;
-  }
-
   function addFiles(fileList) {
     for (const file of fileList) {
       const old = state.files.get(file.name);
@@ -217,15 +145,6 @@
     button.textContent = state.group ? "Retry failed files" : "Upload";
   }
 
-  async function md5Base64(file) {
-    const hasher = new MD5();
-    for (let offset = 0; offset < file.size; offset += HASH_CHUNK) {
-      const chunk = await file.slice(offset, offset + HASH_CHUNK).arrayBuffer();
-      hasher.update(new Uint8Array(chunk));
-    }
-    return MD5.base64(hasher.digest());
-  }
-
   function specOf(entry) {
     const spec = {
       filename: entry.name,
@@ -241,46 +160,6 @@
   }
 
   // ---- upload ------------------------------------------------------------------------------
-
-  function storageReason(xhr) {
-    const text = xhr.responseText || "";
-    const code = /<Code>([^<]*)<\/Code>/.exec(text);
-    const message = /<Message>([^<]*)<\/Message>/.exec(text);
-    if (code) return `${code[1]}${message ? ": " + message[1] : ""}`;
-    try {
-      const body = JSON.parse(text);
-      return `${body.error}: ${body.detail}`;
-    } catch (_) {
-      return text.slice(0, 200) || xhr.statusText;
-    }
-  }
-
-  function put(entry, target) {
-    return new Promise((resolve, reject) => {
-      const xhr = new XMLHttpRequest();
-      xhr.open("PUT", target.url);
-      for (const [name, value] of Object.entries(target.headers)) {
-        if (!BROWSER_HEADERS.has(name.toLowerCase())) xhr.setRequestHeader(name, value);
-      }
-      xhr.upload.onprogress = (e) => {
-        entry.bar.value = e.loaded;
-        updateOverall();
-      };
-      xhr.onload = () => {
-        if (xhr.status >= 200 && xhr.status < 300) return resolve();
-        const error = new Error(`storage answered ${xhr.status} ${storageReason(xhr)}`);
-        error.expired = xhr.status === 403 && /expired/i.test(xhr.responseText || "");
-        reject(error);
-      };
-      // Status 0: the browser blocked or lost the request before any answer — most often
-      // storage's CORS rules do not allow this page's origin.
-      xhr.onerror = () => reject(new Error(
-        `the browser could not send the file to storage (${new URL(target.url).origin}): ` +
-        `network error or blocked by CORS — storage must allow PUT from ${location.origin}`));
-      xhr.ontimeout = () => reject(new Error("the upload timed out"));
-      xhr.send(entry.file);
-    });
-  }
 
   function updateOverall() {
     let sent = 0;
@@ -306,7 +185,10 @@
     setStatus(entry, "uploading", "uploading");
     for (let attempt = 1; ; attempt++) {
       try {
-        await put(entry, target);
+        await put(entry.file, target, (loaded) => {
+          entry.bar.value = loaded;
+          updateOverall();
+        });
         entry.done = true;
         entry.bar.value = entry.bar.max;
         setStatus(entry, "done", "uploaded");
@@ -325,19 +207,6 @@
         return false;
       }
     }
-  }
-
-  async function runPool(items, limit, fn) {
-    const results = [];
-    let next = 0;
-    async function worker() {
-      while (next < items.length) {
-        const i = next++;
-        results[i] = await fn(items[i]);
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-    return results;
   }
 
   async function upload() {
