@@ -16,6 +16,15 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432"; exit 1; }
 fi
 
+# Headless Chromium for the browser tests (tests/browser): Debian's package, installed once.
+if ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium for the browser tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
+  command -v chromium >/dev/null || { echo "could not install chromium"; exit 1; }
+fi
+
 # A fresh single-node Ceph RGW for the S3 tests; its env.sh exports RGW_ENDPOINT and keys.
 cleanup() { scripts/rgw.sh destroy "$RGW_DIR" >/dev/null 2>&1 || true; }
 trap cleanup EXIT INT TERM

@@ -27,6 +27,7 @@ from .exceptions import AppError
 from .observability.logging import configure_logging
 from .storage.base import StorageError
 from .storage.registry import create_storage
+from .viewer import install_viewer
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(api_router, prefix="/api")
     _add_health_routes(app)
+    install_viewer(app)  # the /viewer page for people
     if settings.object_storage.provider == "local":
         from .storage.local_endpoints import router as local_storage_router
 

@@ -8,6 +8,8 @@ import typer
 
 from ..config import ConfigError
 from . import db, serve, token
+from . import download as download_cmd
+from . import upload as upload_cmd
 
 app = typer.Typer(
     name="pacs-ext",
@@ -19,6 +21,9 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.command("serve")(serve.serve)
 app.command("token")(token.token)
+# Client commands (the SDK in pacs_ext.client): talk to a running server.
+app.command("upload")(upload_cmd.upload)
+app.command("download")(download_cmd.download)
 
 
 def main() -> None:

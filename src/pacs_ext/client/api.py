@@ -1,0 +1,352 @@
+"""PacsClient: a typed async client (httpx) for the whole HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from .. import __version__
+from ..annotations.schemas import AnnotationRead
+from ..masks.schemas import (
+    DownloadUrl,
+    FileSpec,
+    MaskGroupCreated,
+    MaskGroupRead,
+    MaskRead,
+    UploadTarget,
+    UploadUrlsResponse,
+)
+from ..schemas import Page
+from .errors import ApiError, IncompleteUpload, ServerUnreachable
+from .retry import (
+    RETRYABLE_STATUSES,
+    RETRYABLE_UNSAFE_STATUSES,
+    RetryPolicy,
+    is_retryable_exception,
+    retry_after_seconds,
+)
+
+M = TypeVar("M", bound=BaseModel)
+FileLike = FileSpec | Mapping[str, Any]
+
+
+class PacsClient:
+    """The API at `server`, called with a bearer token.
+
+    Two HTTP clients: one for the API (carries the token) and one for object storage (signed
+    URLs only: the token never goes to storage). Use as `async with PacsClient(...) as c:`.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+        storage_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not server.startswith(("http://", "https://")):
+            raise ValueError(f"server must be an http:// or https:// URL (got {server!r})")
+        self.server = server.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        agent = f"pacs-ext-client/{__version__}"
+        self.http = httpx.AsyncClient(
+            base_url=self.server,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": agent},
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+        )
+        self.storage = httpx.AsyncClient(
+            headers={"User-Agent": agent},
+            timeout=timeout,
+            limits=limits,
+            transport=storage_transport,
+        )
+
+    async def __aenter__(self) -> PacsClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.storage.aclose()
+
+    # ---- transport -----------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        safe: bool | None = None,
+    ) -> httpx.Response:
+        """One API call with retries; raises ApiError for an error status."""
+        safe = method in ("GET", "HEAD", "PUT", "DELETE", "PATCH") if safe is None else safe
+        statuses = RETRYABLE_STATUSES if safe else RETRYABLE_UNSAFE_STATUSES
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self.http.request(method, path, json=json, params=clean)
+            except httpx.TransportError as exc:
+                if attempt < self.retry.attempts and is_retryable_exception(exc, safe=safe):
+                    await asyncio.sleep(self.retry.delay(attempt))
+                    continue
+                raise ServerUnreachable(
+                    f"cannot reach the server at {self.server}: {_describe(exc)}"
+                ) from exc
+            if response.status_code in statuses and attempt < self.retry.attempts:
+                await asyncio.sleep(self.retry.delay(attempt, retry_after_seconds(response)))
+                continue
+            if response.status_code >= 400:
+                raise _api_error(response)
+            return response
+
+    async def _json(self, method: str, path: str, **kw: Any) -> Any:
+        return (await self.request(method, path, **kw)).json()
+
+    async def _model(self, model: type[M], method: str, path: str, **kw: Any) -> M:
+        return model.model_validate(await self._json(method, path, **kw))
+
+    # ---- health --------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self._json("GET", "/health")
+        return data
+
+    # ---- annotations ---------------------------------------------------------------------
+
+    async def create_annotation(self, study_instance_uid: str, **fields: Any) -> AnnotationRead:
+        body = {"study_instance_uid": study_instance_uid, **fields}
+        return await self._model(AnnotationRead, "POST", "/api/annotations", json=body)
+
+    async def list_annotations(
+        self, *, limit: int = 50, offset: int = 0, **filters: str | None
+    ) -> Page[AnnotationRead]:
+        params = {"limit": limit, "offset": offset, **filters}
+        return await self._model(Page[AnnotationRead], "GET", "/api/annotations", params=params)
+
+    async def get_annotation(self, annotation_id: int) -> AnnotationRead:
+        return await self._model(AnnotationRead, "GET", f"/api/annotations/{annotation_id}")
+
+    async def update_annotation(self, annotation_id: int, **fields: Any) -> AnnotationRead:
+        return await self._model(
+            AnnotationRead, "PATCH", f"/api/annotations/{annotation_id}", json=fields
+        )
+
+    async def delete_annotation(self, annotation_id: int) -> None:
+        await self.request("DELETE", f"/api/annotations/{annotation_id}")
+
+    # ---- mask groups ---------------------------------------------------------------------
+
+    @staticmethod
+    def _groups(annotation_id: int) -> str:
+        return f"/api/annotations/{annotation_id}/mask-groups"
+
+    async def create_group(
+        self,
+        annotation_id: int,
+        files: Sequence[FileLike] = (),
+        *,
+        ttl_seconds: int | None = None,
+        **fields: Any,
+    ) -> MaskGroupCreated:
+        """Create a mask group declaring `files`; the answer holds one upload target each."""
+        body = {**fields, "files": _specs(files)}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        return await self._model(
+            MaskGroupCreated, "POST", self._groups(annotation_id), json=body, safe=False
+        )
+
+    async def list_groups(
+        self, annotation_id: int, *, limit: int = 50, offset: int = 0
+    ) -> Page[MaskGroupRead]:
+        params = {"limit": limit, "offset": offset}
+        return await self._model(
+            Page[MaskGroupRead], "GET", self._groups(annotation_id), params=params
+        )
+
+    async def get_group(self, annotation_id: int, group_id: int) -> MaskGroupRead:
+        return await self._model(MaskGroupRead, "GET", f"{self._groups(annotation_id)}/{group_id}")
+
+    async def update_group(self, annotation_id: int, group_id: int, **fields: Any) -> MaskGroupRead:
+        return await self._model(
+            MaskGroupRead, "PATCH", f"{self._groups(annotation_id)}/{group_id}", json=fields
+        )
+
+    async def delete_group(self, annotation_id: int, group_id: int) -> None:
+        await self.request("DELETE", f"{self._groups(annotation_id)}/{group_id}")
+
+    async def upload_urls(
+        self,
+        annotation_id: int,
+        group_id: int,
+        files: Sequence[FileLike],
+        *,
+        ttl_seconds: int | None = None,
+    ) -> list[UploadTarget]:
+        """Declare more files, or renew the URLs of declared ones (same name)."""
+        body: dict[str, Any] = {"files": _specs(files)}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        path = f"{self._groups(annotation_id)}/{group_id}/upload-urls"
+        # Safe to repeat: declaring the same file again only re-signs it.
+        resp = await self._model(UploadUrlsResponse, "POST", path, json=body, safe=True)
+        return resp.uploads
+
+    async def complete(self, annotation_id: int, group_id: int) -> MaskGroupRead:
+        """Ask the server to verify and commit; IncompleteUpload lists what is missing."""
+        path = f"{self._groups(annotation_id)}/{group_id}/complete"
+        return await self._model(MaskGroupRead, "POST", path, safe=True)
+
+    # ---- masks ---------------------------------------------------------------------------
+
+    def _masks(self, annotation_id: int, group_id: int) -> str:
+        return f"{self._groups(annotation_id)}/{group_id}/masks"
+
+    async def list_masks(
+        self,
+        annotation_id: int,
+        group_id: int,
+        *,
+        label_name: str | None = None,
+        sop_instance_uid: str | None = None,
+        slice_index: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Page[MaskRead]:
+        params = {
+            "label_name": label_name,
+            "sop_instance_uid": sop_instance_uid,
+            "slice_index": slice_index,
+            "limit": limit,
+            "offset": offset,
+        }
+        return await self._model(
+            Page[MaskRead], "GET", self._masks(annotation_id, group_id), params=params
+        )
+
+    async def iter_masks(
+        self, annotation_id: int, group_id: int, *, page_size: int = 1000, **filters: Any
+    ) -> AsyncIterator[MaskRead]:
+        """Every mask of the group, page after page."""
+        offset = 0
+        while True:
+            page = await self.list_masks(
+                annotation_id, group_id, limit=page_size, offset=offset, **filters
+            )
+            for item in page.items:
+                yield item
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    async def get_mask(self, annotation_id: int, group_id: int, mask_id: int) -> MaskRead:
+        return await self._model(
+            MaskRead, "GET", f"{self._masks(annotation_id, group_id)}/{mask_id}"
+        )
+
+    async def delete_mask(self, annotation_id: int, group_id: int, mask_id: int) -> None:
+        await self.request("DELETE", f"{self._masks(annotation_id, group_id)}/{mask_id}")
+
+    async def download_url(
+        self,
+        annotation_id: int,
+        group_id: int,
+        mask_id: int,
+        *,
+        ttl_seconds: int | None = None,
+        attachment: bool = False,
+    ) -> DownloadUrl:
+        path = f"{self._masks(annotation_id, group_id)}/{mask_id}/download-url"
+        params = {"ttl_seconds": ttl_seconds, "attachment": "true" if attachment else None}
+        return await self._model(DownloadUrl, "GET", path, params=params)
+
+    def content_url(self, annotation_id: int, group_id: int, mask_id: int) -> str:
+        """The API URL that redirects to the mask's bytes (for viewers; needs the token)."""
+        return f"{self.server}{self._masks(annotation_id, group_id)}/{mask_id}/content"
+
+    async def read_mask(self, annotation_id: int, group_id: int, mask_id: int) -> bytes:
+        """The mask's bytes, fetched straight from storage through a signed URL."""
+        signed = await self.download_url(annotation_id, group_id, mask_id)
+        resp = await self.storage.get(signed.url)
+        if resp.status_code != 200:
+            raise ApiError(resp.status_code, "StorageError", storage_message(resp))
+        return resp.content
+
+
+def _specs(files: Sequence[FileLike]) -> list[dict[str, Any]]:
+    out = []
+    for f in files:
+        spec = f if isinstance(f, FileSpec) else FileSpec.model_validate(dict(f))
+        out.append(spec.model_dump(exclude_none=True))
+    return out
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        cls = (
+            IncompleteUpload
+            if response.status_code == 409 and ("missing" in body or "mismatched" in body)
+            else ApiError
+        )
+        return cls(response.status_code, str(body["error"]), body.get("detail"), body)
+    text = response.text.strip()[:200] or response.reason_phrase
+    return ApiError(response.status_code, "HTTPError", text)
+
+
+def storage_message(response: httpx.Response) -> str:
+    """A short, readable reason from a storage error body (S3 XML or the local store's JSON)."""
+    text = response.text
+    code = _between(text, "<Code>", "</Code>")
+    message = _between(text, "<Message>", "</Message>")
+    if not code:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            code, message = str(body.get("error", "")), str(body.get("detail", ""))
+    reason = ": ".join(p for p in (code, message) if p) or text.strip()[:200]
+    return f"HTTP {response.status_code} {reason}".strip()
+
+
+def _between(text: str, start: str, end: str) -> str:
+    i = text.find(start)
+    if i < 0:
+        return ""
+    j = text.find(end, i)
+    return text[i + len(start) : j] if j > 0 else ""
+
+
+def _describe(exc: BaseException) -> str:
+    # httpx messages name the error, not the URL; still, never echo query strings.
+    text = str(exc).split("?")[0].strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

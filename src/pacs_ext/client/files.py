@@ -1,0 +1,151 @@
+"""Local mask files: find them, name them, and hash them (blocking: call in a thread)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import mimetypes
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..masks.keys import check_filename, parse_slice_filename
+from .errors import LocalFileError
+
+CHUNK = 1024 * 1024
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".json": "application/json",
+    ".nii": "application/octet-stream",
+}
+
+
+@dataclass(slots=True)
+class LocalFile:
+    path: Path
+    name: str
+    size: int
+    mtime_ns: int
+    content_type: str
+    slice_index: int | None = None
+    label_name: str | None = None
+    md5: str | None = None  # base64, as the API wants it
+    sha256: str | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """The file spec to declare; the local name is kept as the object's name."""
+        spec: dict[str, Any] = {
+            "filename": self.name,
+            "content_type": self.content_type,
+            "size": self.size,
+            "md5": self.md5,
+        }
+        if self.sha256 is not None:
+            spec["sha256"] = self.sha256
+        if self.slice_index is not None:
+            spec["slice_index"] = self.slice_index
+            spec["label_name"] = self.label_name
+        return spec
+
+
+def content_type_for(name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def scan(source: Path | Sequence[Path]) -> list[LocalFile]:
+    """A directory (its top-level files, hidden ones skipped) or a list of files, by name."""
+    if isinstance(source, Path | str):
+        root = Path(source)
+        if not root.exists():
+            raise LocalFileError(f"{root} does not exist")
+        if root.is_dir():
+            paths = sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_file())
+            if not paths:
+                raise LocalFileError(f"no files to upload in {root}")
+        else:
+            paths = [root]
+    else:
+        paths = [Path(p) for p in source]
+        if not paths:
+            raise LocalFileError("no files to upload")
+    return _describe(paths)
+
+
+def _describe(paths: Iterable[Path]) -> list[LocalFile]:
+    out: list[LocalFile] = []
+    seen: dict[str, Path] = {}
+    bad: list[str] = []
+    for path in paths:
+        name = path.name
+        try:
+            check_filename(name)
+        except ValueError as exc:
+            bad.append(f"{name!r} ({exc})")
+            continue
+        if name in seen:
+            raise LocalFileError(f"two files are named {name!r}: {seen[name]} and {path}")
+        seen[name] = path
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise LocalFileError(f"cannot read {path}: {exc.strerror}") from None
+        if not path.is_file():
+            raise LocalFileError(f"{path} is not a regular file")
+        parsed = parse_slice_filename(name)
+        out.append(
+            LocalFile(
+                path=path,
+                name=name,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                content_type=content_type_for(name),
+                slice_index=parsed[0] if parsed else None,
+                label_name=parsed[1] if parsed else None,
+            )
+        )
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise LocalFileError(
+            f"file names the server cannot store: {', '.join(bad[:5])}{more}; "
+            "rename them to [A-Za-z0-9._-] (e.g. 0001_liver.png)"
+        )
+    return out
+
+
+def hash_file(f: LocalFile, sha256: bool) -> None:
+    """Size, MD5 (and SHA-256) computed in one read; the size read is the size declared."""
+    md5 = hashlib.md5()  # noqa: S324 - S3's Content-MD5 integrity contract
+    sha = hashlib.sha256() if sha256 else None
+    size = 0
+    try:
+        with open(f.path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            while chunk := fh.read(CHUNK):
+                size += len(chunk)
+                md5.update(chunk)
+                if sha is not None:
+                    sha.update(chunk)
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {f.path}: {exc.strerror}") from None
+    f.size = size
+    f.mtime_ns = st.st_mtime_ns
+    f.md5 = base64.b64encode(md5.digest()).decode()
+    f.sha256 = base64.b64encode(sha.digest()).decode() if sha is not None else None
+
+
+def hash_files(files: Sequence[LocalFile], sha256: bool) -> None:
+    for f in files:
+        if f.md5 is None or (sha256 and f.sha256 is None):
+            hash_file(f, sha256)
+
+
+def read_range(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read(length)
+    if len(data) != length:
+        raise LocalFileError(f"{path} is shorter than when it was hashed (it changed)")
+    return data

@@ -1,0 +1,257 @@
+"""PUT files to signed URLs: exactly the returned headers, retries with backoff, renewed URLs,
+multipart parts; file reads happen in threads so the event loop never blocks on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from ..masks.schemas import PartTarget, UploadTarget
+from .api import _describe, storage_message
+from .errors import LocalFileError
+from .files import CHUNK, LocalFile, read_range
+from .progress import TransferProgress
+from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
+
+# Bodies up to this size are read into memory in one go; larger ones are streamed.
+STREAM_THRESHOLD = 8 * 1024 * 1024
+# A renewed URL that expires again is renewed at most this often before the file fails.
+MAX_RENEWALS = 3
+
+Declare = Callable[[list[LocalFile]], Awaitable[list[UploadTarget]]]
+
+
+class FileUploadError(Exception):
+    """One file could not be uploaded; the message says why (never the signed URL)."""
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class _Expired(Exception):
+    pass
+
+
+@dataclass
+class TransferStats:
+    retries: int = 0
+    renewed: int = 0
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """An upload target and when we received it (to judge how close to expiry it is)."""
+
+    target: UploadTarget
+    issued_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def expiring(self) -> bool:
+        expires = _aware(self.target.expires_at)
+        ttl = (expires - self.issued_at).total_seconds()
+        margin = min(30.0, max(ttl, 0.0) / 10)
+        return (expires - datetime.now(UTC)).total_seconds() < margin
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Renewer:
+    """Coalesces concurrent renewals into few `upload-urls` calls."""
+
+    def __init__(self, declare: Declare, batch_size: int, stats: TransferStats) -> None:
+        self._declare = declare
+        self._batch_size = batch_size
+        self._stats = stats
+        self._pending: list[tuple[LocalFile, asyncio.Future[Issued]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def renew(self, f: LocalFile) -> Issued:
+        fut: asyncio.Future[Issued] = asyncio.get_running_loop().create_future()
+        self._pending.append((f, fut))
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0.05)  # let the other workers whose URLs expired join in
+        pending, self._pending, self._task = self._pending, [], None
+        files = list({f.name: f for f, _ in pending}.values())
+        results: dict[str, Issued] = {}
+        error: Exception | None = None
+        try:
+            for i in range(0, len(files), self._batch_size):
+                for t in await self._declare(files[i : i + self._batch_size]):
+                    results[t.filename] = Issued(t)
+            self._stats.renewed += len(results)
+        except Exception as exc:
+            error = exc
+        for f, fut in pending:
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(FileUploadError(f"renewing its upload URL failed: {error}"))
+            elif f.name in results:
+                fut.set_result(results[f.name])
+            else:
+                fut.set_exception(FileUploadError("the server returned no renewed URL for it"))
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Sender:
+    """Sends files to their targets with at most `concurrency` PUTs in flight."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        retry: RetryPolicy,
+        renewer: Renewer,
+        progress: TransferProgress,
+        stats: TransferStats,
+        concurrency: int,
+    ) -> None:
+        self._http = http
+        self._retry = retry
+        self._renewer = renewer
+        self._progress = progress
+        self._stats = stats
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def upload(self, f: LocalFile, issued: Issued) -> None:
+        """Upload one file or raise FileUploadError; renews its URL when it has expired."""
+        renewals = 0
+        # Checked once: after a renewal we trust the server's 403 rather than our clock.
+        if issued.expiring():
+            issued = await self._renewer.renew(f)
+            renewals += 1
+        while True:
+            try:
+                await self._send(f, issued.target)
+                self._stats.files += 1
+                self._stats.bytes += f.size
+                self._progress.file_done(f.name)
+                return
+            except _Expired as exc:
+                if renewals >= MAX_RENEWALS:
+                    raise FileUploadError(
+                        f"its upload URL expired again after {renewals} renewals ({exc}); "
+                        "is this machine's clock right?"
+                    ) from None
+                self._progress.note(f"{f.name}: upload URL expired, renewing it")
+                issued = await self._renewer.renew(f)
+                renewals += 1
+            except LocalFileError as exc:
+                raise FileUploadError(str(exc)) from None
+
+    async def _send(self, f: LocalFile, target: UploadTarget) -> None:
+        if not target.parts:
+            if target.url is None:
+                raise FileUploadError("the server returned a target without a URL")
+            url = target.url
+            await self._with_retries(
+                f.name, lambda: self._put(url, target.headers, f.path, 0, f.size)
+            )
+            return
+        await self._multipart(f, target)
+
+    async def _multipart(self, f: LocalFile, target: UploadTarget) -> None:
+        """PUT every part (the server completes the multipart upload at `complete`)."""
+        if not target.parts or not target.part_size:
+            raise FileUploadError("the server returned a multipart target without parts")
+        part_size = target.part_size
+
+        def put_part(p: PartTarget) -> Callable[[], Awaitable[None]]:
+            offset = (p.part_number - 1) * part_size
+            return lambda: self._put(p.url, p.headers, f.path, offset, p.size)
+
+        tasks = [
+            asyncio.create_task(self._with_retries(f"{f.name} part {p.part_number}", put_part(p)))
+            for p in target.parts
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _with_retries(self, what: str, op: Callable[[], Awaitable[None]]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await op()
+                return
+            except _Retry as exc:
+                attempt += 1
+                if attempt >= self._retry.attempts:
+                    raise FileUploadError(f"gave up after {attempt} attempts: {exc}") from None
+                self._stats.retries += 1
+                self._progress.note(f"{what}: {exc}; retrying")
+                await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
+
+    async def _put(
+        self, url: str, headers: dict[str, str], path: Path, offset: int, length: int
+    ) -> None:
+        sent = [0]
+        async with self._slots:
+            content: bytes | AsyncIterator[bytes]
+            if length <= STREAM_THRESHOLD:
+                content = await asyncio.to_thread(read_range, path, offset, length)
+            else:
+                content = self._stream(path, offset, length, sent)
+            try:
+                # Exactly the signed headers: storage checks type, length and MD5 against them.
+                response = await self._http.put(url, content=content, headers=headers)
+            except httpx.TransportError as exc:
+                self._progress.advance(-sent[0])
+                raise _Retry(_describe(exc)) from None
+        if 200 <= response.status_code < 300:
+            if length <= STREAM_THRESHOLD:
+                self._progress.advance(length)
+            return
+        self._progress.advance(-sent[0])
+        reason = storage_message(response)
+        if response.status_code == 403 and "expired" in response.text.lower():
+            raise _Expired(reason)
+        if response.status_code in RETRYABLE_STATUSES:
+            raise _Retry(reason, retry_after_seconds(response))
+        raise FileUploadError(f"storage refused the upload: {reason}")
+
+    async def _stream(
+        self, path: Path, offset: int, length: int, sent: list[int]
+    ) -> AsyncIterator[bytes]:
+        fh = await asyncio.to_thread(open, path, "rb")
+        try:
+            await asyncio.to_thread(fh.seek, offset)
+            left = length
+            while left > 0:
+                chunk = await asyncio.to_thread(fh.read, min(CHUNK, left))
+                if not chunk:
+                    raise LocalFileError(f"{path} is shorter than when it was hashed")
+                left -= len(chunk)
+                sent[0] += len(chunk)
+                self._progress.advance(len(chunk))
+                yield chunk
+        finally:
+            await asyncio.to_thread(fh.close)
+
+
+def chunks(items: Sequence[LocalFile], size: int) -> list[list[LocalFile]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]

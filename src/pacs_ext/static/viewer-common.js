@@ -1,0 +1,147 @@
+/*
+ * Helpers of the /viewer page that hold no page state: messages, API calls, the PUT to
+ * storage (XMLHttpRequest, for upload progress), MD5 of a File, a small promise pool.
+ */
+(function (global) {
+  "use strict";
+
+  const HASH_CHUNK = 4 * 1024 * 1024;
+  // Headers a browser sets itself and refuses from scripts.
+  const BROWSER_HEADERS = new Set(["content-length", "host", "connection"]);
+
+  // ---- messages ------------------------------------------------------------------------
+
+  function show(kind, text) {
+    const box = document.createElement("div");
+    box.className = `message ${kind}`;
+    box.setAttribute("role", kind === "error" ? "alert" : "status");
+    box.textContent = text;
+    document.querySelector("#messages").prepend(box);
+    while (document.querySelector("#messages").children.length > 5) document.querySelector("#messages").lastChild.remove();
+    return box;
+  }
+  const showError = (text) => show("error", text);
+  const showInfo = (text) => show("info", text);
+
+  // ---- the API -------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const detail = body && body.detail !== undefined ? body.detail : body;
+      const name = (body && body.error) || "HTTPError";
+      super(`${status} ${name}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
+      this.status = status;
+      this.body = body || {};
+    }
+  }
+
+  async function api(token, method, path, body) {
+    if (!token) throw new Error("paste a token first (section 1)");
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers: {
+          Authorization: `Bearer ${token}`,
+          ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
+        },
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+      });
+    } catch (err) {
+      throw new Error(`cannot reach the server: ${err.message}`);
+    }
+    if (response.status === 204) return null;
+    const text = await response.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch (_) {
+      data = text.slice(0, 300);
+    }
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  function subjectOf(token) {
+    try {
+      const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(payload)).sub || "?";
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function formatBytes(n) {
+    if (n < 1000) return `${n} B`;
+    const units = ["kB", "MB", "GB", "TB"];
+    let i = -1;
+    do {
+      n /= 1000;
+      i++;
+    } while (n >= 1000 && i < units.length - 1);
+    return `${n.toFixed(1)} ${units[i]}`;
+  }
+
+  async function md5Base64(file) {
+    const hasher = new MD5();
+    for (let offset = 0; offset < file.size; offset += HASH_CHUNK) {
+      const chunk = await file.slice(offset, offset + HASH_CHUNK).arrayBuffer();
+      hasher.update(new Uint8Array(chunk));
+    }
+    return MD5.base64(hasher.digest());
+  }
+
+  function storageReason(xhr) {
+    const text = xhr.responseText || "";
+    const code = /<Code>([^<]*)<\/Code>/.exec(text);
+    const message = /<Message>([^<]*)<\/Message>/.exec(text);
+    if (code) return `${code[1]}${message ? ": " + message[1] : ""}`;
+    try {
+      const body = JSON.parse(text);
+      return `${body.error}: ${body.detail}`;
+    } catch (_) {
+      return text.slice(0, 200) || xhr.statusText;
+    }
+  }
+
+  function put(file, target, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("PUT", target.url);
+      for (const [name, value] of Object.entries(target.headers)) {
+        if (!BROWSER_HEADERS.has(name.toLowerCase())) xhr.setRequestHeader(name, value);
+      }
+      xhr.upload.onprogress = (e) => onProgress(e.loaded);
+      xhr.onload = () => {
+        if (xhr.status >= 200 && xhr.status < 300) return resolve();
+        const error = new Error(`storage answered ${xhr.status} ${storageReason(xhr)}`);
+        error.expired = xhr.status === 403 && /expired/i.test(xhr.responseText || "");
+        reject(error);
+      };
+      // Status 0: the browser blocked or lost the request before any answer — most often
+      // storage's CORS rules do not allow this page's origin.
+      xhr.onerror = () => reject(new Error(
+        `the browser could not send the file to storage (${new URL(target.url).origin}): ` +
+        `network error or blocked by CORS — storage must allow PUT from ${location.origin}`));
+      xhr.ontimeout = () => reject(new Error("the upload timed out"));
+      xhr.send(file);
+    });
+  }
+
+  async function runPool(items, limit, fn) {
+    const results = [];
+    let next = 0;
+    async function worker() {
+      while (next < items.length) {
+        const i = next++;
+        results[i] = await fn(items[i]);
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+    return results;
+  }
+
+  global.PacsViewer = {
+    show, showError, showInfo, ApiError, api, subjectOf, formatBytes, md5Base64, put, runPool,
+  };
+})(window);
