@@ -80,7 +80,7 @@ def test_server_and_token_as_options(
 
 
 # The messages do not depend on the database: one server is enough.
-@pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+@pytest.mark.server_kinds("sqlite")
 def test_clear_errors_and_exit_codes(
     server: ServerProcess, alice: httpx.Client, tmp_path: Path
 ) -> None:
