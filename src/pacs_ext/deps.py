@@ -28,6 +28,8 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-SessionDep = Annotated[AsyncSession, Depends(_session)]
+# scope="function": commit before the response is sent. With the default ("request") FastAPI
+# commits after sending it, so a client could read its 201 and not yet find the row.
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 StorageDep = Annotated[ObjectStorage, Depends(_storage)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
