@@ -14,4 +14,7 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432"; exit 1; }
 fi
 
+# promtool (Debian's prometheus package) for the alert-rule tests: installed once into .venv/bin.
+scripts/promtool.sh >/dev/null
+
 exec "$BIN/pytest" "$@"

@@ -34,7 +34,7 @@ class Readiness:
         engine: AsyncEngine,
         storage: ObjectStorage,
         *,
-        storage_ttl: float = 5.0,
+        storage_ttl: float = 2.0,
         timeout: float = 3.0,
     ) -> None:
         self._engine = engine
