@@ -28,8 +28,8 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-# scope="function": commit before the response is sent. With the default ("request") FastAPI
-# commits after sending it, so a client could read its 201 and not yet find the row.
+# scope="function": commit before the response is sent, so a client that sees 2xx sees the
+# change on its next request, and a failed commit becomes an error response, not a lost write.
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 StorageDep = Annotated[ObjectStorage, Depends(_storage)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

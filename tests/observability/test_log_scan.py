@@ -59,6 +59,7 @@ def test_a_whole_flow_logs_its_events_and_no_secret(quiet_server: ServerProcess)
         done = alice.post(f"{base}/complete", headers={"X-Request-ID": "flow-complete-200"})
         assert done.status_code == 200
         assert done.headers["x-request-id"] == "flow-complete-200"
+        assert re.fullmatch(r"app;dur=\d+\.\d", done.headers["server-timing"])
         mask_id = alice.get(f"{base}/masks").json()["items"][0]["id"]
         url = alice.get(f"{base}/masks/{mask_id}/download-url").json()["url"]
         secrets_seen += _signatures(url)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from fixtures.databases import sqlite_database
 from fixtures.metrics import scrape
 from fixtures.server import ServerProcess, make_token
+from pacs_ext.observability.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
 CREATED = {"method": "POST", "route": "/api/annotations", "status": "201"}
 
@@ -68,11 +71,19 @@ def test_two_workers_report_the_sum_of_their_counters(tmp_path: Path) -> None:
             assert s.value("pacs_mask_groups", status="pending") == 0
             assert s.total("pacs_build_info") == 1
 
-        # A restart starts from zero: the previous run's files are cleared, not summed in.
-        srv.start()
-        try:
-            _create_annotation(srv)
-            again = scrape(srv.url)
-        finally:
-            srv.stop()
-        assert again.value("pacs_http_requests_total", **CREATED) == 1
+
+def test_serve_starts_each_run_from_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of an earlier run would be summed into this one's counters: they are removed."""
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    folder = tmp_path / "prometheus-multiproc"
+    folder.mkdir()
+    (folder / "counter_4242.db").write_bytes(b"left by an earlier run")
+    (folder / "notes.txt").write_text("not ours")
+    assert prepare_multiprocess_dir(folder) == folder
+    assert os.environ[MULTIPROC_ENV] == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    # An operator's own PROMETHEUS_MULTIPROC_DIR wins over the default folder.
+    own = tmp_path / "own"
+    monkeypatch.setenv(MULTIPROC_ENV, str(own))
+    assert prepare_multiprocess_dir(folder) == own
+    assert own.is_dir()

@@ -1,4 +1,5 @@
-"""Per-request observability as a pure ASGI middleware: request id, metrics, one log line.
+"""Per-request observability as a pure ASGI middleware: request id, Server-Timing, metrics,
+one log line.
 
 Pure ASGI rather than BaseHTTPMiddleware: no extra task per request, so context variables bound
 while handling the request (the subject, the ids in the path) stay visible here, and the
@@ -84,7 +85,10 @@ class RequestObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), header]}
+                # The app's own time until the response starts (bench/ reads it).
+                timing = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                headers = [*message.get("headers", ()), header, (b"server-timing", timing)]
+                message = {**message, "headers": headers}
             await send(message)
 
         started = time.perf_counter()

@@ -282,16 +282,21 @@ def _pass_through(attr: str) -> Callable[..., Any]:
     return method
 
 
+def _read_through(attr: str) -> property:
+    return property(lambda self: getattr(self.wrapped, attr))
+
+
 def _delegate_the_rest() -> None:
-    """Methods added to ObjectStorage after this module was written reach the backend too,
-    instead of the interface's default (which for optional features raises)."""
+    """Methods and attributes added to ObjectStorage after this module was written reach the
+    backend too, instead of the interface's defaults (which for optional features raise)."""
     for base in ObjectStorage.__mro__:
         if base is object:
             continue
         for attr, value in vars(base).items():
-            if attr.startswith("_") or not callable(value) or attr in vars(InstrumentedStorage):
+            if attr.startswith("_") or attr in vars(InstrumentedStorage):
                 continue
-            setattr(InstrumentedStorage, attr, _pass_through(attr))
+            delegate = _pass_through(attr) if callable(value) else _read_through(attr)
+            setattr(InstrumentedStorage, attr, delegate)
 
 
 _delegate_the_rest()
