@@ -114,6 +114,7 @@ def test_storage_failure_shows_in_ready_and_metrics(proxied_server: ServerProces
             r = alice.patch(base, json={"description": "while storage is away"})
             assert r.status_code == 503, r.text
             assert r.json()["error"] == "ServiceUnavailable"
+            assert "storage" in r.json()["detail"], r.text
             during = scrape(srv.url)
         finally:
             aside.rename(objects)
@@ -126,7 +127,8 @@ def test_storage_failure_shows_in_ready_and_metrics(proxied_server: ServerProces
             before, scrape_, "pacs_storage_operations_total", operation=operation, outcome=outcome
         )
 
-    assert ops(during, "PutObject", "5xx") == 1
+    storage_ops = {k: v for k, v in during.samples.items() if k[0].startswith("pacs_storage_op")}
+    assert ops(during, "PutObject", "5xx") == 1, storage_ops
     assert ops(during, "PutObject", "2xx") == 0
     assert ops(during, "Ping", "5xx") >= 1
     assert ops(after, "PutObject", "2xx") == 1

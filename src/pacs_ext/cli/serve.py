@@ -35,7 +35,7 @@ def serve(
     workers = workers or settings.server.workers
     if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker records its metrics in files there; /metrics sums them all.
-        from ..observability.metrics import prepare_multiprocess_dir
+        from ..observability.multiproc import prepare_multiprocess_dir
 
         prepare_multiprocess_dir(settings.server.data_dir / "prometheus-multiproc")
     uvicorn.run(

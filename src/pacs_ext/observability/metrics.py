@@ -8,9 +8,7 @@ recorded per process; gauges are computed at scrape time, so no gauge needs a mu
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,8 +23,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from .. import __version__
+from .multiproc import multiprocess_dir
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Outcome classes of storage operations, named like the S3 metrics they stand for.
@@ -110,24 +108,6 @@ def record_completion_failure(missing: int, mismatched: int) -> None:
 
 
 # ---- exposition -----------------------------------------------------------------------------
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-def prepare_multiprocess_dir(path: Path) -> Path:
-    """Point prometheus-client at path for the workers about to start, emptied of old values.
-
-    Files left by an earlier run would be summed into this one's counters, so they go.
-    An operator-set PROMETHEUS_MULTIPROC_DIR wins over path.
-    """
-    folder = Path(os.environ.get(MULTIPROC_ENV) or path)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.db"):
-        stale.unlink(missing_ok=True)
-    os.environ[MULTIPROC_ENV] = str(folder)
-    return folder
 
 
 def scrape_time_families(mask_groups: Mapping[str, int] | None) -> list[Metric]:

@@ -80,6 +80,13 @@ class RequestObservability:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         header = (b"x-request-id", request_id.encode())
         status = 500
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                _record(scope, status, time.perf_counter() - started)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -89,31 +96,38 @@ class RequestObservability:
                 timing = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
                 headers = [*message.get("headers", ()), header, (b"server-timing", timing)]
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Before the last byte leaves: a client that has its answer finds it counted
+                # when it scrapes next, whichever worker answers.
+                record()
             await send(message)
 
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            method, route = scope["method"], _route(scope)
-            metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
-            metrics.HTTP_DURATION.labels(method=method, route=route).observe(elapsed)
-            path = scope["path"]
-            # The path only: query strings of signed URLs (and ?access_token=) are credentials.
-            fields: dict[str, Any] = {
-                "method": method,
-                "path": path,
-                "route": route,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-            }
-            state = scope.get("state") or {}
-            if state.get("subject"):
-                fields["subject"] = state["subject"]
-            fields.update(_path_ids(scope.get("path_params") or {}))
-            emit = log.debug if path in _QUIET_PATHS else log.info
-            emit("http.request", **fields)
+            record()  # no response (an exception, a disconnect): counted as a 500
+
+
+def _record(scope: Scope, status: int, elapsed: float) -> None:
+    method, route = scope["method"], _route(scope)
+    metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+    metrics.HTTP_DURATION.labels(method=method, route=route).observe(elapsed)
+    path = scope["path"]
+    # The path only: query strings of signed URLs (and ?access_token=) are credentials.
+    fields: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 2),
+    }
+    state = scope.get("state") or {}
+    if state.get("subject"):
+        fields["subject"] = state["subject"]
+    fields.update(_path_ids(scope.get("path_params") or {}))
+    emit = log.debug if path in _QUIET_PATHS else log.info
+    emit("http.request", **fields)
 
 
 async def bind_path_ids(request: Request) -> None:
