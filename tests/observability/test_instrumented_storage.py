@@ -299,6 +299,36 @@ def test_methods_added_to_the_interface_later_reach_the_backend(
                 delattr(InstrumentedStorage, attr)
 
 
+async def test_list_parts_is_timed_where_the_interface_has_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pacs_ext.observability import storage as module
+
+    async def list_parts(self: ObjectStorage, key: str, upload_id: str) -> list[int]:
+        raise NotImplementedError
+
+    async def backend_list_parts(self: ObjectStorage, key: str, upload_id: str) -> list[int]:
+        if upload_id == "gone":
+            raise ObjectNotFound(upload_id)
+        return [1, 2]
+
+    monkeypatch.setattr(ObjectStorage, "list_parts", list_parts, raising=False)
+    monkeypatch.setattr(MultipartStore, "list_parts", backend_list_parts, raising=False)
+    module._delegate_the_rest()
+    try:
+        storage: Any = InstrumentedStorage(MultipartStore())
+        counts = Counts()
+        assert await storage.list_parts("k", "upload-1") == [1, 2]
+        with pytest.raises(ObjectNotFound):
+            await storage.list_parts("k", "gone")
+        assert counts.op("ListParts") == 1
+        assert counts.op("ListParts", "4xx") == 1
+    finally:
+        monkeypatch.undo()
+        if "list_parts" in vars(InstrumentedStorage) and not hasattr(ObjectStorage, "list_parts"):
+            delattr(InstrumentedStorage, "list_parts")
+
+
 def test_every_interface_member_is_delegated() -> None:
     public = {name for name in vars(ObjectStorage) if not name.startswith("_")}
     assert public >= {"name", "bucket", "capabilities", "create_multipart", "sign_upload_part"}
