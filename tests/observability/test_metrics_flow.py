@@ -30,6 +30,8 @@ def test_full_flow_moves_every_counter_by_what_it_did(
     group = create_group(alice, annotation["id"], masks)
     assert _groups(server, "pending") == pending0 + 1
     base = group_url(annotation["id"], group["id"])
+    # With the embedded store the PUTs reach this server too; with S3 only the bucket sees them.
+    embedded = group["uploads"][0]["url"].startswith(f"{server.url}/storage/")
     put_all(group["uploads"][:2], masks)
     assert alice.post(f"{base}/complete").status_code == 409  # one file missing
     put_all(group["uploads"][2:], masks)
@@ -49,7 +51,7 @@ def test_full_flow_moves_every_counter_by_what_it_did(
 
     assert http("POST", "/api/annotations", 201) == 1
     assert http("POST", GROUPS, 201) == 1
-    assert http("PUT", STORAGE, 200) == 3
+    assert http("PUT", STORAGE, 200) == (3 if embedded else 0)
     assert http("POST", GROUP + "/complete", 409) == 1
     assert http("POST", GROUP + "/complete", 200) == 2
     assert http("GET", MASK + "/download-url", 200) == 1

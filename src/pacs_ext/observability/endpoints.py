@@ -25,9 +25,9 @@ OK = "ok"
 
 
 class Readiness:
-    """Probes behind /ready. The database is asked every time (SELECT 1 is cheap); the storage
-    probe is a request to the storage service, so its answer is reused for a few seconds and
-    concurrent callers share one probe."""
+    """Probes behind /ready. The database is asked every time (SELECT 1 is cheap). The storage
+    probe is a request to the storage service: a success is reused for a couple of seconds and
+    concurrent callers share one probe; a failure is not reused, so a recovery shows at once."""
 
     def __init__(
         self,
@@ -42,8 +42,7 @@ class Readiness:
         self._ttl = storage_ttl
         self._timeout = timeout
         self._lock = asyncio.Lock()
-        self._storage_answer = OK
-        self._storage_checked = float("-inf")
+        self._storage_ok_at = float("-inf")
 
     async def database(self) -> str:
         try:
@@ -56,10 +55,12 @@ class Readiness:
 
     async def storage(self) -> str:
         async with self._lock:
-            if time.monotonic() - self._storage_checked >= self._ttl:
-                self._storage_answer = await self._probe_storage()
-                self._storage_checked = time.monotonic()
-            return self._storage_answer
+            if time.monotonic() - self._storage_ok_at < self._ttl:
+                return OK
+            answer = await self._probe_storage()
+            if answer == OK:
+                self._storage_ok_at = time.monotonic()
+            return answer
 
     async def _probe_storage(self) -> str:
         try:
