@@ -34,4 +34,7 @@ PYTHON="$BIN/python" scripts/rgw.sh start "$RGW_DIR" >/dev/null
 . "$RGW_DIR/env.sh"
 export RGW_ENDPOINT RGW_ACCESS_KEY RGW_SECRET_KEY RGW_BUCKET RGW_REGION RGW_DIR
 
+# promtool (Debian's prometheus package) for the alert-rule tests: installed once into .venv/bin.
+scripts/promtool.sh >/dev/null
+
 "$BIN/pytest" "$@"

@@ -1,10 +1,12 @@
 """The /api router: each domain's endpoints."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from .annotations.endpoints import router as annotations_router
 from .masks.endpoints import router as masks_router
+from .observability.middleware import bind_path_ids
 
-api_router = APIRouter()
+# bind_path_ids: annotation, group and mask ids from the path go on every log line.
+api_router = APIRouter(dependencies=[Depends(bind_path_ids)])
 api_router.include_router(annotations_router)
 api_router.include_router(masks_router)

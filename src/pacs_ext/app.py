@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,9 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -24,7 +21,11 @@ from .auth import TokenVerifier
 from .config import Settings, get_settings
 from .db import create_engine, create_sessionmaker
 from .exceptions import AppError
-from .observability.logging import configure_logging
+from .observability.endpoints import Readiness
+from .observability.endpoints import router as operations_router
+from .observability.logging import configure_logging, register_secrets
+from .observability.middleware import RequestObservability
+from .observability.storage import instrument
 from .storage.base import StorageError
 from .storage.registry import create_storage
 from .viewer import install_viewer
@@ -44,13 +45,16 @@ Errors are JSON `{"error": "<Name>", "detail": "..."}`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.logging)
+    register_secrets(_secrets(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.storage = create_storage(settings)
+        # Every storage call is counted and timed for /metrics (observability/storage.py).
+        app.state.storage = instrument(create_storage(settings))
+        app.state.readiness = Readiness(engine, app.state.storage)
         log.info(
             "server.started",
             storage=settings.object_storage.provider,
@@ -73,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(settings)
 
     _install_error_handlers(app)
-    app.middleware("http")(_request_context)
+    app.add_middleware(RequestObservability)
     if settings.server.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -84,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=3000,
         )
     app.include_router(api_router, prefix="/api")
-    _add_health_routes(app)
+    app.include_router(operations_router)
     install_viewer(app)  # the /viewer page for people
     if settings.object_storage.provider == "local":
         from .storage.local_endpoints import router as local_storage_router
@@ -93,28 +97,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _request_context(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    request_id = request_id[:128]
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    started = time.perf_counter()
-    response = await call_next(request)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    response.headers["X-Request-ID"] = request_id
-    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
-    # The path only: query strings of signed URLs are credentials.
-    log.info(
-        "http.request",
-        method=request.method,
-        path=request.url.path,
-        status=response.status_code,
-        subject=getattr(request.state, "subject", None),
-        duration_ms=round(elapsed_ms, 2),
-    )
-    return response
+def _secrets(settings: Settings) -> list[str]:
+    """Values the log redaction masks wherever they would appear."""
+    storage = settings.object_storage
+    values = [
+        settings.auth.jwt_secret.get_secret_value(),
+        storage.secret_key.get_secret_value(),
+        storage.session_token.get_secret_value(),
+    ]
+    if settings.is_development:  # the generated ones, kept in data_dir
+        values.append(settings.jwt_secret())
+        if storage.provider == "local":
+            values.append(settings.local_storage_secret().decode())
+    return values
 
 
 def _error(status: int, error: str, detail: Any, **extra: Any) -> JSONResponse:
@@ -171,32 +166,3 @@ def _install_error_handlers(app: FastAPI) -> None:
             return _error(503, "ServiceUnavailable", "a backing service is unavailable; retry")
         log.exception("server.unhandled_error")
         return _error(500, "InternalError", "unexpected server error (logged)")
-
-
-def _add_health_routes(app: FastAPI) -> None:
-    @app.get("/health", tags=["health"])
-    async def health() -> dict[str, str]:
-        """The process is alive."""
-        return {"status": "ok"}
-
-    @app.get("/ready", tags=["health"], responses={503: {"description": "a dependency is down"}})
-    async def ready(request: Request) -> JSONResponse:
-        """Database and storage reachable."""
-        checks: dict[str, str] = {}
-        try:
-            async with request.app.state.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:  # any failure means "not ready"
-            checks["database"] = f"unavailable: {type(exc).__name__}"
-        try:
-            await request.app.state.storage.ping()
-            checks["storage"] = "ok"
-        except Exception as exc:
-            checks["storage"] = f"unavailable: {type(exc).__name__}: {exc}"[:300]
-        failing = [k for k, v in checks.items() if v != "ok"]
-        if failing:
-            return JSONResponse(
-                {"status": "unavailable", "failing": failing, "checks": checks}, status_code=503
-            )
-        return JSONResponse({"status": "ok", "checks": checks})

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import jwt
+import structlog
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -98,6 +99,7 @@ async def current_user(
     verifier: TokenVerifier = request.app.state.token_verifier
     principal = verifier.verify(credentials.credentials)
     request.state.subject = principal.subject
+    structlog.contextvars.bind_contextvars(subject=principal.subject)
     return principal
 
 

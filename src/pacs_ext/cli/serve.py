@@ -39,12 +39,18 @@ def serve(
         raise fail(f"cannot reach the database: {exc}") from None
     if behind:
         raise fail("the database schema is not up to date: run `pacs-ext db upgrade` first")
+    workers = workers or settings.server.workers
+    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker records its metrics in files there; /metrics sums them all.
+        from ..observability.multiproc import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(settings.server.data_dir / "prometheus-multiproc")
     uvicorn.run(
         "pacs_ext.app:create_app",
         factory=True,
         host=settings.server.host,
         port=settings.server.port,
-        workers=workers or settings.server.workers,
+        workers=workers,
         log_config=None,
         access_log=False,
         proxy_headers=True,

@@ -163,3 +163,8 @@ async def delete_declared(session: AsyncSession, group_id: int, filename: str) -
 
 async def delete_group(session: AsyncSession, group_id: int) -> None:
     await session.execute(delete(MaskGroup).where(MaskGroup.id == group_id))
+
+
+async def count_groups_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(MaskGroup.status, func.count()).group_by(MaskGroup.status))
+    return {str(status): int(n) for status, n in rows.all()}

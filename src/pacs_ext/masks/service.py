@@ -16,6 +16,7 @@ from ..exceptions import Conflict, NotFound
 from ..models import Annotation, Mask, MaskGroup
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
+from ..observability import metrics
 from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
 from . import multipart
@@ -185,12 +186,17 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     if multipart_problems is not None:
         multipart.merge(result, multipart_problems)
     if not result.passed:
+        metrics.record_completion_failure(len(result.missing), len(result.mismatched))
         log.warning(
             "mask_group.upload_failed",
             annotation_id=annotation_id,
             group_id=group_id,
+            prefix=prefix,
             missing=len(result.missing),
             mismatched=len(result.mismatched),
+            error="; ".join(
+                f"{p.object_key}: {p.reason}" for p in (result.missing + result.mismatched)[:3]
+            ),
         )
         raise Conflict(
             f"{len(result.missing)} file(s) missing and {len(result.mismatched)} mismatched; "
@@ -219,14 +225,17 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
             metadata_document(annotation, group, rows),
             "application/json",
         )
-    elapsed_ms = (time.perf_counter() - started) * 1000
+    elapsed = time.perf_counter() - started
+    total_bytes = sum(int(r["file_size"]) for r in rows)
+    metrics.record_completion(len(rows), total_bytes, elapsed)
     log.info(
         "mask_group.completed",
         annotation_id=annotation_id,
         group_id=group_id,
+        prefix=prefix,
         files=len(rows),
-        bytes=sum(int(r["file_size"]) for r in rows),
-        duration_ms=round(elapsed_ms, 1),
+        bytes=total_bytes,
+        duration_ms=round(elapsed * 1000, 1),
     )
     return group
 

@@ -29,7 +29,8 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
 
 
 def _storage(request: Request) -> LocalStorage:
-    storage = request.app.state.storage
+    # The app wraps its storage to measure it (observability/storage.py): unwrap it here.
+    storage = getattr(request.app.state.storage, "wrapped", request.app.state.storage)
     assert isinstance(storage, LocalStorage)
     return storage
 

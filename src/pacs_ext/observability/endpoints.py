@@ -1,0 +1,119 @@
+"""Operations endpoints: /health (alive), /ready (database and storage reachable), /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import anyio.to_thread
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ..masks.repository import count_groups_by_status
+from ..storage.base import ObjectStorage
+from . import metrics
+from .logging import redact_text
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(tags=["operations"])
+
+OK = "ok"
+
+
+class Readiness:
+    """Probes behind /ready. The database is asked every time (SELECT 1 is cheap). The storage
+    probe is a request to the storage service: a success is reused for a couple of seconds and
+    concurrent callers share one probe; a failure is not reused, so a recovery shows at once."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        storage: ObjectStorage,
+        *,
+        storage_ttl: float = 2.0,
+        timeout: float = 3.0,
+    ) -> None:
+        self._engine = engine
+        self._storage = storage
+        self._ttl = storage_ttl
+        self._timeout = timeout
+        self._lock = asyncio.Lock()
+        self._storage_ok_at = float("-inf")
+
+    async def database(self) -> str:
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means "not ready"
+            return f"unavailable: {type(exc).__name__}"
+        return OK
+
+    async def storage(self) -> str:
+        async with self._lock:
+            if time.monotonic() - self._storage_ok_at < self._ttl:
+                return OK
+            answer = await self._probe_storage()
+            if answer == OK:
+                self._storage_ok_at = time.monotonic()
+            return answer
+
+    async def _probe_storage(self) -> str:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._storage.ping()
+        except TimeoutError:
+            return f"unavailable: no answer within {self._timeout:g} s"
+        except Exception as exc:
+            return redact_text(f"unavailable: {type(exc).__name__}: {exc}")[:300]
+        return OK
+
+    async def check(self) -> dict[str, str]:
+        database, storage = await asyncio.gather(self.database(), self.storage())
+        return {"database": database, "storage": storage}
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": OK}
+
+
+@router.get("/ready", responses={503: {"description": "a dependency is down"}})
+async def ready(request: Request) -> JSONResponse:
+    """Database and storage reachable; 503 naming the failing part otherwise."""
+    readiness: Readiness = request.app.state.readiness
+    checks = await readiness.check()
+    failing = [name for name, answer in checks.items() if answer != OK]
+    if failing:
+        log.warning("server.not_ready", failing=failing, checks=checks)
+        return JSONResponse(
+            {"status": "unavailable", "failing": failing, "checks": checks}, status_code=503
+        )
+    return JSONResponse({"status": OK, "checks": checks})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus metrics (all workers' when several run)."""
+    counts = await _mask_group_counts(request.app.state.sessionmaker)
+    families = metrics.scrape_time_families(counts)
+    body = await anyio.to_thread.run_sync(metrics.exposition, families)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
+async def _mask_group_counts(maker: async_sessionmaker[AsyncSession]) -> dict[str, int] | None:
+    try:
+        async with asyncio.timeout(3.0), maker() as session:
+            return await count_groups_by_status(session)
+    except Exception as exc:  # a scrape still reports everything else
+        log.warning("metrics.database_unavailable", error=type(exc).__name__)
+        return None
