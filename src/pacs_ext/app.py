@@ -24,6 +24,7 @@ from .auth import TokenVerifier
 from .config import Settings, get_settings
 from .db import create_engine, create_sessionmaker
 from .exceptions import AppError
+from .janitor import periodic as periodic_janitor
 from .observability.logging import configure_logging
 from .storage.base import StorageError
 from .storage.registry import create_storage
@@ -56,9 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             database=engine.dialect.name,
             version=__version__,
         )
+        janitor_task = periodic_janitor.start(
+            engine, app.state.sessionmaker, app.state.storage, settings
+        )
         try:
             yield
         finally:
+            await periodic_janitor.stop(janitor_task)
             await app.state.storage.close()
             await engine.dispose()
 

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ..config import ConfigError
-from . import db, serve, token
+from . import db, janitor, serve, token
 
 app = typer.Typer(
     name="pacs-ext",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.command("serve")(serve.serve)
 app.command("token")(token.token)
+app.command("janitor")(janitor.janitor)
 
 
 def main() -> None:
