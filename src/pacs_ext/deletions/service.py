@@ -76,13 +76,13 @@ async def run_now(
     """Commit the deletion, then remove its objects; 503 (record kept) if storage fails."""
     # Committing here, inside a request, is the point: the record must be durable before the
     # first object is deleted, whatever happens to this request afterwards.
+    ids = [p.id for p in pending]  # before a rollback expires the objects
     await session.commit()
     try:
         for item in pending:
             await execute(session, storage, key_prefix, item)
     except (StorageError, OSError) as exc:
         await session.rollback()
-        ids = [p.id for p in pending]
         await repo.mark_failed(session, ids, f"{type(exc).__name__}: {exc}")
         await session.commit()
         log.warning("deletion.deferred", what=what, pending_deletions=ids, error=str(exc)[:200])

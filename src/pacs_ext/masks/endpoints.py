@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
 from pydantic_core import to_json
@@ -11,8 +11,8 @@ from ..annotations import service as annotation_service
 from ..auth import CurrentUser, CurrentUserOrQueryToken
 from ..deps import SessionDep, SettingsDep, StorageDep
 from ..schemas import ERROR_RESPONSES, ErrorBody, Page
+from . import idempotency, service
 from . import repository as repo
-from . import service
 from .schemas import (
     DownloadUrl,
     MaskFilters,
@@ -80,11 +80,33 @@ def _mask_read(m: Any) -> MaskRead:
     response_model=MaskGroupCreated,
     responses=UNAVAILABLE,
 )
-async def create_mask_group(annotation_id: int, body: MaskGroupCreate, ctx: CtxDep) -> Response:
+async def create_mask_group(
+    annotation_id: int,
+    body: MaskGroupCreate,
+    ctx: CtxDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            pattern=idempotency.KEY_PATTERN,
+            description="retry-safe creation: the same key and request return the same group "
+            "(with fresh upload URLs); the same key with another request is a 422",
+        ),
+    ] = None,
+) -> Response:
     """Create a mask group; returns a signed upload target for every declared file."""
-    group, targets = await service.create_group(ctx, annotation_id, body)
+    replayed = False
+    if idempotency_key is None:
+        group, targets = await service.create_group(ctx, annotation_id, body)
+    else:
+        group, targets, replayed = await idempotency.create_once(
+            ctx, annotation_id, body, idempotency_key
+        )
     (read,) = await service.to_read(ctx.session, [group])
-    return _json({**read.model_dump(), "uploads": targets}, status.HTTP_201_CREATED)
+    response = _json({**read.model_dump(), "uploads": targets}, status.HTTP_201_CREATED)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @router.get("", response_model=Page[MaskGroupRead])
