@@ -165,6 +165,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.warning("db.unavailable", error=str(exc.orig)[:200])
         return _error(503, "DatabaseUnavailable", "the database is unavailable; retry shortly")
 
+    @app.exception_handler(sa_exc.DBAPIError)
+    async def db_error(_: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
+        # A connection dropped mid-request (backend terminated, failover): the pool replaces
+        # it, so this is a 503 the client may retry, not a server bug.
+        if exc.connection_invalidated:
+            log.warning("db.connection_lost", error=str(exc.orig)[:200])
+            return _error(503, "DatabaseUnavailable", "the database connection was lost; retry")
+        log.error("server.unhandled_error", exc_info=exc)
+        return _error(500, "InternalError", "unexpected server error (logged)")
+
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:

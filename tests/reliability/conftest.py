@@ -2,28 +2,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from fixtures.databases import database
+from fixtures.isolated import own_server
 from fixtures.server import ServerProcess
 
 FAULTY_SERVE = Path(__file__).resolve().parent.parent / "fixtures" / "faulty_serve.py"
 DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@contextmanager
-def own_server(kind: str, folder: Path, **kwargs: Any) -> Iterator[ServerProcess]:
-    """A server with a database of its own, for tests that count what is in storage."""
-    with database(kind, folder) as url:
-        srv = ServerProcess(data_dir=folder, database_url=url, **kwargs).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
 
 
 @pytest.fixture(scope="module", params=DB_KINDS)
