@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from fixtures.databases import PG_ADMIN_DSN
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
 from fixtures.isolated import own_server
-from fixtures.server import ServerProcess
+from fixtures.server import BIN, ServerProcess
 
 DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 HOURS_AGO = time.time() - 2 * 3600
@@ -161,3 +162,16 @@ def test_periodic_janitor_inside_the_server_expires_abandoned_uploads(
         prefix = s.data_dir / "objects" / f"mask/{annotation['id']}/{group['id']}"
         assert not prefix.exists()
         assert '"event": "janitor.finished"' in s.log_path.read_text()
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    env.update(
+        APP_CONFIG_DIR=str(tmp_path / "none"),
+        APP_SERVER__DATA_DIR=str(tmp_path),
+        APP_DATABASE__URL="postgresql+asyncpg://nobody@127.0.0.1:1/none",
+    )
+    r = subprocess.run([str(BIN), "janitor"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "janitor failed" in r.stderr
+    assert "Traceback" not in r.stderr
