@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -63,11 +64,12 @@ def test_idempotency_key_replays_the_same_group_with_fresh_urls(alice: httpx.Cli
     ]
     assert alice.get(f"/api/annotations/{annotation['id']}/mask-groups").json()["total"] == 1
 
-    # A retry long after the first URLs expired gets URLs that work.
+    # A retry after the first URLs expired gets URLs that work (ttl_seconds may differ).
     expired = datetime.fromisoformat(first.json()["uploads"][0]["expires_at"])
     while datetime.now(UTC) <= expired:
-        httpx.get(str(alice.base_url) + "/health")
-    late = _create(alice, annotation["id"], body, "create-1")
+        time.sleep(0.1)
+    late = _create(alice, annotation["id"], {**body, "ttl_seconds": 600}, "create-1")
+    assert late.json()["id"] == first.json()["id"]
     for u in late.json()["uploads"]:
         assert datetime.fromisoformat(u["expires_at"]) > datetime.now(UTC)
     put_all(late.json()["uploads"], masks)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -37,6 +38,12 @@ def janitor(srv: ServerProcess, *args: str) -> dict:
     return dict(json.loads(r.stdout))
 
 
+def wait_until_expired(group: dict) -> None:
+    expires = max(datetime.fromisoformat(u["expires_at"]) for u in group["uploads"])
+    while datetime.now(UTC) <= expires:
+        time.sleep(0.1)
+
+
 def plant(srv: ServerProcess, key: str, *, old: bool = True) -> Path:
     path = srv.data_dir / "objects" / key
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +67,7 @@ def test_janitor_finds_and_cleans_exactly_what_is_left_over(srv: ServerProcess) 
         waiting = create_group(alice, a, masks, ttl_seconds=3600)
         put_all(waiting["uploads"][:2], masks)
         # Pending group whose URLs expire at once, one file uploaded: abandoned.
-        abandoned = create_group(alice, a, masks, ttl_seconds=1)
+        abandoned = create_group(alice, a, masks, ttl_seconds=3)
         put_all(abandoned["uploads"][:1], masks)
 
         orphans = {
@@ -72,7 +79,7 @@ def test_janitor_finds_and_cleans_exactly_what_is_left_over(srv: ServerProcess) 
         gone_mask = alice.get(f"{group_url(a, done['id'])}/masks").json()["items"][0]
         (objects / gone_mask["object_key"]).unlink()
 
-        time.sleep(1.1)  # let the abandoned group's URLs expire
+        wait_until_expired(abandoned)
         dry = janitor(srv, "--grace", "1800")
         assert dry["apply"] is False
         assert dry["expired_groups"]["found"] == 0  # within the grace period
@@ -152,7 +159,7 @@ def test_periodic_janitor_inside_the_server_expires_abandoned_uploads(
     with own_server(kind, tmp_path, extra_env=env) as s, s.client("alice") as alice:
         annotation = create_annotation(alice)
         masks = make_masks(2)
-        group = create_group(alice, annotation["id"], masks, ttl_seconds=1)
+        group = create_group(alice, annotation["id"], masks, ttl_seconds=3)
         put_all(group["uploads"][:1], masks)
         url = group_url(annotation["id"], group["id"])
         deadline = time.monotonic() + 60

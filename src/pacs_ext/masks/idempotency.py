@@ -1,8 +1,9 @@
 """Idempotency-Key on group creation: a retried request gets the group the first one made.
 
 Semantics (after the IETF httpapi Idempotency-Key draft): keys are scoped per caller; the
-same key with the same request (annotation and body) answers with the same group, its
-declared files, and freshly signed upload URLs while it is pending (none once complete or
+same key with the same request (annotation and body, ttl_seconds aside) answers with the
+same group, its declared files, and freshly signed upload URLs (with this request's TTL)
+while it is pending (none once complete or
 expired); the same key with another request is a 422; a retry racing the first request
 waits for it and then gets its group. Keys are remembered while their group exists and at
 most `janitor.idempotency_retention_seconds`.
@@ -37,7 +38,12 @@ class IdempotencyKeyMismatch(InvalidInput):
 
 
 def fingerprint(annotation_id: int, body: MaskGroupCreate) -> str:
-    doc = {"annotation_id": annotation_id, "body": body.model_dump(mode="json")}
+    # ttl_seconds asks for URL lifetimes, it does not describe the group: a retry may ask
+    # for longer-lived URLs and still be the same request.
+    doc = {
+        "annotation_id": annotation_id,
+        "body": body.model_dump(mode="json", exclude={"ttl_seconds"}),
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
