@@ -17,7 +17,7 @@ DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 def faulty_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    """The real server whose local store fails on demand (fixtures/faults.py)."""
+    """The real server whose local store fails on demand (fixtures/faulty_storage.py)."""
     folder = tmp_path_factory.mktemp(f"faulty-{request.param}")
     launcher = [sys.executable, str(FAULTY_SERVE)]
     with own_server(request.param, folder, launcher=launcher) as srv:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
-from fixtures.faults import set_faults
+from fixtures.faulty_storage import set_faults
 from fixtures.server import ServerProcess
 
 

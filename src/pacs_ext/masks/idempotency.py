@@ -22,12 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..annotations import service as annotation_service
 from ..exceptions import Conflict, InvalidInput
-from ..models import IdempotencyKey, MaskGroup, MaskGroupFile
+from ..models import IdempotencyKey, MaskGroup
 from ..models.mask_group import PENDING
 from . import repository as repo
 from .schemas import MaskGroupCreate
-from .service import Ctx, create_group
-from .uploads import Target, multipart_target, resolve_ttl, single_target
+from .service import Ctx, create_group, upload_urls
+from .uploads import Target
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # visible ASCII, as header values allow
@@ -78,7 +78,7 @@ async def create_once(
     made = await repo.get_group(ctx.session, record.annotation_id, record.group_id or 0)
     if made is None:
         raise Conflict(f"the group made with this {HEADER} is gone; use a new key")
-    return made, await _fresh_targets(ctx, made, body.ttl_seconds), True
+    return made, await _fresh_targets(ctx, made, body), True
 
 
 async def _find(session: AsyncSession, subject: str, key: str) -> IdempotencyKey | None:
@@ -114,29 +114,12 @@ async def _claim(
     return None if claimed is None else int(claimed)
 
 
-async def _fresh_targets(ctx: Ctx, group: MaskGroup, ttl_seconds: int | None) -> list[Target]:
-    """Re-signed targets for every declared file of a pending group (URLs may have expired)."""
-    if group.status != PENDING:
+async def _fresh_targets(ctx: Ctx, group: MaskGroup, body: MaskGroupCreate) -> list[Target]:
+    """Re-signed targets for the declared files of a pending group (URLs may have expired).
+
+    The same path as upload-urls with the same files: it keeps multipart uploads already
+    started and moves the group's expiry (the janitor's clock) forward.
+    """
+    if group.status != PENDING or not body.files:
         return []
-    ttl = resolve_ttl(ctx.settings, ttl_seconds)
-    targets = [_target(ctx, f, ttl) for f in await repo.declared_files(ctx.session, group.id)]
-    if targets:
-        latest = max(t["expires_at"] for t in targets)
-        if group.upload_expires_at is None or latest > group.upload_expires_at:
-            group.upload_expires_at = latest
-            await ctx.session.flush()
-    return targets
-
-
-def _target(ctx: Ctx, f: MaskGroupFile, ttl: int) -> Target:
-    row = {
-        "filename": f.filename,
-        "object_key": f.object_key,
-        "content_type": f.content_type,
-        "size": f.size,
-        "md5": f.md5,
-        "sha256": f.sha256,
-    }
-    if f.upload_id and f.part_size:
-        return multipart_target(ctx.storage, row, f.upload_id, f.part_size, ttl)
-    return single_target(ctx.storage, row, ttl)
+    return await upload_urls(ctx, group.annotation_id, group.id, body.files, body.ttl_seconds)
