@@ -21,6 +21,7 @@ from .auth import TokenVerifier
 from .config import Settings, get_settings
 from .db import create_engine, create_sessionmaker
 from .exceptions import AppError
+from .janitor import periodic as periodic_janitor
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
 from .observability.logging import configure_logging, register_secrets
@@ -61,9 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             database=engine.dialect.name,
             version=__version__,
         )
+        janitor_task = periodic_janitor.start(
+            engine, app.state.sessionmaker, app.state.storage, settings
+        )
         try:
             yield
         finally:
+            await periodic_janitor.stop(janitor_task)
             await app.state.storage.close()
             await engine.dispose()
 
@@ -138,7 +143,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        names = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized", 403: "Forbidden"}
+        names = {
+            400: "BadRequest",
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "NotFound",
+            405: "MethodNotAllowed",
+        }
         return _error(exc.status_code, names.get(exc.status_code, "HTTPError"), exc.detail)
 
     @app.exception_handler(StorageError)
@@ -156,6 +167,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def db_unavailable(_: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
         log.warning("db.unavailable", error=str(exc.orig)[:200])
         return _error(503, "DatabaseUnavailable", "the database is unavailable; retry shortly")
+
+    @app.exception_handler(sa_exc.DBAPIError)
+    async def db_error(_: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
+        # A connection dropped mid-request (backend terminated, failover): the pool replaces
+        # it, so this is a 503 the client may retry, not a server bug.
+        if exc.connection_invalidated:
+            log.warning("db.connection_lost", error=str(exc.orig)[:200])
+            return _error(503, "DatabaseUnavailable", "the database connection was lost; retry")
+        log.error("server.unhandled_error", exc_info=exc)
+        return _error(500, "InternalError", "unexpected server error (logged)")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

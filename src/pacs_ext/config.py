@@ -143,6 +143,18 @@ class LoggingSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class JanitorSettings(BaseModel):
+    # Periodic janitor inside the server; 0: off (run `pacs-ext janitor` from cron instead).
+    interval_seconds: int = Field(0, ge=0)
+    # How long past its URLs' expiry a pending group is kept, and how old an object with no
+    # database record must be before it counts as an orphan.
+    grace_seconds: int = Field(3600, ge=0)
+    # false: the periodic run only reports (logs and metrics).
+    apply: bool = True
+    # Idempotency-Key records of group creations older than this are forgotten.
+    idempotency_retention_seconds: int = Field(86400, ge=60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP_",
@@ -158,6 +170,7 @@ class Settings(BaseSettings):
     object_storage: ObjectStorageSettings = Field(default_factory=ObjectStorageSettings)
     signed_url: SignedUrlSettings = Field(default_factory=SignedUrlSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    janitor: JanitorSettings = Field(default_factory=JanitorSettings)
 
     @property
     def is_development(self) -> bool:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from ..auth import CurrentUser
 from ..deps import SessionDep, SettingsDep, StorageDep
-from ..schemas import ERROR_RESPONSES, Page
+from ..schemas import ERROR_RESPONSES, MAX_BIGINT, Page, ResourceId
 from . import service
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationRead, AnnotationUpdate
 
@@ -28,7 +28,7 @@ async def list_annotations(
     session: SessionDep,
     filters: Annotated[AnnotationFilters, Depends()],
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> Page[AnnotationRead]:
     """List annotations the caller may read: their own, shared ones, or all for admins."""
     rows, total = await service.list_(session, user, filters, limit, offset)
@@ -38,7 +38,7 @@ async def list_annotations(
 
 @router.get("/{annotation_id}", response_model=AnnotationRead)
 async def get_annotation(
-    annotation_id: int, user: CurrentUser, session: SessionDep
+    annotation_id: ResourceId, user: CurrentUser, session: SessionDep
 ) -> AnnotationRead:
     """Read one annotation."""
     return AnnotationRead.model_validate(await service.get_readable(session, user, annotation_id))
@@ -46,7 +46,7 @@ async def get_annotation(
 
 @router.patch("/{annotation_id}", response_model=AnnotationRead)
 async def update_annotation(
-    annotation_id: int, body: AnnotationUpdate, user: CurrentUser, session: SessionDep
+    annotation_id: ResourceId, body: AnnotationUpdate, user: CurrentUser, session: SessionDep
 ) -> AnnotationRead:
     """Change some fields of an annotation (owner or admin)."""
     return AnnotationRead.model_validate(await service.update(session, user, annotation_id, body))
@@ -54,7 +54,7 @@ async def update_annotation(
 
 @router.delete("/{annotation_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_annotation(
-    annotation_id: int,
+    annotation_id: ResourceId,
     user: CurrentUser,
     session: SessionDep,
     storage: StorageDep,

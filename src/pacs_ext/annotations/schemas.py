@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..schemas import DicomUID
+from ..schemas import DicomUID, JsonArray, JsonObject, Text
 
 _EXAMPLE: dict[str, Any] = {
     "study_instance_uid": "1.2.840.113619.2.55.3.604688119.969.1268071029.320",
@@ -25,18 +25,18 @@ class AnnotationBase(BaseModel):
 
     series_instance_uid: DicomUID | None = None
     sop_instance_uid: DicomUID | None = None
-    tool_name: str | None = Field(None, max_length=255)
-    tool_version: str | None = Field(None, max_length=64)
-    viewer_software: str | None = Field(None, max_length=255)
-    description: str | None = Field(None, max_length=10_000)
+    tool_name: Text | None = Field(None, max_length=255)
+    tool_version: Text | None = Field(None, max_length=64)
+    viewer_software: Text | None = Field(None, max_length=255)
+    description: Text | None = Field(None, max_length=10_000)
 
 
 class AnnotationCreate(AnnotationBase):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
 
     study_instance_uid: DicomUID
-    data: dict[str, Any] = Field(default_factory=dict)
-    measurement_values: list[Any] = Field(default_factory=list)
+    data: JsonObject = Field(default_factory=dict)
+    measurement_values: JsonArray = Field(default_factory=list)
     is_shared: bool = False
 
 
@@ -47,8 +47,8 @@ class AnnotationUpdate(AnnotationBase):
     )
 
     study_instance_uid: DicomUID | None = None
-    data: dict[str, Any] | None = None
-    measurement_values: list[Any] | None = None
+    data: JsonObject | None = None
+    measurement_values: JsonArray | None = None
     is_shared: bool | None = None
 
 
@@ -72,6 +72,6 @@ class AnnotationRead(BaseModel):
 
 
 class AnnotationFilters(BaseModel):
-    study_instance_uid: str | None = None
-    series_instance_uid: str | None = None
-    viewer_software: str | None = None
+    study_instance_uid: Text | None = None
+    series_instance_uid: Text | None = None
+    viewer_software: Text | None = None

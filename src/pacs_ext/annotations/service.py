@@ -1,4 +1,4 @@
-"""Annotation rules: who may read and change what; deletes remove stored objects first."""
+"""Annotation rules: who may read and change what; deletes never leave stored objects behind."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..auth import Principal, can_read, require_write
+from ..deletions import service as deletions
 from ..exceptions import Forbidden, NotFound
 from ..models import Annotation
 from ..storage.base import ObjectStorage
-from ..storage.errors import translate_storage_errors
 from . import repository
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate
 
@@ -76,8 +76,19 @@ async def delete(
     principal: Principal,
     annotation_id: int,
 ) -> None:
+    resource = f"annotations/{annotation_id}"
+    if await repository.get(session, annotation_id) is None:
+        # A retry of a DELETE whose objects could not all be removed finishes the job.
+        if await deletions.resume(session, storage, key_prefix, principal, resource):
+            return
+        raise NotFound(f"annotation {annotation_id} not found")
     await get_writable(session, principal, annotation_id)
-    # Objects first: if storage fails, the rows stay and a retry finishes the job.
-    async with translate_storage_errors("delete annotation objects"):
-        await storage.delete_prefix(f"{key_prefix}{annotation_id}/")
+    pending = await deletions.schedule(
+        session,
+        resource=resource,
+        requested_by=principal.subject,
+        reason="annotation deleted",
+        prefix=f"{key_prefix}{annotation_id}/",
+    )
     await repository.delete_by_id(session, annotation_id)
+    await deletions.run_now(session, storage, key_prefix, [pending], f"annotation {annotation_id}")

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ..config import ConfigError
-from . import db, serve, token
+from . import db, janitor, serve, token
 from . import download as download_cmd
 from . import upload as upload_cmd
 
@@ -24,6 +24,7 @@ app.command("token")(token.token)
 # Client commands (the SDK in pacs_ext.client): talk to a running server.
 app.command("upload")(upload_cmd.upload)
 app.command("download")(download_cmd.download)
+app.command("janitor")(janitor.janitor)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
 from pydantic_core import to_json
@@ -10,9 +10,9 @@ from pydantic_core import to_json
 from ..annotations import service as annotation_service
 from ..auth import CurrentUser, CurrentUserOrQueryToken
 from ..deps import SessionDep, SettingsDep, StorageDep
-from ..schemas import ERROR_RESPONSES, ErrorBody, Page
+from ..schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page, ResourceId
+from . import idempotency, service
 from . import repository as repo
-from . import service
 from .schemas import (
     DownloadUrl,
     MaskFilters,
@@ -78,21 +78,43 @@ def _mask_read(m: Any) -> MaskRead:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=MaskGroupCreated,
-    responses=UNAVAILABLE,
+    responses={**CONFLICT, **UNAVAILABLE},
 )
-async def create_mask_group(annotation_id: int, body: MaskGroupCreate, ctx: CtxDep) -> Response:
+async def create_mask_group(
+    annotation_id: ResourceId,
+    body: MaskGroupCreate,
+    ctx: CtxDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            pattern=idempotency.KEY_PATTERN,
+            description="retry-safe creation: the same key and request return the same group "
+            "(with fresh upload URLs); the same key with another request is a 422",
+        ),
+    ] = None,
+) -> Response:
     """Create a mask group; returns a signed upload target for every declared file."""
-    group, targets = await service.create_group(ctx, annotation_id, body)
+    replayed = False
+    if idempotency_key is None:
+        group, targets = await service.create_group(ctx, annotation_id, body)
+    else:
+        group, targets, replayed = await idempotency.create_once(
+            ctx, annotation_id, body, idempotency_key
+        )
     (read,) = await service.to_read(ctx.session, [group])
-    return _json({**read.model_dump(), "uploads": targets}, status.HTTP_201_CREATED)
+    response = _json({**read.model_dump(), "uploads": targets}, status.HTTP_201_CREATED)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @router.get("", response_model=Page[MaskGroupRead])
 async def list_mask_groups(
-    annotation_id: int,
+    annotation_id: ResourceId,
     ctx: CtxDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> Page[MaskGroupRead]:
     """List the annotation's mask groups with their counts."""
     await annotation_service.get_readable(ctx.session, ctx.principal, annotation_id)
@@ -102,7 +124,9 @@ async def list_mask_groups(
 
 
 @router.get("/{group_id}", response_model=MaskGroupRead)
-async def get_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) -> MaskGroupRead:
+async def get_mask_group(
+    annotation_id: ResourceId, group_id: ResourceId, ctx: CtxDep
+) -> MaskGroupRead:
     """Read a mask group with its file and mask counts and verified bytes."""
     _, group = await service.readable_group(ctx, annotation_id, group_id)
     (read,) = await service.to_read(ctx.session, [group])
@@ -111,7 +135,7 @@ async def get_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) -> Mask
 
 @router.patch("/{group_id}", response_model=MaskGroupRead, responses=UNAVAILABLE)
 async def update_mask_group(
-    annotation_id: int, group_id: int, body: MaskGroupUpdate, ctx: CtxDep
+    annotation_id: ResourceId, group_id: ResourceId, body: MaskGroupUpdate, ctx: CtxDep
 ) -> MaskGroupRead:
     """Change a group's descriptive fields (metadata.json follows for complete groups)."""
     group = await service.update_group(ctx, annotation_id, group_id, body)
@@ -120,7 +144,7 @@ async def update_mask_group(
 
 
 @router.delete("/{group_id}", status_code=status.HTTP_204_NO_CONTENT, responses=UNAVAILABLE)
-async def delete_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) -> None:
+async def delete_mask_group(annotation_id: ResourceId, group_id: ResourceId, ctx: CtxDep) -> None:
     """Delete a group, its masks and every object under its prefix."""
     await service.delete_group(ctx, annotation_id, group_id)
 
@@ -131,7 +155,7 @@ async def delete_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) -> N
     responses={**CONFLICT, **UNAVAILABLE},
 )
 async def create_upload_urls(
-    annotation_id: int, group_id: int, body: UploadUrlsRequest, ctx: CtxDep
+    annotation_id: ResourceId, group_id: ResourceId, body: UploadUrlsRequest, ctx: CtxDep
 ) -> Response:
     """Sign URLs for more files, or renew expired ones (same file name)."""
     targets = await service.upload_urls(ctx, annotation_id, group_id, body.files, body.ttl_seconds)
@@ -143,7 +167,9 @@ async def create_upload_urls(
     response_model=MaskGroupRead,
     responses={**CONFLICT, **UNAVAILABLE},
 )
-async def complete_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) -> MaskGroupRead:
+async def complete_mask_group(
+    annotation_id: ResourceId, group_id: ResourceId, ctx: CtxDep
+) -> MaskGroupRead:
     """Verify every declared object in storage (size, MD5) and record the masks. Idempotent."""
     group = await service.complete(ctx, annotation_id, group_id)
     (read,) = await service.to_read(ctx.session, [group])
@@ -152,12 +178,12 @@ async def complete_mask_group(annotation_id: int, group_id: int, ctx: CtxDep) ->
 
 @router.get("/{group_id}/masks", response_model=Page[MaskRead])
 async def list_masks(
-    annotation_id: int,
-    group_id: int,
+    annotation_id: ResourceId,
+    group_id: ResourceId,
     ctx: CtxDep,
     filters: Annotated[MaskFilters, Depends()],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> Response:
     """List a group's verified masks, filtered by label, SOP instance or slice."""
     await service.readable_group(ctx, annotation_id, group_id)
@@ -169,7 +195,9 @@ async def list_masks(
 
 
 @router.get("/{group_id}/masks/{mask_id}", response_model=MaskRead)
-async def get_mask(annotation_id: int, group_id: int, mask_id: int, ctx: CtxDep) -> MaskRead:
+async def get_mask(
+    annotation_id: ResourceId, group_id: ResourceId, mask_id: ResourceId, ctx: CtxDep
+) -> MaskRead:
     """Read one mask."""
     return _mask_read(await service.readable_mask(ctx, annotation_id, group_id, mask_id))
 
@@ -177,16 +205,18 @@ async def get_mask(annotation_id: int, group_id: int, mask_id: int, ctx: CtxDep)
 @router.delete(
     "/{group_id}/masks/{mask_id}", status_code=status.HTTP_204_NO_CONTENT, responses=UNAVAILABLE
 )
-async def delete_mask(annotation_id: int, group_id: int, mask_id: int, ctx: CtxDep) -> None:
+async def delete_mask(
+    annotation_id: ResourceId, group_id: ResourceId, mask_id: ResourceId, ctx: CtxDep
+) -> None:
     """Delete one mask and its object."""
     await service.delete_mask(ctx, annotation_id, group_id, mask_id)
 
 
 @router.get("/{group_id}/masks/{mask_id}/download-url", response_model=DownloadUrl)
 async def get_download_url(
-    annotation_id: int,
-    group_id: int,
-    mask_id: int,
+    annotation_id: ResourceId,
+    group_id: ResourceId,
+    mask_id: ResourceId,
     ctx: CtxDep,
     ttl_seconds: Annotated[int | None, Query()] = None,
     attachment: Annotated[
@@ -209,9 +239,9 @@ async def get_download_url(
     responses={307: {"description": "Redirect to a signed GET of the object"}},
 )
 async def get_mask_content(
-    annotation_id: int,
-    group_id: int,
-    mask_id: int,
+    annotation_id: ResourceId,
+    group_id: ResourceId,
+    mask_id: ResourceId,
     user: CurrentUserOrQueryToken,
     session: SessionDep,
     storage: StorageDep,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..schemas import DicomUID
+from ..schemas import DicomUID, Text
 from .keys import check_filename, check_label, slice_filename
 
 MAX_FILES_PER_REQUEST = 10_000
@@ -142,11 +142,11 @@ class UploadTarget(BaseModel):
 class MaskGroupBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    group_name: str | None = Field(None, max_length=255)
-    model_name: str | None = Field(None, max_length=255)
-    version: str | None = Field(None, max_length=64)
-    modality: str | None = Field(None, max_length=16)
-    description: str | None = Field(None, max_length=10_000)
+    group_name: Text | None = Field(None, max_length=255)
+    model_name: Text | None = Field(None, max_length=255)
+    version: Text | None = Field(None, max_length=64)
+    modality: Text | None = Field(None, max_length=16)
+    description: Text | None = Field(None, max_length=10_000)
 
 
 class MaskGroupCreate(MaskGroupBase):
@@ -174,13 +174,13 @@ class MaskGroupCreate(MaskGroupBase):
         },
     )
 
-    mask_type: str = Field("segmentation", min_length=1, max_length=64)
+    mask_type: Text = Field("segmentation", min_length=1, max_length=64)
     files: list[FileSpec] = Field(default_factory=list, max_length=MAX_FILES_PER_REQUEST)
     ttl_seconds: int | None = Field(None, description="lifetime of the signed URLs")
 
 
 class MaskGroupUpdate(MaskGroupBase):
-    mask_type: str | None = Field(None, min_length=1, max_length=64)
+    mask_type: Text | None = Field(None, min_length=1, max_length=64)
 
 
 class UploadUrlsRequest(BaseModel):
@@ -238,9 +238,9 @@ class MaskRead(BaseModel):
 
 
 class MaskFilters(BaseModel):
-    label_name: str | None = None
-    sop_instance_uid: str | None = None
-    slice_index: int | None = Field(None, ge=0)
+    label_name: Text | None = None
+    sop_instance_uid: Text | None = None
+    slice_index: int | None = Field(None, ge=0, le=999_999)
 
 
 class DownloadUrl(BaseModel):

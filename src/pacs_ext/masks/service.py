@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..annotations import service as annotation_service
 from ..auth import Principal
 from ..config import Settings
+from ..deletions import service as deletions
 from ..exceptions import Conflict, NotFound
 from ..models import Annotation, Mask, MaskGroup
 from ..models.base import utcnow
@@ -266,10 +267,25 @@ async def write_metadata(ctx: Ctx, annotation: Annotation, group: MaskGroup) -> 
 
 
 async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
-    await writable_group(ctx, annotation_id, group_id)
-    async with translate_storage_errors("delete mask group objects"):
-        await ctx.storage.delete_prefix(group_prefix(ctx.key_prefix, annotation_id, group_id))
+    resource = f"annotations/{annotation_id}/mask-groups/{group_id}"
+    await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
+    if await repo.get_group(ctx.session, annotation_id, group_id) is None:
+        if await deletions.resume(
+            ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource
+        ):
+            return
+        raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
+    pending = await deletions.schedule(
+        ctx.session,
+        resource=resource,
+        requested_by=ctx.principal.subject,
+        reason="mask group deleted",
+        prefix=group_prefix(ctx.key_prefix, annotation_id, group_id),
+    )
     await repo.delete_group(ctx.session, group_id)
+    await deletions.run_now(
+        ctx.session, ctx.storage, ctx.key_prefix, [pending], f"mask group {group_id}"
+    )
     log.info("mask_group.deleted", annotation_id=annotation_id, group_id=group_id)
 
 
@@ -282,14 +298,24 @@ async def readable_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: in
 
 
 async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int) -> None:
+    resource = f"annotations/{annotation_id}/mask-groups/{group_id}/masks/{mask_id}"
     annotation, group = await writable_group(ctx, annotation_id, group_id)
     mask = await repo.get_mask(ctx.session, group_id, mask_id)
     if mask is None:
+        if await deletions.resume(
+            ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource
+        ):
+            return
         raise NotFound(f"mask {mask_id} not found in mask group {group_id}")
+    pending = await deletions.schedule(
+        ctx.session,
+        resource=resource,
+        requested_by=ctx.principal.subject,
+        reason="mask deleted",
+        keys=[mask.object_key],
+    )
     await repo.delete_mask(ctx.session, mask_id)
     await repo.delete_declared(ctx.session, group_id, mask.filename)
-    # metadata.json first: a failure after it leaves an orphan object (janitor), never a
-    # metadata.json or a row naming an object that is gone.
+    # metadata.json before the commit: if writing it fails nothing has changed yet.
     await write_metadata(ctx, annotation, group)
-    async with translate_storage_errors("delete mask object"):
-        await ctx.storage.delete_many([mask.object_key])
+    await deletions.run_now(ctx.session, ctx.storage, ctx.key_prefix, [pending], f"mask {mask_id}")

@@ -2,8 +2,18 @@
 
 from .annotation import Annotation
 from .base import Base
+from .idempotency_key import IdempotencyKey
 from .mask import Mask
 from .mask_group import MaskGroup
 from .mask_group_file import MaskGroupFile
+from .pending_deletion import PendingDeletion
 
-__all__ = ["Annotation", "Base", "Mask", "MaskGroup", "MaskGroupFile"]
+__all__ = [
+    "Annotation",
+    "Base",
+    "IdempotencyKey",
+    "Mask",
+    "MaskGroup",
+    "MaskGroupFile",
+    "PendingDeletion",
+]

@@ -202,7 +202,12 @@ class LocalStorage(ObjectStorage):
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         paths = [self.path_for(k) for k in keys]
-        await anyio.to_thread.run_sync(self._delete_sync, paths)
+        try:
+            await anyio.to_thread.run_sync(self._delete_sync, paths)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot delete {exc.filename or 'object'}: {exc.strerror}"
+            ) from None
 
     def _delete_sync(self, paths: list[Path]) -> None:
         parents = set()

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import anyio.to_thread
+import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from .base import InvalidObjectKey
 from .local import ROUTE_PREFIX, LocalStorage, SignatureError, content_type_of
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix=ROUTE_PREFIX.rstrip("/"), include_in_schema=False)
 
@@ -87,6 +90,10 @@ async def put_object(
         )
     except ClientDisconnect:
         return _error(400, "IncompleteBody", "client disconnected before the body was complete")
+    except OSError as exc:
+        # Disk full, I/O error: the client may retry the same signed PUT.
+        log.warning("storage.write_failed", key=key, error=str(exc)[:200])
+        return _error(503, "ServiceUnavailable", "the object could not be stored; retry")
     finally:
         if fh is not None:
             fh.close()

@@ -1,0 +1,264 @@
+"""Load test: N concurrent clients run the whole upload flow for a fixed time, then every
+completed mask is downloaded and checked against its MD5, and the janitor must find nothing
+left over (no orphan, no missing object, no unfinished deletion).
+
+Flow per client, repeated until time is up: create a mask group with F files, PUT each file
+to its signed URL, complete, get a download URL for one mask and download it.
+
+Usage: python bench/load.py [--clients 32] [--seconds 30] [--files 20] [--size 20000]
+                            [--database postgres|sqlite] [--storage local|s3] [--workers 1]
+`--storage s3` talks to the S3 endpoint in RGW_ENDPOINT / RGW_ACCESS_KEY / RGW_SECRET_KEY /
+RGW_BUCKET / RGW_REGION (exported by `scripts/rgw.sh start DIR` in DIR/env.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from fixtures.databases import database
+from fixtures.factories import png_like
+from fixtures.server import ServerProcess, make_token
+
+
+@dataclass
+class Stats:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    flows: int = 0
+    # (annotation id, group id) → {filename: base64 md5}
+    completed: list[tuple[int, int, dict[str, str]]] = field(default_factory=list)
+
+    async def timed(self, name: str, request: asyncio.Future[httpx.Response]) -> httpx.Response:
+        t0 = time.perf_counter()
+        try:
+            response = await request
+        except httpx.HTTPError:
+            self.errors[f"{name} (transport)"] += 1
+            raise
+        self.latencies[name].append(time.perf_counter() - t0)
+        if response.status_code >= 400:
+            self.errors[f"{name} {response.status_code}"] += 1
+        return response
+
+
+def storage_env(kind: str) -> dict[str, str]:
+    if kind == "local":
+        return {}
+    need = ["RGW_ENDPOINT", "RGW_ACCESS_KEY", "RGW_SECRET_KEY", "RGW_BUCKET"]
+    missing = [k for k in need if not os.environ.get(k)]
+    if missing:
+        sys.exit(f"--storage s3 needs {', '.join(missing)} (source scripts/rgw.sh's env.sh)")
+    return {
+        "APP_OBJECT_STORAGE__PROVIDER": "s3",
+        "APP_OBJECT_STORAGE__ENDPOINT": os.environ["RGW_ENDPOINT"],
+        "APP_OBJECT_STORAGE__ACCESS_KEY": os.environ["RGW_ACCESS_KEY"],
+        "APP_OBJECT_STORAGE__SECRET_KEY": os.environ["RGW_SECRET_KEY"],
+        "APP_OBJECT_STORAGE__BUCKET_NAME": os.environ["RGW_BUCKET"],
+        "APP_OBJECT_STORAGE__REGION": os.environ.get("RGW_REGION", "us-east-1"),
+    }
+
+
+def make_files(client: int, count: int, size: int) -> list[dict]:
+    files = []
+    for i in range(count):
+        body = png_like(size + i, client * 1000 + i)
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        files.append(
+            {
+                "spec": {"filename": f"{i + 1:04d}_label.png", "size": len(body), "md5": md5},
+                "body": body,
+            }
+        )
+    return files
+
+
+async def client_loop(
+    http: httpx.AsyncClient,
+    base: str,
+    n: int,
+    deadline: float,
+    args: argparse.Namespace,
+    stats: Stats,
+) -> None:
+    auth = {"Authorization": f"Bearer {make_token(f'load-{n}', ttl=6 * 3600)}"}
+    files = make_files(n, args.files, args.size)
+    bodies = {f["spec"]["filename"]: f["body"] for f in files}
+    md5s = {f["spec"]["filename"]: f["spec"]["md5"] for f in files}
+    r = await http.post(
+        f"{base}/api/annotations", headers=auth, json={"study_instance_uid": f"1.2.826.0.1.{n}"}
+    )
+    r.raise_for_status()
+    annotation = r.json()["id"]
+    groups = f"{base}/api/annotations/{annotation}/mask-groups"
+    put_gate = asyncio.Semaphore(args.put_concurrency)
+
+    async def put(target: dict) -> None:
+        async with put_gate:
+            await stats.timed(
+                "PUT object",
+                http.put(
+                    target["url"], content=bodies[target["filename"]], headers=target["headers"]
+                ),
+            )
+
+    while time.monotonic() < deadline:
+        try:
+            r = await stats.timed(
+                "POST mask-groups",
+                http.post(groups, headers=auth, json={"files": [f["spec"] for f in files]}),
+            )
+            if r.status_code != 201:
+                continue
+            group = r.json()
+            await asyncio.gather(*(put(t) for t in group["uploads"]))
+            r = await stats.timed(
+                "POST complete", http.post(f"{groups}/{group['id']}/complete", headers=auth)
+            )
+            if r.status_code != 200:
+                continue
+            stats.completed.append((annotation, group["id"], md5s))
+            r = await stats.timed(
+                "GET masks",
+                http.get(f"{groups}/{group['id']}/masks", headers=auth, params={"limit": 1}),
+            )
+            mask = r.json()["items"][0]
+            r = await stats.timed(
+                "GET download-url",
+                http.get(f"{groups}/{group['id']}/masks/{mask['id']}/download-url", headers=auth),
+            )
+            got = await stats.timed("GET object", http.get(r.json()["url"]))
+            if (
+                base64.b64encode(hashlib.md5(got.content).digest()).decode()
+                != md5s[mask["filename"]]
+            ):
+                stats.errors["download MD5 mismatch"] += 1
+            stats.flows += 1
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            stats.errors[f"flow aborted ({type(exc).__name__})"] += 1
+
+
+async def verify_all(http: httpx.AsyncClient, base: str, stats: Stats) -> tuple[int, int]:
+    """Download every completed mask; (checked, bad)."""
+    gate = asyncio.Semaphore(16)
+    checked = bad = 0
+    auth = {"Authorization": f"Bearer {make_token('load-admin', admin=True, ttl=6 * 3600)}"}
+
+    async def one(annotation: int, group: int, md5s: dict[str, str]) -> None:
+        nonlocal checked, bad
+        async with gate:
+            url = f"{base}/api/annotations/{annotation}/mask-groups/{group}/masks"
+            items = (await http.get(url, headers=auth, params={"limit": 1000})).json()["items"]
+            if sorted(m["filename"] for m in items) != sorted(md5s):
+                bad += 1
+            for m in items:
+                signed = (await http.get(f"{url}/{m['id']}/download-url", headers=auth)).json()
+                body = (await http.get(signed["url"])).content
+                checked += 1
+                if base64.b64encode(hashlib.md5(body).digest()).decode() != md5s[m["filename"]]:
+                    bad += 1
+
+    await asyncio.gather(*(one(*c) for c in stats.completed))
+    return checked, bad
+
+
+def pct(values: list[float], q: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def run_load(srv: ServerProcess, args: argparse.Namespace) -> Stats:
+    stats = Stats()
+    limits = httpx.Limits(max_connections=args.clients * args.put_concurrency + 16)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        deadline = time.monotonic() + args.seconds
+        started = time.monotonic()
+        await asyncio.gather(
+            *(client_loop(http, srv.url, n, deadline, args, stats) for n in range(args.clients))
+        )
+        elapsed = time.monotonic() - started
+        print(
+            f"database={args.database} storage={args.storage} clients={args.clients} "
+            f"files/flow={args.files} size~{args.size} B workers={args.workers}"
+        )
+        print(
+            f"  {stats.flows} flows in {elapsed:.1f} s = {stats.flows / elapsed:.1f} flows/s "
+            f"({stats.flows * args.files / elapsed:.0f} files/s)"
+        )
+        print(f"  {'endpoint':<20}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
+        for name, values in stats.latencies.items():
+            print(
+                f"  {name:<20}{len(values):>8}{pct(values, 50) * 1000:>10.1f}"
+                f"{pct(values, 99) * 1000:>10.1f}{max(values) * 1000:>10.1f}"
+            )
+        for name, count in sorted(stats.errors.items()):
+            print(f"  error: {name}: {count}")
+        t0 = time.monotonic()
+        checked, bad = await verify_all(http, srv.url, stats)
+        print(
+            f"  verified {checked} masks of {len(stats.completed)} groups by download + MD5 "
+            f"in {time.monotonic() - t0:.1f} s: {bad} bad"
+        )
+        stats.errors["verification"] += bad
+        if not bad:
+            del stats.errors["verification"]
+    return stats
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--files", type=int, default=20)
+    p.add_argument("--size", type=int, default=20_000, help="bytes per file (about)")
+    p.add_argument("--put-concurrency", type=int, default=4, help="parallel PUTs per client")
+    p.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--storage", choices=["local", "s3"], default="local")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes")
+    args = p.parse_args()
+    env = storage_env(args.storage)
+    env["APP_SERVER__WORKERS"] = str(args.workers)
+    env["APP_LOGGING__LEVEL"] = "WARNING"
+    with tempfile.TemporaryDirectory() as tmp, database(args.database, Path(tmp)) as url:
+        srv = ServerProcess(data_dir=Path(tmp), database_url=url, extra_env=env).start()
+        try:
+            stats = asyncio.run(run_load(srv, args))
+            r = srv.run_cli("janitor", "--json", "--grace", "0", check=False)
+        finally:
+            srv.stop()
+    report = json.loads(r.stdout) if r.returncode == 0 else {}
+    if not report:
+        print(f"  janitor failed: {r.stderr.strip()[-500:]}")
+        sys.exit(1)
+    print(
+        "  janitor (dry run, grace 0): "
+        f"orphans {report['orphan_objects']['found']}, "
+        f"masks missing their object {report['missing_objects']['found']}, "
+        f"unfinished deletions {report['pending_deletions']['found']}, "
+        f"pending groups past expiry {report['expired_groups']['found']}"
+    )
+    ok = report["clean"] and not stats.errors.get("verification") and stats.flows > 0
+    print("  RESULT:", "OK, nothing lost" if ok else "FAILED")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Deletions of stored objects that survive storage failures (recorded, then retried)."""

@@ -1,0 +1,1 @@
+"""The janitor: expires abandoned uploads, finishes recorded deletions, finds orphans."""
