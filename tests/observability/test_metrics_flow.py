@@ -75,7 +75,8 @@ def test_full_flow_moves_every_counter_by_what_it_did(
 
     assert storage("PresignPutObject") == 3
     assert storage("PresignGetObject") == 2
-    assert storage("ListObjects") == 2  # the idempotent third complete lists nothing
+    # Two completes list the prefix (the idempotent third lists nothing); the delete lists it once.
+    assert storage("ListObjects") == 3
     assert storage("PutObject") == 1  # metadata.json
     assert storage("DeleteObjects") == 1
     assert after.total("pacs_storage_operations_total", outcome="5xx") == before.total(
@@ -85,7 +86,7 @@ def test_full_flow_moves_every_counter_by_what_it_did(
         delta(
             before, after, "pacs_storage_operation_duration_seconds_count", operation="ListObjects"
         )
-        == 2
+        == 3
     )
     assert delta(before, after, "pacs_signed_urls_total", method="PUT") == 3
     assert delta(before, after, "pacs_signed_urls_total", method="GET") == 2

@@ -62,8 +62,23 @@ async def execute(
     doomed = [k for k in listed if k not in claimed]
     if doomed:
         await storage.delete_many(doomed)
+    if pending.prefix is not None and storage.capabilities.multipart:
+        await _abort_uploads(session, storage, key_prefix, pending.prefix)
     await repo.remove(session, pending.id)
     return len(doomed)
+
+
+async def _abort_uploads(
+    session: AsyncSession, storage: ObjectStorage, key_prefix: str, prefix: str
+) -> None:
+    """Unfinished multipart uploads hold stored parts that no object listing shows."""
+    uploads = [u async for u in storage.list_multipart_uploads(prefix)]
+    if not uploads:
+        return
+    claimed = await claimed_keys(session, key_prefix, [u.key for u in uploads])
+    for upload in uploads:
+        if upload.key not in claimed:
+            await storage.abort_multipart(upload.key, upload.upload_id)
 
 
 async def run_now(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .report import JanitorReport
+
+# Labelless gauges open their multiprocess file at import: any command (db upgrade, token...)
+# imports this module, and an operator's PROMETHEUS_MULTIPROC_DIR may not exist yet.
+if _multiproc := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(_multiproc).mkdir(parents=True, exist_ok=True)
 
 RUNS = Counter(
     "pacs_janitor_runs",
