@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ..config import ConfigError
-from . import db, serve, token
+from . import db, serve, storage, token
 
 app = typer.Typer(
     name="pacs-ext",
@@ -17,6 +17,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db.app, name="db")
+app.add_typer(storage.app, name="storage")
 app.command("serve")(serve.serve)
 app.command("token")(token.token)
 
