@@ -72,3 +72,17 @@ def public_access_instead(flavour: Flavour) -> str:
 
 def refused_setting_instead(setting: str) -> str:
     return f"apply the {setting} setting with the store's own tools, or switch it off in [bucket]"
+
+
+def create_bucket_fix(code: str, settings: Settings) -> str:
+    if code == "InvalidLocationConstraint":
+        return (
+            f"set object_storage.region ({settings.object_storage.region}) to a region of this "
+            "store (Ceph RGW: the zonegroup's api_name, or us-east-1 to send none)"
+        )
+    if code == "BucketAlreadyExists":
+        return (
+            "the name belongs to another account (bucket names are global on AWS): choose "
+            "another object_storage.bucket_name"
+        )
+    return "check object_storage.bucket_name and region"

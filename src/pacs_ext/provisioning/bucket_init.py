@@ -15,7 +15,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from ..config import Settings
-from . import advice
+from . import advice, diagnosis
 from . import documents as doc
 from .s3calls import (
     FLAVOUR_NAMES,
@@ -165,11 +165,7 @@ class Provisioner:
             status = error_code(exc)[1]
             self.flavour = flavour_of(self.settings, response_headers(exc))
             if status != 404:
-                raise Failure(
-                    f"HeadBucket on {self.bucket!r} was refused ({said(exc)}): wrong keys, keys "
-                    "without access to this bucket, or a bucket name owned by another account; "
-                    + ADMIN_HINT
-                ) from None
+                raise Failure(await self._forbidden(exc)) from None
         except TRANSPORT_FAILURES as exc:
             raise self._unreachable(exc, "HeadBucket") from None
         region = self.settings.object_storage.region
@@ -190,23 +186,26 @@ class Provisioner:
             raise self._unreachable(exc, "CreateBucket") from None
         return Outcome("bucket", "changed", f"created {self.bucket!r} in {region}")
 
+    async def _forbidden(self, head: ClientError) -> str:
+        """Why HeadBucket was refused: its 403 has no body, a listing's error has a code."""
+        try:
+            await call(self.client, "ListObjectsV2", {"Bucket": self.bucket, "MaxKeys": 1})
+            code = ""
+        except ClientError as exc:
+            code = error_code(exc)[0]
+        except TRANSPORT_FAILURES:
+            code = ""
+        if code in diagnosis.CREDENTIAL_CODES:
+            d = diagnosis.credentials(code, self.settings)
+            return f"HeadBucket on {self.bucket!r} was refused ({code}): {d.cause}; {d.fix}"
+        return (
+            f"HeadBucket on {self.bucket!r} was refused ({said(head)}): keys without access "
+            f"to this bucket, or a bucket name owned by another account; {ADMIN_HINT}"
+        )
+
     def _create_failed(self, exc: ClientError) -> Failure:
         code, status, _ = error_code(exc)
-        region = self.settings.object_storage.region
-        if code == "InvalidLocationConstraint":
-            fix = (
-                "set object_storage.region to a region of this store (Ceph RGW: the "
-                "zonegroup's api_name, or us-east-1 to send none)"
-            )
-        elif code == "BucketAlreadyExists":
-            fix = (
-                "the name belongs to another account (bucket names are global on AWS): "
-                "choose another object_storage.bucket_name"
-            )
-        elif status == 403:
-            fix = ADMIN_HINT
-        else:
-            fix = f"check object_storage.bucket_name and region ({region})"
+        fix = ADMIN_HINT if status == 403 else advice.create_bucket_fix(code, self.settings)
         return Failure(f"CreateBucket of {self.bucket!r} failed ({said(exc)}): {fix}")
 
     async def _cors(self) -> list[Outcome]:
@@ -269,7 +268,7 @@ class Provisioner:
                 else:
                     await self._write("DeleteBucketLifecycle")
                 return [Outcome("lifecycle", "changed", f"removed the rule for {prefix}"), *extra]
-            summary = _describe_rule(desired)
+            summary = doc.describe_rule(desired)
             if len(ours) == 1 and doc.same_lifecycle_rule(ours[0], desired):
                 return [Outcome("lifecycle", "unchanged", summary), *extra]
             await self._write(
@@ -341,8 +340,9 @@ class Provisioner:
         summary = "all public access blocked"
         if not desired["BlockPublicAcls"]:
             summary = (
-                "public ACLs ignored, public policies blocked; BlockPublicAcls off (Ceph RGW "
-                "refuses every upload with it)"
+                "public ACLs and policies made ineffective (IgnorePublicAcls, "
+                "RestrictPublicBuckets); BlockPublicAcls and BlockPublicPolicy left off: with "
+                "them Ceph RGW refuses every upload and every bucket policy"
             )
         try:
             current = (
@@ -379,11 +379,3 @@ class Provisioner:
                 "rule expiring noncurrent versions)",
             )
         return Outcome("versioning", "unchanged", "suspended" if status else "off")
-
-
-def _describe_rule(rule: dict[str, Any]) -> str:
-    parts = [f"{t['StorageClass']} after {t['Days']} d" for t in rule.get("Transitions", [])]
-    abort = rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
-    if abort:
-        parts.append(f"abort incomplete uploads after {abort} d")
-    return f"{rule['Filter']['Prefix']}: {', '.join(parts)}"

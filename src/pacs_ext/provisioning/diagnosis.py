@@ -11,6 +11,17 @@ from .s3calls import Flavour
 INIT = "run `pacs-ext storage init` with an administrator's keys"
 POLICY = "grant these keys the policy printed by `pacs-ext storage policy`"
 NTP = "synchronise this machine's clock (NTP: `timedatectl set-ntp true`, chrony)"
+# Error codes that say the credentials themselves were refused.
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "RequestTimeTooSkewed",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+    }
+)
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
@@ -69,18 +80,19 @@ def upload(code: str, status: int, settings: Settings, flavour: Flavour) -> Diag
         )
     if code in ("RequestTimeTooSkewed", "RequestExpired"):
         return Diagnosis("the URL's time is outside what the store accepts (clock skew)", NTP)
-    if status == 403 and o.sse and flavour == "ceph":
+    sse_refused = code in ("InvalidRequest", "NotImplemented", "InvalidArgument")
+    if o.sse and (sse_refused or (flavour == "ceph" and status in (400, 403))):
         return Diagnosis(
-            "Ceph RGW refuses SSE-S3 requests over plain HTTP and without a KMS, and "
-            "object_storage.sse = AES256 makes every signed upload ask for it",
-            "leave object_storage.sse empty on this RGW (or give RGW TLS and a KMS)",
+            "object_storage.sse = AES256 makes every signed upload ask for SSE-S3, which this "
+            "store refuses (Ceph RGW: without TLS and a KMS)",
+            "leave object_storage.sse empty for this store, or enable SSE-S3 on it",
         )
     if status == 403 and flavour == "ceph":
         return Diagnosis(
             f"these keys may not write or read under {o.key_prefix} ({code or 'HTTP 403'}), "
             "or the bucket's public access block has BlockPublicAcls on, with which Ceph RGW "
             "refuses every upload",
-            f"{POLICY}; {INIT} (it turns BlockPublicAcls off on Ceph RGW)",
+            f"{POLICY}; {INIT} (on Ceph RGW it turns BlockPublicAcls off)",
         )
     if status == 403:
         return Diagnosis(

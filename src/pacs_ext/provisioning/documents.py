@@ -96,11 +96,11 @@ def lifecycle_rule(
 
 
 def public_access_block(ceph: bool) -> dict[str, bool]:
-    """All four switches on; on Ceph RGW without BlockPublicAcls, with which RGW (measured on
-    16.2) refuses every upload, even one that sets no ACL. IgnorePublicAcls still makes any
-    public ACL ineffective."""
+    """All four switches on; on Ceph RGW only the two that make public ACLs and policies
+    ineffective: measured on RGW 16.2, BlockPublicAcls refuses every upload (even one setting
+    no ACL) and BlockPublicPolicy every bucket policy (even `storage policy --principal`)."""
     if ceph:
-        return {**PUBLIC_ACCESS_BLOCK, "BlockPublicAcls": False}
+        return {**PUBLIC_ACCESS_BLOCK, "BlockPublicAcls": False, "BlockPublicPolicy": False}
     return dict(PUBLIC_ACCESS_BLOCK)
 
 
@@ -154,6 +154,14 @@ def iam_policy(settings: Settings, principal: str | None = None) -> dict[str, An
         for statement in statements:
             statement["Principal"] = {"AWS": [principal]}
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def describe_rule(rule: dict[str, Any]) -> str:
+    parts = [f"{t['StorageClass']} after {t['Days']} d" for t in rule.get("Transitions", [])]
+    abort = rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
+    if abort:
+        parts.append(f"abort incomplete uploads after {abort} d")
+    return f"{rule['Filter']['Prefix']}: {', '.join(parts)}"
 
 
 # ---- comparisons of what was read back ---------------------------------------------------

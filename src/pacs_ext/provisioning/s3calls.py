@@ -75,7 +75,9 @@ def said(exc: ClientError) -> str:
 
 def transport_error(exc: BaseException) -> str:
     # Endpoint errors can quote a URL; a presigned query string must never be printed.
-    text = (str(exc) or repr(exc)).split("?", 1)[0]
+    text = str(exc) or repr(exc)
+    if "?" in text:
+        text = text.split("?", 1)[0].rstrip("\"'") + " (query left out)"
     return f"{type(exc).__name__}: {text[:300]}"
 
 
