@@ -43,6 +43,19 @@ def storage_class_instead(flavour: Flavour, classes: list[str]) -> str:
     return f"define {names} on the store and re-run init, or name another in {keys}, or set {days}"
 
 
+def abort_uploads_instead(flavour: Flavour) -> str:
+    text = (
+        "the server aborts a group's unfinished uploads when the group is deleted; others "
+        "stay until aborted"
+    )
+    if flavour == "minio":
+        text = (
+            "MinIO removes stale multipart uploads by itself (MINIO_API_STALE_UPLOADS_EXPIRY, "
+            "24 h by default); " + text
+        )
+    return text + "; or set bucket.lifecycle_abort_multipart_days = 0 to stop asking"
+
+
 def encryption_instead(flavour: Flavour, settings: Settings) -> str:
     if flavour == "ceph":
         text = (

@@ -237,49 +237,68 @@ class Provisioner:
         return [Outcome("cors", "changed", detail)]
 
     async def _lifecycle(self) -> list[Outcome]:
-        prefix = self.settings.object_storage.key_prefix
-        extra: list[Outcome] = []
         try:
             current = (
                 await self._read("GetBucketLifecycleConfiguration", "NoSuchLifecycleConfiguration")
             ).get("Rules", [])
             refused = await self._unknown_storage_classes()
-            if refused:
-                extra.append(
-                    Outcome(
-                        "lifecycle",
-                        "refused",
-                        f"{FLAVOUR_NAMES[self.flavour]} has no storage class "
-                        f"{', '.join(sorted(refused))}: those transitions are left out",
-                        advice.storage_class_instead(self.flavour, sorted(refused)),
-                    )
-                )
-            desired = doc.lifecycle_rule(self.settings, refused)
-            ours = [r for r in current if doc.is_ours(r, desired, prefix)]
-            others = [r for r in current if not doc.is_ours(r, desired, prefix)]
-            if desired is None:
-                if not ours:
-                    return [Outcome("lifecycle", "unchanged", "off (every part is switched off)")]
-                if others:
-                    await self._write(
-                        "PutBucketLifecycleConfiguration",
-                        LifecycleConfiguration={"Rules": others},
-                    )
-                else:
-                    await self._write("DeleteBucketLifecycle")
-                return [Outcome("lifecycle", "changed", f"removed the rule for {prefix}"), *extra]
-            summary = doc.describe_rule(desired)
-            if len(ours) == 1 and doc.same_lifecycle_rule(ours[0], desired):
-                return [Outcome("lifecycle", "unchanged", summary), *extra]
-            await self._write(
-                "PutBucketLifecycleConfiguration",
-                LifecycleConfiguration={"Rules": [*others, desired]},
-            )
         except Refusal as r:
-            instead = advice.refused_setting_instead("lifecycle")
-            return [self._refused("lifecycle", r, instead), *extra]
+            return [self._refused("lifecycle", r, advice.refused_setting_instead("lifecycle"))]
+        extra: list[Outcome] = []
+        if refused:
+            extra.append(
+                Outcome(
+                    "lifecycle",
+                    "refused",
+                    f"{FLAVOUR_NAMES[self.flavour]} has no storage class "
+                    f"{', '.join(sorted(refused))}: those transitions are left out",
+                    advice.storage_class_instead(self.flavour, sorted(refused)),
+                )
+            )
+        desired = doc.lifecycle_rule(self.settings, refused)
+        try:
+            return [await self._apply_lifecycle(current, desired), *extra]
+        except Refusal as r:
+            without_abort = doc.lifecycle_rule(self.settings, refused, abort=False)
+            if desired is None or "AbortIncompleteMultipartUpload" not in desired:
+                instead = advice.refused_setting_instead("lifecycle")
+                return [self._refused("lifecycle", r, instead), *extra]
+            # MinIO documents AbortIncompleteMultipartUpload as unsupported in lifecycle
+            # rules: keep the transitions and say how unfinished uploads go away there.
+            abort = self._refused("lifecycle", r, advice.abort_uploads_instead(self.flavour))
+            abort.detail += "; the rule without abort-incomplete-uploads is tried instead"
+            if without_abort is None:
+                return [abort, *extra]
+            try:
+                return [await self._apply_lifecycle(current, without_abort), abort, *extra]
+            except Refusal as again:
+                instead = advice.refused_setting_instead("lifecycle")
+                return [self._refused("lifecycle", again, instead), *extra]
+
+    async def _apply_lifecycle(
+        self, current: list[dict[str, Any]], desired: dict[str, Any] | None
+    ) -> Outcome:
+        prefix = self.settings.object_storage.key_prefix
+        ours = [r for r in current if doc.is_ours(r, desired, prefix)]
+        others = [r for r in current if not doc.is_ours(r, desired, prefix)]
+        if desired is None:
+            if not ours:
+                return Outcome("lifecycle", "unchanged", "off (every part is switched off)")
+            if others:
+                await self._write(
+                    "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": others}
+                )
+            else:
+                await self._write("DeleteBucketLifecycle")
+            return Outcome("lifecycle", "changed", f"removed the rule for {prefix}")
+        summary = doc.describe_rule(desired)
+        if len(ours) == 1 and doc.same_lifecycle_rule(ours[0], desired):
+            return Outcome("lifecycle", "unchanged", summary)
+        await self._write(
+            "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": [*others, desired]}
+        )
         kept = f" (kept {len(others)} other rule(s))" if others else ""
-        return [Outcome("lifecycle", "changed", summary + kept), *extra]
+        return Outcome("lifecycle", "changed", summary + kept)
 
     async def _unknown_storage_classes(self) -> frozenset[str]:
         """Classes a store other than AWS refuses (Ceph RGW stores a rule naming any class but

@@ -75,12 +75,12 @@ def transitions(settings: Settings) -> list[dict[str, Any]]:
 
 
 def lifecycle_rule(
-    settings: Settings, refused_classes: frozenset[str] = frozenset()
+    settings: Settings, refused_classes: frozenset[str] = frozenset(), *, abort: bool = True
 ) -> dict[str, Any] | None:
     """The rule for the key prefix; None when every part of it is switched off (or refused)."""
     prefix = settings.object_storage.key_prefix
     moves = [t for t in transitions(settings) if t["StorageClass"] not in refused_classes]
-    abort_days = settings.bucket.lifecycle_abort_multipart_days
+    abort_days = settings.bucket.lifecycle_abort_multipart_days if abort else 0
     if not moves and not abort_days:
         return None
     rule: dict[str, Any] = {

@@ -88,12 +88,14 @@ def endpoint_name(settings: Settings) -> str:
 
 def flavour_of(settings: Settings, headers: Mapping[str, str] | None = None) -> Flavour:
     """Which store answers, from its response headers (and the configured provider)."""
+    if settings.object_storage.provider == "minio":  # said so explicitly
+        return "minio"
     headers = headers or {}
     server = headers.get("server", "").lower()
     rgw_id = _RGW_REQUEST_ID.match(headers.get("x-amz-request-id", ""))
     if rgw_id or any(k.startswith("x-rgw-") for k in headers) or "ceph" in server:
         return "ceph"
-    if "minio" in server or settings.object_storage.provider == "minio":
+    if "minio" in server:
         return "minio"
     if server == "amazons3" or not settings.object_storage.endpoint:
         return "aws"
