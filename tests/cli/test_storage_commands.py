@@ -34,9 +34,9 @@ NO_RGW = Rgw(
 REQUESTS = [
     "CreateBucket",
     "PutBucketCors",
+    "PutPublicAccessBlock",
     "PutBucketLifecycleConfiguration",
     "PutBucketEncryption",
-    "PutPublicAccessBlock",
 ]
 
 
@@ -122,7 +122,7 @@ def test_dry_run_prints_the_requests_and_changes_nothing(
     assert {q["params"]["Bucket"] for q in requests} == {new_bucket}
     cors = requests[1]["params"]["CORSConfiguration"]["CORSRules"][0]
     assert cors["AllowedOrigins"] == [VIEWER]
-    (rule,) = requests[2]["params"]["LifecycleConfiguration"]["Rules"]
+    (rule,) = requests[3]["params"]["LifecycleConfiguration"]["Rules"]
     assert rule["Transitions"] == [
         {"Days": 90, "StorageClass": "STANDARD_IA"},
         {"Days": 365, "StorageClass": "GLACIER"},
@@ -166,6 +166,8 @@ def test_missing_bucket_fails_at_bucket(rgw: Rgw, new_bucket: str, tmp_path: Pat
 def test_cors_without_the_origin_fails_until_init_fixes_it(
     rgw: Rgw, bucket: str, tmp_path: Path
 ) -> None:
+    """Also a bucket someone set up by hand: versioning on, and every public access block
+    switch on, with which Ceph RGW refuses all uploads."""
     s3 = rgw.client()
     other = {
         "AllowedOrigins": ["http://other.test"],
@@ -174,12 +176,21 @@ def test_cors_without_the_origin_fails_until_init_fixes_it(
     }
     s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [other]})
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration=dict.fromkeys(
+            ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"],
+            True,
+        ),
+    )
     env = storage_env(tmp_path, rgw, bucket)
 
     code, steps = check(env)
     assert code == 1
     failing = {n for n, s in statuses(steps).items() if s == "FAIL"}
-    assert failing == {f"cors {VIEWER}"}
+    assert failing == {f"cors {VIEWER}", "presigned PUT"}
+    assert "HTTP 403 AccessDenied" in steps["presigned PUT"]["detail"]
+    assert "BlockPublicAcls" in steps["presigned PUT"]["cause"]
     assert "HTTP 403 without Access-Control-Allow-Origin" in steps[f"cors {VIEWER}"]["detail"]
     assert "pacs-ext storage init" in steps[f"cors {VIEWER}"]["fix"]
     assert steps["cors foreign origin"]["status"] == "PASS"
@@ -196,6 +207,9 @@ def test_cors_without_the_origin_fails_until_init_fixes_it(
     lines = init_lines(fixed.stdout)
     assert lines["cors"] == [f"changed — allows {VIEWER} (replaced 1 rule(s) that differed)"]
     assert lines["versioning"][0].startswith("warning — Enabled: left as is")
+    assert lines["public access block"][0].startswith("changed — ")
+    # The storage-class probe ran after the public access block was made Ceph-safe.
+    assert lines["lifecycle"][0] == "changed — mask/: abort incomplete uploads after 7 d"
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     code, steps = check(env)
     assert code == 0, steps

@@ -150,8 +150,8 @@ async def test_dry_run_reads_but_never_writes(rgw: Rgw, bucket: str) -> None:
     assert client.refusals == []  # not one write was attempted
     assert [r.operation for r in provisioner.requests] == [
         "PutBucketCors",
+        "PutPublicAccessBlock",
         "PutBucketLifecycleConfiguration",
         "PutBucketEncryption",
-        "PutPublicAccessBlock",
     ]
     assert [o.status for o in outcomes if o.setting != "bucket"].count("changed") == 4

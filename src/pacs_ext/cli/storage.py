@@ -55,7 +55,8 @@ def init(
         folder = (settings.server.data_dir / "objects").resolve()
         if not dry_run:
             folder.mkdir(parents=True, exist_ok=True)
-        out.print(f"local store: nothing to provision (objects live in {escape(str(folder))})")
+        console = err_console if dry_run else out
+        console.print(f"local store: nothing to provision (objects live in {escape(str(folder))})")
         if dry_run:
             print("[]")
         return

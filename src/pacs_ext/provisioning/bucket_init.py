@@ -32,7 +32,9 @@ from .s3calls import (
 )
 
 Status = Literal["unchanged", "changed", "refused", "skipped", "warning", "failed"]
-SETTINGS = ("bucket", "cors", "lifecycle", "encryption", "public access block", "versioning")
+# Public access block before lifecycle: on Ceph RGW a BlockPublicAcls left on by someone
+# refuses the storage-class probe's upload, and this run turns it off first.
+SETTINGS = ("bucket", "cors", "public access block", "lifecycle", "encryption", "versioning")
 ADMIN_HINT = (
     "init needs an administrator's keys (the server's own least-privilege keys cannot "
     "configure a bucket): " + ", ".join(doc.INIT_ACTIONS)
@@ -94,7 +96,7 @@ class Provisioner:
             return [Outcome("bucket", "failed", f.detail)] + [
                 Outcome(s, "skipped", skipped) for s in SETTINGS[1:]
             ]
-        steps = (self._cors, self._lifecycle, self._encryption, self._public_access)
+        steps = (self._cors, self._public_access, self._lifecycle, self._encryption)
         for i, step in enumerate((*steps, self._versioning), start=1):
             try:
                 outcomes.extend(await step())
@@ -317,7 +319,10 @@ class Provisioner:
                 )
             except ClientError as exc:
                 if not is_refusal(exc):
-                    raise self._failure(exc, "PutObject (storage class probe)") from None
+                    raise Failure(
+                        f"the storage class probe (a 1-byte PutObject of {key!r}) failed "
+                        f"({said(exc)}); nothing was changed"
+                    ) from None
                 unknown.add(storage_class)
             except TRANSPORT_FAILURES as exc:
                 raise self._unreachable(exc, "PutObject") from None
