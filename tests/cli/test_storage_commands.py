@@ -9,10 +9,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from fixtures.factories import create_annotation, create_group, make_masks
 from fixtures.rgw import Rgw
+from fixtures.server import ServerProcess
 from fixtures.storage_cli import VIEWER, check, init_lines, run, statuses, storage_env
 
 STEPS = [
@@ -267,3 +270,25 @@ def test_local_provider_has_nothing_to_provision(tmp_path: Path) -> None:
     code, steps = check(env)
     assert code == 0
     assert statuses(steps) == {"local store": "PASS"}
+
+
+@pytest.mark.server_kinds("postgres-rgw")
+def test_the_rgw_servers_bucket_lets_its_own_pages_upload(
+    server: ServerProcess, alice: httpx.Client
+) -> None:
+    """The `server` fixture provisions its RGW bucket with `storage init` for its own origin:
+    a browser preflight for an upload URL the API issued passes, another origin's does not."""
+    annotation = create_annotation(alice)
+    target = create_group(alice, annotation["id"], make_masks(1))["uploads"][0]
+    asked = ",".join(h.lower() for h in target["headers"] if h.lower() != "content-length")
+    for origin, allowed in ((server.url, True), ("http://elsewhere.test", False)):
+        r = httpx.options(
+            target["url"],
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": asked,
+            },
+        )
+        assert (r.headers.get("access-control-allow-origin") == origin) is allowed, r.headers
+        assert (r.status_code == 200) is allowed

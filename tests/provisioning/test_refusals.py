@@ -121,7 +121,7 @@ async def test_minio_refusals_are_reported_and_the_rest_applied(rgw: Rgw, bucket
     assert "public access block API" in by_setting["public access block", "refused"].instead
     # The rule went in without the abort part; the refusal says how MinIO cleans up instead.
     assert by_setting["lifecycle", "changed"].detail == "mask/: STANDARD after 90 d"
-    assert "MINIO_API_STALE_UPLOADS_EXPIRY" in by_setting["lifecycle", "refused"].instead
+    assert "stale_uploads_expiry" in by_setting["lifecycle", "refused"].instead
     (rule,) = rgw.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert rule["Filter"] == {"Prefix": "mask/"}
     assert rule["Transitions"] == [{"Days": 90, "StorageClass": "STANDARD"}]

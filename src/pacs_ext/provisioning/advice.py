@@ -50,8 +50,8 @@ def abort_uploads_instead(flavour: Flavour) -> str:
     )
     if flavour == "minio":
         text = (
-            "MinIO removes stale multipart uploads by itself (MINIO_API_STALE_UPLOADS_EXPIRY, "
-            "24 h by default); " + text
+            "MinIO removes stale multipart uploads by itself (config api "
+            "stale_uploads_expiry, 24 h by default); " + text
         )
     return text + "; or set bucket.lifecycle_abort_multipart_days = 0 to stop asking"
 
