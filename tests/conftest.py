@@ -60,7 +60,12 @@ def server(
         if store == "rgw":
             rgw: Rgw = request.getfixturevalue("rgw")
             with rgw.bucket() as bucket:
-                srv = s3_server(folder, url, rgw, bucket, **RGW_SERVER_SETTINGS).start()
+                srv = s3_server(folder, url, rgw, bucket, **RGW_SERVER_SETTINGS)
+                # The bucket as `storage init` leaves it (CORS for the server's own origin,
+                # where a viewer page lives), so every RGW test runs on a provisioned bucket.
+                init = srv.run_cli("storage", "init", check=False)
+                assert init.returncode == 0, init.stdout + init.stderr
+                srv.start()
                 try:
                     yield srv
                 finally:

@@ -125,6 +125,28 @@ class ObjectStorageSettings(BaseModel):
         return self
 
 
+class BucketSettings(BaseModel):
+    """What `pacs-ext storage init` applies to the bucket; 0 days switches that part off."""
+
+    lifecycle_ia_days: int = Field(90, ge=0)
+    lifecycle_ia_storage_class: str = Field("STANDARD_IA", pattern=r"^[A-Z][A-Z0-9_]*$")
+    lifecycle_archive_days: int = Field(365, ge=0)
+    lifecycle_archive_storage_class: str = Field("GLACIER", pattern=r"^[A-Z][A-Z0-9_]*$")
+    lifecycle_abort_multipart_days: int = Field(7, ge=0)
+    default_encryption: bool = True  # SSE-S3 (AES256) as the bucket default
+    block_public_access: bool = True
+    manage_cors: bool = True  # CORS for server.cors_allowed_origins
+
+    @model_validator(mode="after")
+    def _transition_order(self) -> BucketSettings:
+        ia, archive = self.lifecycle_ia_days, self.lifecycle_archive_days
+        if ia and archive and archive <= ia:
+            raise ValueError(
+                f"lifecycle_archive_days ({archive}) must be after lifecycle_ia_days ({ia})"
+            )
+        return self
+
+
 class SignedUrlSettings(BaseModel):
     default_ttl: int = Field(600, ge=1)
     max_ttl: int = Field(3600, ge=1, le=7 * 24 * 3600)
@@ -169,6 +191,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     object_storage: ObjectStorageSettings = Field(default_factory=ObjectStorageSettings)
     signed_url: SignedUrlSettings = Field(default_factory=SignedUrlSettings)
+    bucket: BucketSettings = Field(default_factory=BucketSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)
 

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ..config import ConfigError
-from . import db, janitor, serve, token
+from . import db, janitor, serve, storage, token
 from . import download as download_cmd
 from . import upload as upload_cmd
 
@@ -19,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db.app, name="db")
+app.add_typer(storage.app, name="storage")
 app.command("serve")(serve.serve)
 app.command("token")(token.token)
 # Client commands (the SDK in pacs_ext.client): talk to a running server.

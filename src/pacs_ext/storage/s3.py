@@ -59,6 +59,7 @@ class S3Storage(S3Multipart, ObjectStorage):
         sse: str | None = None,
         addressing_style: Literal["auto", "path", "virtual"] = "auto",
         checksum_sha256: bool = False,
+        probe_prefix: str = "",
         name: str = "s3",
     ) -> None:
         if bool(access_key) != bool(secret_key):
@@ -97,6 +98,9 @@ class S3Storage(S3Multipart, ObjectStorage):
         self._client_cm: Any = None
         self._client_obj: Any = None
         self._lock = asyncio.Lock()
+        # ping() lists one key under this prefix when HeadBucket is not granted.
+        self._probe_prefix = probe_prefix
+        self._ping_by_listing = False
 
     # ---- client and credentials ----------------------------------------------------------
 
@@ -111,6 +115,10 @@ class S3Storage(S3Multipart, ObjectStorage):
             bucket=self.bucket,
             addressing_style=self._style,
         )
+
+    async def client(self) -> Any:
+        """The aiobotocore S3 client, for bucket administration (`pacs-ext storage`)."""
+        return await self._client()
 
     async def _client(self) -> Any:
         if self._client_obj is not None:
@@ -241,7 +249,18 @@ class S3Storage(S3Multipart, ObjectStorage):
 
     async def head(self, key: str) -> ObjectInfo:
         validate_key(key)
-        resp = await self._call("HeadObject", key, Key=key)
+        try:
+            resp = await self._call("HeadObject", key, Key=key)
+        except StorageAccessDenied as denied:
+            # A HEAD of a missing key is a 403 when the credentials may list only under the
+            # key prefix (the least-privilege policy): the listing tells missing from refused.
+            try:
+                page = await self._call("ListObjectsV2", key, Prefix=key, MaxKeys=1)
+            except StorageAccessDenied:
+                raise denied from None
+            if not any(o.get("Key") == key for o in page.get("Contents", ())):
+                raise ObjectNotFound(key) from None
+            raise
         return ObjectInfo(
             key=key,
             size=int(resp["ContentLength"]),
@@ -319,13 +338,31 @@ class S3Storage(S3Multipart, ObjectStorage):
         return count
 
     async def ping(self) -> None:
+        """HeadBucket, the cheapest call; under a policy that grants listing only under the
+        key prefix (`pacs-ext storage policy`) HeadBucket is refused, and a one-key listing
+        of the prefix is the probe from then on."""
+        refused: StorageAccessDenied | None = None
+        if not self._ping_by_listing:
+            try:
+                await self._call("HeadBucket", None)
+                return
+            except ObjectNotFound:  # HEAD has no body: a bare 404 means no such bucket
+                raise StorageUnavailable(
+                    f"bucket {self.bucket!r} does not exist at {self._fail.endpoint}; "
+                    "create it or fix object_storage.bucket_name"
+                ) from None
+            except StorageAccessDenied as exc:
+                if not self._probe_prefix:
+                    raise
+                refused = exc
         try:
-            await self._call("HeadBucket", None)
-        except ObjectNotFound:  # HEAD has no body: a bare 404 means no such bucket
-            raise StorageUnavailable(
-                f"bucket {self.bucket!r} does not exist at {self._fail.endpoint}; "
-                "create it or fix object_storage.bucket_name"
-            ) from None
+            await self._call("ListObjectsV2", None, Prefix=self._probe_prefix, MaxKeys=1)
+        except StorageAccessDenied as exc:
+            if refused is None:
+                raise
+            raise StorageAccessDenied(f"HeadBucket refused (403), and {exc}") from None
+        if refused is not None:
+            self._ping_by_listing = True
 
 
 _METHODS = {
@@ -358,6 +395,7 @@ def create(settings: Settings) -> S3Storage:
             sse=o.sse or None,
             addressing_style=o.addressing_style,
             checksum_sha256=o.checksum_sha256,
+            probe_prefix=o.key_prefix,
             name=o.provider,
         )
     except ValueError as exc:

@@ -1,0 +1,1 @@
+"""Bucket provisioning and the storage doctor behind `pacs-ext storage init | policy | check`."""

@@ -1,0 +1,131 @@
+"""The documents `storage init` and `storage policy` produce, and the comparisons that make a
+second init a no-op whatever shape the store reads them back in."""
+
+from __future__ import annotations
+
+import pytest
+
+from pacs_ext.config import ConfigError, Settings, load_settings
+from pacs_ext.provisioning import documents as doc
+from pacs_ext.provisioning.diagnosis import region
+from pacs_ext.provisioning.s3calls import flavour_of
+
+
+def settings(**bucket: object) -> Settings:
+    return Settings(
+        server={"cors_allowed_origins": ["http://a.test"]},
+        object_storage={"provider": "s3", "bucket_name": "masks", "key_prefix": "seg/"},
+        bucket=bucket,
+    )
+
+
+def test_lifecycle_rule_parts_switch_off_one_by_one() -> None:
+    full = doc.lifecycle_rule(settings())
+    assert full == {
+        "ID": "pacs-ext-seg/",
+        "Filter": {"Prefix": "seg/"},
+        "Status": "Enabled",
+        "Transitions": [
+            {"Days": 90, "StorageClass": "STANDARD_IA"},
+            {"Days": 365, "StorageClass": "GLACIER"},
+        ],
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+    }
+    no_ia = doc.lifecycle_rule(settings(lifecycle_ia_days=0))
+    assert no_ia is not None
+    assert no_ia["Transitions"] == [{"Days": 365, "StorageClass": "GLACIER"}]
+    refused = doc.lifecycle_rule(settings(), frozenset({"STANDARD_IA", "GLACIER"}))
+    assert refused is not None
+    assert "Transitions" not in refused
+    off = settings(lifecycle_ia_days=0, lifecycle_archive_days=0, lifecycle_abort_multipart_days=0)
+    assert doc.lifecycle_rule(off) is None
+
+
+def test_a_rule_read_back_reordered_or_in_the_legacy_shape_is_the_same_rule() -> None:
+    desired = doc.lifecycle_rule(settings())
+    assert desired is not None
+    # Ceph RGW returns the transitions in another order.
+    read_back = {**desired, "Transitions": list(reversed(desired["Transitions"]))}
+    assert doc.same_lifecycle_rule(read_back, desired)
+    legacy = {k: v for k, v in desired.items() if k not in ("Filter", "ID")} | {"Prefix": "seg/"}
+    assert doc.same_lifecycle_rule(legacy, desired)
+    assert doc.is_ours(legacy, desired, "seg/")
+    later = {**desired, "Transitions": [{"Days": 120, "StorageClass": "STANDARD_IA"}]}
+    assert not doc.same_lifecycle_rule(later, desired)
+    assert doc.is_ours(later, desired, "seg/")  # by its ID: replaced, not duplicated
+    other = {**later, "ID": "someone-else", "Filter": {"Prefix": "logs/"}}
+    assert not doc.is_ours(other, desired, "seg/")
+
+
+def test_cors_comparison_ignores_id_and_order() -> None:
+    (desired,) = doc.cors_configuration(settings())["CORSRules"]
+    read_back = {k: v for k, v in desired.items() if k != "ID"}
+    read_back["AllowedMethods"] = ["GET", "PUT", "DELETE", "HEAD", "POST"]  # as RGW returns it
+    assert doc.same_cors([read_back], [desired])
+    assert not doc.same_cors([{**read_back, "AllowedOrigins": ["*"]}], [desired])
+    assert not doc.same_cors([read_back, read_back], [desired])
+    assert not doc.same_cors([], [desired])
+
+
+def test_policy_grants_the_prefix_only() -> None:
+    policy = doc.iam_policy(settings())
+    resources = {s["Sid"]: s["Resource"] for s in policy["Statement"]}
+    assert resources == {
+        "MaskObjects": "arn:aws:s3:::masks/seg/*",
+        "ListMaskPrefix": "arn:aws:s3:::masks",
+        "ListMaskUploads": "arn:aws:s3:::masks",
+    }
+    as_bucket_policy = doc.iam_policy(settings(), principal="arn:aws:iam:::user/pacs")
+    assert {str(s["Principal"]) for s in as_bucket_policy["Statement"]} == {
+        "{'AWS': ['arn:aws:iam:::user/pacs']}"
+    }
+
+
+def test_public_access_block_on_ceph_leaves_the_two_rgw_cannot_live_with() -> None:
+    assert doc.public_access_block(ceph=False) == doc.PUBLIC_ACCESS_BLOCK
+    assert doc.public_access_block(ceph=True) == {
+        "BlockPublicAcls": False,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": False,
+        "RestrictPublicBuckets": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("configured", "actual", "flavour", "status"),
+    [
+        ("ap-northeast-2", "ap-northeast-2", "aws", "PASS"),
+        ("us-east-1", "ap-northeast-2", "aws", "FAIL"),
+        ("us-east-1", "default", "ceph", "PASS"),
+        ("us-east-1", "eu-central", "ceph", "WARN"),
+        ("us-east-1", "eu-west-1", "minio", "FAIL"),
+    ],
+)
+def test_region_verdicts(configured: str, actual: str, flavour: str, status: str) -> None:
+    verdict = region(configured, actual, flavour)  # type: ignore[arg-type]
+    assert verdict.status == status
+    if status != "PASS":
+        assert verdict.fix == f"set object_storage.region = {actual!r}"
+
+
+def test_bucket_location_names_and_store_flavours() -> None:
+    assert doc.normalise_region(None) == "us-east-1"
+    assert doc.normalise_region("") == "us-east-1"
+    assert doc.normalise_region("EU") == "eu-west-1"
+    s3 = settings()
+    rgw_id = "tx00000a466512061198911-006b081bde-100a-default"
+    assert flavour_of(s3, {"x-amz-request-id": rgw_id}) == "ceph"
+    assert flavour_of(s3, {"server": "AmazonS3"}) == "aws"
+    compatible = Settings(object_storage={"provider": "s3", "endpoint": "http://s3.local"})
+    assert flavour_of(compatible, {"server": "MinIO"}) == "minio"
+    assert flavour_of(compatible, {}) == "s3-compatible"
+
+
+def test_bucket_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_BUCKET__LIFECYCLE_IA_DAYS", "400")
+    with pytest.raises(ConfigError, match=r"lifecycle_archive_days \(365\) must be after"):
+        load_settings()
+    monkeypatch.setenv("APP_BUCKET__LIFECYCLE_IA_DAYS", "30")
+    monkeypatch.setenv("APP_BUCKET__LIFECYCLE_IA_STORAGE_CLASS", "cold tier")
+    with pytest.raises(ConfigError, match=r"bucket\.lifecycle_ia_storage_class"):
+        load_settings()
