@@ -8,6 +8,7 @@ import typer
 
 from ..config import ConfigError
 from . import db, serve, token
+from .migrate import migrate_cmd
 
 app = typer.Typer(
     name="pacs-ext",
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.command("serve")(serve.serve)
 app.command("token")(token.token)
+app.command("migrate")(migrate_cmd)
 
 
 def main() -> None:
