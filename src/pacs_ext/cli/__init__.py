@@ -9,6 +9,7 @@ import typer
 from ..config import ConfigError
 from . import db, serve, token
 from .migrate import migrate_cmd
+from .reindex import reindex_cmd
 
 app = typer.Typer(
     name="pacs-ext",
@@ -21,6 +22,7 @@ app.add_typer(db.app, name="db")
 app.command("serve")(serve.serve)
 app.command("token")(token.token)
 app.command("migrate")(migrate_cmd)
+app.command("reindex")(reindex_cmd)
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ def migrate_cmd(
         part_size=settings.object_storage.multipart_part_size,
     )
     if use_db and not check:
-        _check_database(settings)
+        check_database(settings)
     out = Console(highlight=False, soft_wrap=True)
     try:
         if check:
@@ -90,7 +90,7 @@ def migrate_cmd(
     raise typer.Exit(1 if summary.failed or summary.gave_up else 0)
 
 
-def _check_database(settings: Settings) -> None:
+def check_database(settings: Settings) -> None:
     try:
         behind = pending_migrations(settings)
     except Exception as exc:
