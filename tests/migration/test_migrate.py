@@ -58,9 +58,6 @@ def test_copies_a_tree_then_a_second_run_copies_nothing(
     grown = "102/1021/0003_liver.png"
     files[grown] += b"more"
     (src / grown).write_bytes(files[grown])
-    code, report = migrate_json(target, src, "--verify")
-    assert code == 1
-    assert sorted(report["different"]) == [same_size, grown]
     code, s = migrate_json(target, src)
     assert (s["copied"], s["skipped"]) == (2, 46)
     assert stored(target) == {PREFIX + rel: body for rel, body in files.items()}
@@ -69,6 +66,7 @@ def test_copies_a_tree_then_a_second_run_copies_nothing(
     assert report["local_only"] == 0
 
 
+@pytest.mark.parametrize("target", ["local"], indirect=True)
 def test_dry_run_changes_nothing(target: ServerProcess, tmp_path: Path) -> None:
     src = tmp_path / "legacy"
     make_tree(src, {(5, 50): 6})
@@ -94,9 +92,7 @@ def test_delete_needs_yes_and_keeps_metadata_and_api_uploads(
         masks = make_masks(3)
         group = create_group(alice, annotation["id"], masks)
         put_all(group["uploads"], masks)
-        r = alice.post(
-            f"/api/annotations/{annotation['id']}/mask-groups/{group['id']}/complete"
-        )
+        r = alice.post(f"/api/annotations/{annotation['id']}/mask-groups/{group['id']}/complete")
         assert r.status_code == 200, r.text
     api_prefix = f"{PREFIX}{annotation['id']}/{group['id']}/"
     # Gone from the folder since the last run, and objects no local file explains.
@@ -135,6 +131,7 @@ def test_delete_needs_yes_and_keeps_metadata_and_api_uploads(
     assert migrate_json(target, src, "--verify")[0] == 0
 
 
+@pytest.mark.parametrize("target", ["local"], indirect=True)
 def test_files_of_known_groups_become_masks(target: ServerProcess, tmp_path: Path) -> None:
     """A group the database knows (here: declared through the API, never uploaded) gets its
     files from the folder as masks, is completed, and gets its metadata.json."""
@@ -182,7 +179,7 @@ def test_files_of_known_groups_become_masks(target: ServerProcess, tmp_path: Pat
 @pytest.mark.parametrize("target", ["rgw"], indirect=True)
 def test_interrupted_run_resumes(target: ServerProcess, tmp_path: Path) -> None:
     src = tmp_path / "legacy"
-    files = make_tree(src, {(1, 10): 200, (1, 11): 200}, size=4000)
+    files = make_tree(src, {(1, 10): 100, (1, 11): 100}, size=4000)
     assert target.objects is not None
     proc = subprocess.Popen(
         [str(BIN), "migrate", str(src), "--concurrency", "1", "--no-register"],
@@ -212,6 +209,7 @@ def test_interrupted_run_resumes(target: ServerProcess, tmp_path: Path) -> None:
     assert migrate_json(target, src, "--verify")[0] == 0
 
 
+@pytest.mark.parametrize("target", ["local"], indirect=True)
 def test_bad_invocations_are_clear_errors(target: ServerProcess, tmp_path: Path) -> None:
     r = run(target, "migrate", str(tmp_path / "missing"))
     assert r.returncode == 2

@@ -103,8 +103,14 @@ async def reindex(
             await (session.rollback() if dry_run else session.commit())
         progress.advance(1)
     if not dry_run:
+        # Past every id the bucket names too (groups left pending have objects but no
+        # metadata.json), so new groups never write under an old group's prefix.
+        floors = {
+            "annotations": max((a for a, _ in group_keys), default=0),
+            "mask_groups": max((g for _, g in group_keys), default=0),
+        }
         async with maker() as session:
-            await reset_sequences(session)
+            await reset_sequences(session, floors)
             await session.commit()
     return report
 
@@ -293,15 +299,18 @@ def _file_problem(size: int, etag: str | None, obj: ObjectInfo | None) -> str | 
     return None
 
 
-async def reset_sequences(session: AsyncSession) -> None:
+async def reset_sequences(session: AsyncSession, floors: dict[str, int] | None = None) -> None:
     """Rows inserted with explicit ids leave PostgreSQL's sequences behind: move them past the
     largest id, or the next insert through the API collides. (SQLite takes max(rowid) + 1.)"""
     if (await session.connection()).dialect.name != "postgresql":
         return
     for table in SEQUENCES:
+        floor = (floors or {}).get(table, 0)
         await session.execute(
             text(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - fixed names
-                f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table}"
-            )
+                f"GREATEST(COALESCE(MAX(id), 0), :floor, 1), "
+                f"COALESCE(MAX(id), 0) > 0 OR :floor > 0) FROM {table}"
+            ),
+            {"floor": floor},
         )
