@@ -74,9 +74,11 @@ def test_dry_run_changes_nothing(target: ServerProcess, tmp_path: Path) -> None:
     assert code == 0
     assert s["dry_run"] is True
     assert (s["to_copy"], s["copied"]) == (6, 0)
+    assert s["planned_copies"][0] == "5/50/0001_liver.png"
     assert stored(target) == {}
     text = run(target, "migrate", str(src), "--dry-run")
     assert "dry run: nothing was changed" in text.stdout
+    assert "would copy (6)" in text.stdout
 
 
 def test_delete_needs_yes_and_keeps_metadata_and_api_uploads(
@@ -111,6 +113,11 @@ def test_delete_needs_yes_and_keeps_metadata_and_api_uploads(
     code, s = migrate_json(target, src, "--delete", "--dry-run")
     assert code == 0
     assert s["to_delete"] == 3
+    assert sorted(s["planned_deletions"]) == [
+        f"{PREFIX}101/1011/0001_liver.png",
+        f"{PREFIX}101/1011/stray.png",
+        f"{PREFIX}9/99/0001_liver.png",
+    ]
     assert s["kept"] == 3  # the API group's masks (its metadata.json is never a candidate)
     assert stored(target) == before
 

@@ -160,6 +160,8 @@ def _print_summary(out: Console, s: Summary, as_json: bool) -> None:
     unknown = [f"{a}/{g} ({n} files)" for (a, g), n in sorted(r.unknown.items())]
     _listed(out, "groups the database does not know (copied, not registered)", unknown)
     _listed(out, "groups under another annotation in the database", r.conflicts)
+    _listed(out, "would copy", s.planned_copies)
+    _listed(out, "would delete", s.planned_deletions)
     _listed(out, "ignored (not {annotation_id}/{group_id}/{file})", s.ignored)
     _listed(out, "failed", [f"{p}: {why}" for p, why in s.failures])
     if s.gave_up:

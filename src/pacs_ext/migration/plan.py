@@ -69,6 +69,8 @@ async def compare(
             plan.changed.add(stored.key)
         else:
             candidates.append((f, stored))
+    if on_hashed:
+        on_hashed(len(tree.files) - len(candidates))  # decided without reading them
     sizes = part_sizes_for((s.etag for _, s in candidates), part_size)
     results: list[tuple[str, dict[int, str]]] = [("", {})] * len(candidates)
     gate = anyio.CapacityLimiter(HASH_THREADS)

@@ -64,6 +64,9 @@ class Summary:
     kept: int = 0
     to_copy: int = 0
     to_delete: int = 0
+    # Dry run: what would be copied (relative paths) and deleted (keys).
+    planned_copies: list[str] = field(default_factory=list)
+    planned_deletions: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     registration: Registration = field(default_factory=Registration)
@@ -88,6 +91,8 @@ class Summary:
             "files_per_second": round(self.files_per_second, 1),
             "to_copy": self.to_copy,
             "to_delete": self.to_delete,
+            "planned_copies": self.planned_copies,
+            "planned_deletions": self.planned_deletions,
             "kept": self.kept,
             "ignored": self.ignored,
             "failures": [{"path": p, "reason": why} for p, why in self.failures],
@@ -144,6 +149,8 @@ async def migrate(
     )
     summary.skipped = len(plan.present)
     if options.dry_run:
+        summary.planned_copies = [f.rel for f in plan.copy]
+        summary.planned_deletions = [o.key for o in plan.delete]
         if maker is not None:
             await _dry_registration(maker, plan, summary.registration)
         summary.seconds = time.perf_counter() - started
