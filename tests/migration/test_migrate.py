@@ -147,17 +147,25 @@ def test_files_of_known_groups_become_masks(target: ServerProcess, tmp_path: Pat
     with target.client("alice") as alice:
         annotation = create_annotation(alice)
         group = create_group(alice, annotation["id"], masks, model_name="unet")
+        partial = create_group(alice, annotation["id"], make_masks(3, size=300))
     src = tmp_path / "legacy"
     folder = src / str(annotation["id"]) / str(group["id"])
     folder.mkdir(parents=True)
     for m in masks:
         (folder / m.filename).write_bytes(m.body)
+    # A pending group the folder has only part of: masks added, not completed.
+    short = src / str(annotation["id"]) / str(partial["id"])
+    short.mkdir()
+    for m in make_masks(2, size=300):
+        (short / m.filename).write_bytes(m.body)
     make_tree(src, {(annotation["id"] + 1000, 77): 2})  # unknown group
 
     code, s = migrate_json(target, src)
     assert code == 0, s
     assert s["registered"]["groups"] == 1
-    assert s["registered"]["masks_added"] == 8
+    assert s["registered"]["masks_added"] == 8 + 2
+    assert len(s["registered"]["conflicts"]) == 1
+    assert "left pending" in s["registered"]["conflicts"][0]
     assert s["registered"]["unknown_groups"] == [f"{annotation['id'] + 1000}/77"]
 
     url = f"/api/annotations/{annotation['id']}/mask-groups/{group['id']}"
@@ -169,6 +177,8 @@ def test_files_of_known_groups_become_masks(target: ServerProcess, tmp_path: Pat
         assert {(m["slice_index"], m["label_name"]) for m in listed} == {
             (m.slice_index, m.label_name) for m in masks
         }
+        left = alice.get(f"/api/annotations/{annotation['id']}/mask-groups/{partial['id']}")
+        assert (left.json()["status"], left.json()["mask_count"]) == ("pending", 2)
         first = listed[0]
         assert first["mime_type"] == "image/png"
         content = alice.get(f"{url}/masks/{first['id']}/content", follow_redirects=True)
@@ -180,6 +190,7 @@ def test_files_of_known_groups_become_masks(target: ServerProcess, tmp_path: Pat
     # Converged: the next run registers nothing new.
     code, s = migrate_json(target, src)
     assert (s["copied"], s["registered"]["groups"], s["registered"]["masks_added"]) == (0, 0, 0)
+    assert code == 0
 
 
 @pytest.mark.rgw

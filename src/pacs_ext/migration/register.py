@@ -37,7 +37,8 @@ class Registration:
     metadata_written: int = 0
     # Groups of the source the database does not know: copied, not registered.
     unknown: dict[tuple[int, int], int] = field(default_factory=dict)
-    # A group id the database has under another annotation.
+    # A group id the database has under another annotation; a pending group that declared
+    # files the folder does not have (its masks are added, it stays pending).
     conflicts: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
@@ -154,6 +155,19 @@ async def _register_group(
             new_declared.append(_declared_row(row))
     complete = group.status == COMPLETE
     if not (new_masks or new_declared or updated) and complete and has_metadata:
+        return
+    masked = {m.filename for m in masks.values()} | {p.file.name for p in files}
+    lacking = sorted(declared - masked)
+    if not complete and lacking:
+        # Completing would claim files nobody has: record what is here, leave it pending.
+        result.conflicts.append(
+            f"{annotation_id}/{group_id}: pending, and {len(lacking)} declared file(s) are "
+            f"not in the folder (e.g. {lacking[0]}); masks added, group left pending"
+        )
+        result.masks_added += len(new_masks)
+        if not dry_run:
+            await repo.insert_masks(session, new_masks)
+            await repo.insert_files(session, new_declared)
         return
     result.groups += 1
     result.masks_added += len(new_masks)
