@@ -99,6 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from .storage.local_endpoints import router as local_storage_router
 
         app.include_router(local_storage_router)
+    if settings.object_storage.legacy_local_dir:
+        # Migration phase 2: masks not yet in object storage are served from the old folder.
+        from .migration.legacy import router as legacy_router
+
+        app.include_router(legacy_router)
     return app
 
 

@@ -10,6 +10,8 @@ from ..config import ConfigError
 from . import db, janitor, serve, storage, token
 from . import download as download_cmd
 from . import upload as upload_cmd
+from .migrate import migrate_cmd
+from .reindex import reindex_cmd
 
 app = typer.Typer(
     name="pacs-ext",
@@ -26,6 +28,8 @@ app.command("token")(token.token)
 app.command("upload")(upload_cmd.upload)
 app.command("download")(download_cmd.download)
 app.command("janitor")(janitor.janitor)
+app.command("migrate")(migrate_cmd)
+app.command("reindex")(reindex_cmd)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from pydantic_core import to_json
 from ..annotations import service as annotation_service
 from ..auth import CurrentUser, CurrentUserOrQueryToken
 from ..deps import SessionDep, SettingsDep, StorageDep
+from ..migration import legacy
 from ..schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page, ResourceId
 from . import idempotency, service
 from . import repository as repo
@@ -228,7 +229,9 @@ async def get_download_url(
     ttl = resolve_ttl(ctx.settings, ttl_seconds)
     disposition = f'attachment; filename="{mask.filename}"' if attachment else None
     await service.prepare_signing(ctx)
-    signed = ctx.storage.sign_download(mask.object_key, ttl, content_disposition=disposition)
+    signed = await legacy.sign_download(
+        ctx.settings, ctx.storage, mask.object_key, ttl, content_disposition=disposition
+    )
     return DownloadUrl(url=signed.url, expires_at=signed.expires_at)
 
 
@@ -251,5 +254,7 @@ async def get_mask_content(
     ctx = service.Ctx(session=session, storage=storage, settings=settings, principal=user)
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
     await service.prepare_signing(ctx)
-    signed = ctx.storage.sign_download(mask.object_key, ctx.settings.signed_url.default_ttl)
+    signed = await legacy.sign_download(
+        ctx.settings, ctx.storage, mask.object_key, ctx.settings.signed_url.default_ttl
+    )
     return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)

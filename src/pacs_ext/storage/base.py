@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 
 class StorageError(Exception):
@@ -32,6 +34,10 @@ class MultipartUploadNotFound(ObjectNotFound):
     """The multipart upload was completed, aborted, or expired (S3's NoSuchUpload)."""
 
 
+class ChecksumMismatch(StorageError):
+    """The body storage received differs from the declared MD5 (S3's BadDigest)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
@@ -43,6 +49,16 @@ class ObjectInfo:
     @property
     def is_multipart(self) -> bool:
         return "-" in self.etag
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """What put_file stored: the ETag storage reports and the hex MD5 of the body sent."""
+
+    key: str
+    size: int
+    etag: str
+    md5: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +140,15 @@ class ObjectStorage(abc.ABC):
     @abc.abstractmethod
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 
+    async def put_file(
+        self, key: str, path: Path, content_type: str, md5_b64: str | None = None
+    ) -> StoredFile:
+        """Stream a local file into key without holding it in memory; md5_b64 (of the whole
+        file) is checked by storage (Content-MD5), and computed from the bytes read when None.
+        Large files go as multipart uploads where the backend has them, each part with its
+        own Content-MD5. Raises ChecksumMismatch when what arrived differs."""
+        raise NotImplementedError(f"{self.name} storage cannot store files")
+
     @abc.abstractmethod
     async def delete_many(self, keys: Iterable[str]) -> None:
         """Delete keys; missing keys are not an error. Raises StorageError if any fails."""
@@ -189,3 +214,9 @@ def validate_key(key: str) -> str:
         if "/./" in framed or "/../" in framed:
             raise InvalidObjectKey(f"object key {key!r} has a '.' or '..' segment")
     return key
+
+
+def multipart_etag(part_md5s: Sequence[bytes]) -> str:
+    """S3's ETag of a multipart object: hex MD5 of the parts' binary MD5s, "-", part count."""
+    digest = hashlib.md5(b"".join(part_md5s)).hexdigest()  # noqa: S324 - S3's ETag contract
+    return f"{digest}-{len(part_md5s)}"

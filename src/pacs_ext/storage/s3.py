@@ -29,6 +29,7 @@ from .base import (
     validate_key,
 )
 from .s3_errors import S3Failure
+from .s3_files import S3Files
 from .s3_multipart import S3Multipart, expiry_at
 from .sigv4 import SigV4Presigner
 
@@ -43,7 +44,7 @@ _DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _FAILURES = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-class S3Storage(S3Multipart, ObjectStorage):
+class S3Storage(S3Multipart, S3Files, ObjectStorage):
     """One aiobotocore client per app (created on first use, closed by close())."""
 
     def __init__(
@@ -61,6 +62,8 @@ class S3Storage(S3Multipart, ObjectStorage):
         checksum_sha256: bool = False,
         probe_prefix: str = "",
         name: str = "s3",
+        multipart_threshold: int | None = None,
+        multipart_part_size: int | None = None,
     ) -> None:
         if bool(access_key) != bool(secret_key):
             raise ValueError(
@@ -68,6 +71,10 @@ class S3Storage(S3Multipart, ObjectStorage):
             )
         self.name = name
         self.bucket = bucket
+        if multipart_threshold:
+            self.multipart_threshold = multipart_threshold
+        if multipart_part_size:
+            self.multipart_part_size = multipart_part_size
         self.capabilities = Capabilities(
             multipart=True, sse=bool(sse), checksum_sha256=checksum_sha256
         )
@@ -75,6 +82,7 @@ class S3Storage(S3Multipart, ObjectStorage):
         self._endpoint = endpoint
         self._sse = sse or None
         self._signing_endpoint = public_endpoint or endpoint
+        self._public_endpoint_differs = self._signing_endpoint != endpoint
         self._style: Literal["path", "virtual"]
         if addressing_style != "auto":
             self._style = addressing_style
@@ -190,6 +198,7 @@ class S3Storage(S3Multipart, ObjectStorage):
         return self._presigner
 
     async def close(self) -> None:
+        await self._close_http()
         cm, self._client_cm, self._client_obj = self._client_cm, None, None
         if cm is not None:
             await cm.__aexit__(None, None, None)
@@ -374,6 +383,7 @@ _METHODS = {
     "HeadBucket": "head_bucket",
     "CreateMultipartUpload": "create_multipart_upload",
     "ListParts": "list_parts",
+    "UploadPart": "upload_part",
     "CompleteMultipartUpload": "complete_multipart_upload",
     "AbortMultipartUpload": "abort_multipart_upload",
     "ListMultipartUploads": "list_multipart_uploads",
@@ -397,6 +407,8 @@ def create(settings: Settings) -> S3Storage:
             checksum_sha256=o.checksum_sha256,
             probe_prefix=o.key_prefix,
             name=o.provider,
+            multipart_threshold=o.multipart_threshold,
+            multipart_part_size=o.multipart_part_size,
         )
     except ValueError as exc:
         raise ConfigError(f"object_storage: {exc}") from None

@@ -16,6 +16,7 @@ from botocore.exceptions import (
 )
 
 from .base import (
+    ChecksumMismatch,
     MultipartUploadNotFound,
     ObjectNotFound,
     StorageAccessDenied,
@@ -109,6 +110,10 @@ class S3Failure:
         if code == "NoSuchUpload":
             return MultipartUploadNotFound(
                 f"multipart upload of {key!r} no longer exists in {where} ({operation})"
+            )
+        if code in ("BadDigest", "InvalidDigest"):
+            return ChecksumMismatch(
+                f"{operation} of {key!r} on {where}: storage refused the body ({said})"
             )
         if code in NOT_FOUND or (status == 404 and not code):
             return ObjectNotFound(key or f"{operation} on {where}")
