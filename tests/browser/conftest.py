@@ -1,11 +1,9 @@
 """Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright; no browser download)
 and the storage backends the viewer page is tested against.
 
-Backends: "local" (the embedded store: same origin as the page, so no CORS). To add Ceph RGW
-once the S3 backend lands, append "rgw" to BACKENDS and build its ViewerTarget below from a
-server started with provider=s3 against scripts/rgw.sh's gateway; `cross_origin` then tells
-tests that PUTs leave the page's origin, and `disallowed_origin` names an origin that
-`storage init` did not allow, for the CORS-refusal test.
+The target follows the `server` kind: "sqlite" and "postgres" are the embedded local store
+(same origin as the page, so no CORS); "postgres-rgw" is Ceph RGW on a bucket provisioned by
+`storage init`, whose CORS allows the page's origin only (see ViewerTarget).
 """
 
 from __future__ import annotations
@@ -17,17 +15,13 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, Playwright, async_playwright
 
-from fixtures.browser import ARTIFACTS, BACKENDS, CHROMIUM, CHROMIUM_ARGS, ViewerTarget
+from fixtures.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ViewerTarget
 from fixtures.server import ServerProcess
 
 
-@pytest.fixture(params=BACKENDS)
-def viewer_target(request: pytest.FixtureRequest, server: ServerProcess) -> ViewerTarget:
-    """`server` (local store, SQLite and PostgreSQL) is the local target; an RGW target
-    would start its own server with provider=s3, on the same database kind."""
-    if request.param == "local":
-        return ViewerTarget("local", server)
-    raise NotImplementedError(f"no viewer target for backend {request.param!r} yet")
+@pytest.fixture
+def viewer_target(server: ServerProcess) -> ViewerTarget:
+    return ViewerTarget.of(server)
 
 
 # The async API on the suite's session event loop: the sync API would keep a loop running in

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import httpx
@@ -16,35 +15,7 @@ from playwright.async_api import Page, Route, expect
 from fixtures.browser import ViewerTarget
 from fixtures.images import write_png_masks
 from fixtures.server import make_token
-
-# Local store only for now: the RGW variants (CORS via `storage init`) come with issue 4.
-pytestmark = pytest.mark.server_kinds("sqlite", "postgres")
-
-ALL_PREVIEWS_LOADED = """() => {
-  const imgs = [...document.querySelectorAll('#preview img')];
-  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
-}"""
-
-
-async def sign_in(page: Page, target: ViewerTarget, subject: str = "alice") -> None:
-    await page.goto(target.page_url)
-    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    await page.fill("#token", make_token(subject))
-    await page.click("#save-token")
-    await expect(page.locator("#whoami")).to_have_text(f"signed in as {subject}")
-
-
-async def create_annotation(page: Page, uid: str, description: str) -> int:
-    if not await page.locator("#new-study-uid").is_visible():  # open by itself when there is none
-        await page.locator("#create-annotation-box summary").click()
-    await page.fill("#new-study-uid", uid)
-    await page.fill("#new-description", description)
-    await page.click("#create-annotation")
-    message = page.locator(".message.info", has_text="created").first
-    await expect(message).to_have_text(re.compile(r"annotation \d+ created"))
-    annotation_id = int((await message.text_content() or "").split()[1])
-    await expect(page.locator("#annotation-select")).to_have_value(str(annotation_id))
-    return annotation_id
+from fixtures.viewer_page import ALL_PREVIEWS_LOADED, create_annotation, sign_in
 
 
 async def test_upload_through_the_page(
@@ -62,8 +33,15 @@ async def test_upload_through_the_page(
     await expect(first.nth(1)).to_have_text("1")
     await expect(first.nth(2)).to_have_text("liver")
 
+    put_origins: set[str] = set()
+    page.on(
+        "requestfinished",
+        lambda r: put_origins.add(r.url.split("/", 3)[2]) if r.method == "PUT" else None,
+    )
     await page.click("#upload-button")
     await expect(page.locator(".message.info").first).to_contain_text("complete: 12 masks")
+    # Straight to storage (on RGW: another origin, which its CORS lets this page reach).
+    assert put_origins == {viewer_target.storage_origin.split("/", 3)[2]}
     await expect(page.locator("#file-table tbody tr[data-status='done']")).to_have_count(12)
     await expect(page.locator("#overall-text")).to_contain_text("12/12 files")
     group_row = page.locator("#groups-table tbody tr").first
@@ -96,6 +74,8 @@ async def test_upload_through_the_page(
             assert (m["slice_index"], m["label_name"]) == (slice_index, label)
 
 
+# The browser's arithmetic does not depend on the storage or the database.
+@pytest.mark.server_kinds("sqlite")
 async def test_md5_in_the_browser_matches_hashlib(page: Page, viewer_target: ViewerTarget) -> None:
     await page.goto(viewer_target.page_url)
     await expect(page.locator("body")).to_have_attribute("data-ready", "true")
@@ -113,6 +93,8 @@ async def test_md5_in_the_browser_matches_hashlib(page: Page, viewer_target: Vie
         assert got == base64.b64encode(hashlib.md5(data).digest()).decode(), size
 
 
+# On RGW too: there the PUTs leave the page's origin.
+@pytest.mark.server_kinds("sqlite", "postgres-rgw")
 async def test_a_failed_put_is_shown_and_can_be_retried(
     page: Page, viewer_target: ViewerTarget, tmp_path: Path, artifacts: Path
 ) -> None:
@@ -142,7 +124,7 @@ async def test_a_failed_put_is_shown_and_can_be_retried(
         else:
             await route.continue_()
 
-    await page.route("**/storage/**", block_puts)
+    await page.route(viewer_target.storage_glob, block_puts)
     await page.click("#upload-button")
     alert = page.locator(".message.error").first
     await expect(alert).to_contain_text("2 of 2 file(s) failed to upload")
@@ -156,7 +138,7 @@ async def test_a_failed_put_is_shown_and_can_be_retried(
         groups = api.get(f"/api/annotations/{annotation_id}/mask-groups").json()["items"]
         assert [g["status"] for g in groups] == ["pending"]
 
-    await page.unroute("**/storage/**")
+    await page.unroute(viewer_target.storage_glob)
     await page.click("#upload-button")
     await expect(page.locator(".message.info").first).to_contain_text("complete: 2 masks")
     await page.wait_for_function(ALL_PREVIEWS_LOADED)
@@ -165,6 +147,7 @@ async def test_a_failed_put_is_shown_and_can_be_retried(
         assert [g["status"] for g in groups] == ["complete"]  # the same group, completed
 
 
+@pytest.mark.server_kinds("sqlite")
 async def test_a_bad_token_is_a_readable_message(page: Page, viewer_target: ViewerTarget) -> None:
     await page.goto(viewer_target.page_url)
     await page.fill("#token", "a.b.c")
@@ -176,6 +159,7 @@ async def test_a_bad_token_is_a_readable_message(page: Page, viewer_target: View
     assert await page.locator("#whoami").inner_text() == "not signed in"
 
 
+@pytest.mark.server_kinds("sqlite")
 async def test_the_page_is_served_with_protective_headers(viewer_target: ViewerTarget) -> None:
     r = httpx.get(viewer_target.page_url)
     assert r.status_code == 200

@@ -3,6 +3,7 @@ a resumed re-run, and clear errors with non-zero exits."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,10 +12,8 @@ import pytest
 
 from fixtures.factories import create_annotation, create_group, make_masks
 from fixtures.images import write_png_masks
+from fixtures.objects import StoredObjects
 from fixtures.server import BIN, ServerProcess, free_port, make_token
-
-# Local store only for now: the RGW variants (CORS via `storage init`) come with issue 4.
-pytestmark = pytest.mark.server_kinds("sqlite", "postgres")
 
 
 def cli(
@@ -135,3 +134,22 @@ def test_clear_errors_and_exit_codes(
     assert "pending" in r.stderr
 
     assert all("Traceback" not in x.stderr for x in seen)
+
+
+@pytest.mark.server_kinds("postgres-rgw")
+def test_a_large_file_round_trips_through_multipart(
+    server: ServerProcess, alice: httpx.Client, tmp_path: Path, objects: StoredObjects
+) -> None:
+    write_png_masks(tmp_path / "masks", 2, ("liver",))
+    # Above the RGW server's 8 MiB multipart threshold: two parts (16 MiB + 1 MiB).
+    (tmp_path / "masks" / "volume_ct.nii").write_bytes(os.urandom(17 * 1024 * 1024))
+    annotation = create_annotation(alice)
+    aid = str(annotation["id"])
+    up = cli(server, "upload", "-a", aid, str(tmp_path / "masks"))
+    assert up.returncode == 0, up.stderr
+    assert "complete: 3 masks" in up.stdout
+    assert objects.uploads(f"mask/{aid}/") == []  # the multipart upload was completed
+    (group,) = alice.get(f"/api/annotations/{aid}/mask-groups").json()["items"]
+    down = cli(server, "download", "-a", aid, "-g", str(group["id"]), str(tmp_path / "copy"))
+    assert down.returncode == 0, down.stderr
+    assert files_of(tmp_path / "copy") == files_of(tmp_path / "masks")

@@ -21,6 +21,7 @@ import pytest
 
 from fixtures.factories import png_like
 from fixtures.faults import FaultyTransport
+from fixtures.objects import StoredObjects
 from fixtures.server import ServerProcess, make_token
 from pacs_ext.client import (
     ClientError,
@@ -32,9 +33,6 @@ from pacs_ext.client import (
     download_mask_group,
     upload_mask_group,
 )
-
-# Local store only for now: the RGW variants (CORS via `storage init`) come with issue 4.
-pytestmark = pytest.mark.server_kinds("sqlite", "postgres")
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 
@@ -50,9 +48,10 @@ def write_masks(folder: Path, count: int, size: int = 3000) -> dict[str, bytes]:
     return out
 
 
-def stored(objects_root: Path, annotation_id: int, group_id: int) -> set[str]:
-    folder = objects_root / f"mask/{annotation_id}/{group_id}"
-    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+def stored(objects: StoredObjects, annotation_id: int, group_id: int) -> set[str]:
+    """Names of the group's objects in storage (local folder or bucket alike)."""
+    prefix = f"mask/{annotation_id}/{group_id}/"
+    return {key.removeprefix(prefix) for key in objects.keys(prefix)}
 
 
 def client(server: ServerProcess, **kw: Any) -> PacsClient:
@@ -74,7 +73,7 @@ class CancelAfter(TransferProgress):
 
 
 async def test_upload_then_download_round_trip(
-    server: ServerProcess, tmp_path: Path, objects_root: Path
+    server: ServerProcess, tmp_path: Path, objects: StoredObjects
 ) -> None:
     bodies = write_masks(tmp_path / "in", 40)
     async with client(server) as c:
@@ -91,7 +90,7 @@ async def test_upload_then_download_round_trip(
         )
         assert (result.files_uploaded, result.files_skipped, result.resumed) == (40, 0, False)
         assert result.bytes_uploaded == sum(len(b) for b in bodies.values())
-        assert stored(objects_root, a.id, g.id) == {*bodies, "metadata.json"}
+        assert stored(objects, a.id, g.id) == {*bodies, "metadata.json"}
 
         masks = {m.filename: m async for m in c.iter_masks(a.id, g.id)}
         first = masks["0001_liver.png"]
@@ -118,7 +117,7 @@ async def test_upload_then_download_round_trip(
 
 
 async def test_cancelled_upload_resumes_the_same_group(
-    server: ServerProcess, tmp_path: Path, objects_root: Path
+    server: ServerProcess, tmp_path: Path, objects: StoredObjects
 ) -> None:
     bodies = write_masks(tmp_path / "in", 60)
     async with client(server) as c:
@@ -133,7 +132,7 @@ async def test_cancelled_upload_resumes_the_same_group(
         state = json.loads((tmp_path / "in" / f".pacs-ext-upload-a{a.id}.json").read_text())
         group_id = state["group_id"]
         assert (await c.get_group(a.id, group_id)).status == "pending"
-        before = stored(objects_root, a.id, group_id)
+        before = stored(objects, a.id, group_id)
         assert 15 <= len(before) < 60
 
         result = await upload_mask_group(c, a.id, tmp_path / "in", concurrency=4, batch_size=20)
@@ -201,7 +200,7 @@ KILL_SCRIPT = textwrap.dedent(
 
 
 async def test_killed_process_resumes_to_completion(
-    server: ServerProcess, tmp_path: Path, objects_root: Path
+    server: ServerProcess, tmp_path: Path, objects: StoredObjects
 ) -> None:
     bodies = write_masks(tmp_path / "in", 80, size=2000)
     token = make_token("alice")
@@ -224,14 +223,14 @@ async def test_killed_process_resumes_to_completion(
         )
         assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
         state = json.loads((tmp_path / "in" / f".pacs-ext-upload-a{a.id}.json").read_text())
-        before = stored(objects_root, a.id, state["group_id"])
+        before = stored(objects, a.id, state["group_id"])
         assert 30 <= len(before) < 80
 
         result = await upload_mask_group(c, a.id, tmp_path / "in")
         assert (result.group.id, result.group.status) == (state["group_id"], "complete")
         assert result.files_skipped >= len(before)  # (PUTs sent before the kill may land later)
         assert result.files_uploaded == 80 - result.files_skipped
-        assert stored(objects_root, a.id, result.group.id) == {*bodies, "metadata.json"}
+        assert stored(objects, a.id, result.group.id) == {*bodies, "metadata.json"}
 
 
 async def test_retries_5xx_and_dropped_connections(server: ServerProcess, tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -15,6 +15,7 @@ import httpx
 from ..masks.schemas import PartTarget, UploadTarget
 from .api import _describe, storage_message
 from .errors import LocalFileError
+from .expiry import Issued, has_expired, refused_as_expired
 from .files import CHUNK, LocalFile, read_range
 from .progress import TransferProgress
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
@@ -47,24 +48,6 @@ class TransferStats:
     renewed: int = 0
     files: int = 0
     bytes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Issued:
-    """An upload target and when we received it (to judge how close to expiry it is)."""
-
-    target: UploadTarget
-    issued_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def expiring(self) -> bool:
-        expires = _aware(self.target.expires_at)
-        ttl = (expires - self.issued_at).total_seconds()
-        margin = min(30.0, max(ttl, 0.0) / 10)
-        return (expires - datetime.now(UTC)).total_seconds() < margin
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Renewer:
@@ -136,13 +119,15 @@ class Sender:
     async def upload(self, f: LocalFile, issued: Issued) -> None:
         """Upload one file or raise FileUploadError; renews its URL when it has expired."""
         renewals = 0
-        # Checked once: after a renewal we trust the server's 403 rather than our clock.
+        # Parts stored under an upload id: a renewal keeps the upload, so they are not resent.
+        parts_done: dict[str, set[int]] = {}
+        # Checked once: after a renewal we trust storage's refusal rather than our clock.
         if issued.expiring():
             issued = await self._renewer.renew(f)
             renewals += 1
         while True:
             try:
-                await self._send(f, issued.target)
+                await self._send(f, issued.target, parts_done)
                 self._stats.files += 1
                 self._stats.bytes += f.size
                 self._progress.file_done(f.name)
@@ -159,30 +144,35 @@ class Sender:
             except LocalFileError as exc:
                 raise FileUploadError(str(exc)) from None
 
-    async def _send(self, f: LocalFile, target: UploadTarget) -> None:
+    async def _send(
+        self, f: LocalFile, target: UploadTarget, parts_done: dict[str, set[int]]
+    ) -> None:
         if not target.parts:
             if target.url is None:
                 raise FileUploadError("the server returned a target without a URL")
-            url = target.url
+            url, expires = target.url, target.expires_at
             await self._with_retries(
-                f.name, lambda: self._put(url, target.headers, f.path, 0, f.size)
+                f.name, lambda: self._put(url, target.headers, f.path, 0, f.size, expires)
             )
             return
-        await self._multipart(f, target)
+        await self._multipart(f, target, parts_done.setdefault(target.upload_id or "", set()))
 
-    async def _multipart(self, f: LocalFile, target: UploadTarget) -> None:
-        """PUT every part (the server completes the multipart upload at `complete`)."""
+    async def _multipart(self, f: LocalFile, target: UploadTarget, done: set[int]) -> None:
+        """PUT every part not yet stored (the server completes the upload at `complete`)."""
         if not target.parts or not target.part_size:
             raise FileUploadError("the server returned a multipart target without parts")
-        part_size = target.part_size
+        part_size, expires = target.part_size, target.expires_at
 
-        def put_part(p: PartTarget) -> Callable[[], Awaitable[None]]:
+        async def put_part(p: PartTarget) -> None:
             offset = (p.part_number - 1) * part_size
-            return lambda: self._put(p.url, p.headers, f.path, offset, p.size)
+            await self._with_retries(
+                f"{f.name} part {p.part_number}",
+                lambda: self._put(p.url, p.headers, f.path, offset, p.size, expires),
+            )
+            done.add(p.part_number)
 
         tasks = [
-            asyncio.create_task(self._with_retries(f"{f.name} part {p.part_number}", put_part(p)))
-            for p in target.parts
+            asyncio.create_task(put_part(p)) for p in target.parts if p.part_number not in done
         ]
         try:
             await asyncio.gather(*tasks)
@@ -207,7 +197,13 @@ class Sender:
                 await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
 
     async def _put(
-        self, url: str, headers: dict[str, str], path: Path, offset: int, length: int
+        self,
+        url: str,
+        headers: dict[str, str],
+        path: Path,
+        offset: int,
+        length: int,
+        expires_at: datetime,
     ) -> None:
         sent = [0]
         async with self._slots:
@@ -221,14 +217,20 @@ class Sender:
                 response = await self._http.put(url, content=content, headers=headers)
             except httpx.TransportError as exc:
                 self._progress.advance(-sent[0])
+                # Storage may drop the connection when it refuses a streamed body early.
+                if has_expired(expires_at):
+                    raise _Expired(f"{_describe(exc)} after the URL expired") from None
                 raise _Retry(_describe(exc)) from None
+            except BaseException:  # cancelled (a sibling part failed): take the bytes back
+                self._progress.advance(-sent[0])
+                raise
         if 200 <= response.status_code < 300:
             if length <= STREAM_THRESHOLD:
                 self._progress.advance(length)
             return
         self._progress.advance(-sent[0])
         reason = storage_message(response)
-        if response.status_code == 403 and "expired" in response.text.lower():
+        if refused_as_expired(response, expires_at):
             raise _Expired(reason)
         if response.status_code in RETRYABLE_STATUSES:
             raise _Retry(reason, retry_after_seconds(response))

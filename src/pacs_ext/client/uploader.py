@@ -18,13 +18,13 @@ from typing import Any
 from ..masks.schemas import MaskGroupRead, UploadTarget
 from .api import PacsClient
 from .errors import ApiError, ClientError, FileFailure, IncompleteUpload, UploadFailed
+from .expiry import Issued
 from .files import LocalFile, hash_files, scan
 from .progress import TransferProgress
 from .state import UploadState, default_state_path
 from .transfer import (
     Declare,
     FileUploadError,
-    Issued,
     Renewer,
     Sender,
     TransferStats,

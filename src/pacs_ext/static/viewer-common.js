@@ -8,6 +8,9 @@
   const HASH_CHUNK = 4 * 1024 * 1024;
   // Headers a browser sets itself and refuses from scripts.
   const BROWSER_HEADERS = new Set(["content-length", "host", "connection"]);
+  // Clocks differ a little: an error this close to a URL's expiry counts as expiry (a needless
+  // renewal costs one API call; a missed one fails the file).
+  const EXPIRY_SLACK_MS = 5000;
 
   // ---- messages ------------------------------------------------------------------------
 
@@ -104,6 +107,12 @@
     }
   }
 
+  // Whether the target's time is up by this browser's clock (give or take EXPIRY_SLACK_MS).
+  function pastExpiry(target) {
+    const at = Date.parse(target.expires_at);
+    return Number.isFinite(at) && Date.now() >= at - EXPIRY_SLACK_MS;
+  }
+
   function put(file, target, onProgress) {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
@@ -115,14 +124,26 @@
       xhr.onload = () => {
         if (xhr.status >= 200 && xhr.status < 300) return resolve();
         const error = new Error(`storage answered ${xhr.status} ${storageReason(xhr)}`);
-        error.expired = xhr.status === 403 && /expired/i.test(xhr.responseText || "");
+        // Ceph RGW refuses an expired URL with AccessDenied and no message: ask the clock.
+        const text = xhr.responseText || "";
+        const code = /<Code>([^<]*)<\/Code>/.exec(text);
+        const denied = !code || code[1] === "AccessDenied";
+        error.expired = xhr.status === 403 && (/expired/i.test(text) || (denied && pastExpiry(target)));
         reject(error);
       };
       // Status 0: the browser blocked or lost the request before any answer — most often
-      // storage's CORS rules do not allow this page's origin.
-      xhr.onerror = () => reject(new Error(
-        `the browser could not send the file to storage (${new URL(target.url).origin}): ` +
-        `network error or blocked by CORS — storage must allow PUT from ${location.origin}`));
+      // storage's CORS rules do not allow this page's origin. S3 stores send no CORS headers
+      // with their error answers, so an expired URL looks the same: the clock tells them apart.
+      xhr.onerror = () => {
+        if (pastExpiry(target)) {
+          const error = new Error("the signed URL expired before storage accepted the file");
+          error.expired = true;
+          return reject(error);
+        }
+        reject(new Error(
+          `the browser could not send the file to storage (${new URL(target.url).origin}): ` +
+          `network error or blocked by CORS — storage must allow PUT from ${location.origin}`));
+      };
       xhr.ontimeout = () => reject(new Error("the upload timed out"));
       xhr.send(file);
     });
