@@ -12,7 +12,11 @@ def token(
     subject: str = typer.Argument(..., help="the token's subject (user id)"),
     admin: bool = typer.Option(False, "--admin", help="grant the admin role"),
     ttl: int = typer.Option(12 * 3600, "--ttl", min=60, help="lifetime in seconds"),
+    project: list[str] = typer.Option([], "--project", help="list this project (repeatable)"),
+    role: list[str] = typer.Option([], "--role", help="add this role (repeatable)"),
 ) -> None:
     """Print a bearer token (HS256) for SUBJECT."""
     settings = settings_or_exit()
-    typer.echo(create_token(settings, subject, admin=admin, ttl_seconds=ttl))
+    typer.echo(
+        create_token(settings, subject, admin=admin, projects=project, roles=role, ttl_seconds=ttl)
+    )

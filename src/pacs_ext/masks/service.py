@@ -10,13 +10,15 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..annotations import service as annotation_service
+from ..audit import service as audit
+from ..audit.schemas import AuditAction
 from ..auth import Principal
 from ..config import Settings
 from ..exceptions import Conflict, NotFound
 from ..models import Annotation, Mask, MaskGroup
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
-from ..storage.base import ObjectInfo, ObjectStorage
+from ..storage.base import ObjectInfo, ObjectStorage, SignedRequest
 from ..storage.errors import translate_storage_errors
 from . import repository as repo
 from .keys import METADATA_NAME, group_prefix, object_key
@@ -117,6 +119,8 @@ async def create_group(
     if targets:
         group.upload_expires_at = max(t.expires_at for t in targets)
     await ctx.session.flush()
+    await _audit(ctx, AuditAction.MASK_GROUP_CREATE, annotation_id, group.id, files=len(rows))
+    await _audit_urls(ctx, annotation_id, group.id, targets)
     log.info("mask_group.created", annotation_id=annotation_id, group_id=group.id, files=len(rows))
     return group, targets
 
@@ -153,6 +157,7 @@ async def upload_urls(
     if group.upload_expires_at is None or latest > group.upload_expires_at:
         group.upload_expires_at = latest
     await ctx.session.flush()
+    await _audit_urls(ctx, annotation_id, group_id, targets)
     return targets
 
 
@@ -210,6 +215,7 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
             metadata_document(annotation, group, rows),
             "application/json",
         )
+    await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     elapsed_ms = (time.perf_counter() - started) * 1000
     log.info(
         "mask_group.completed",
@@ -226,12 +232,16 @@ async def update_group(
     ctx: Ctx, annotation_id: int, group_id: int, body: MaskGroupUpdate
 ) -> MaskGroup:
     annotation, group = await writable_group(ctx, annotation_id, group_id)
-    for k, v in body.model_dump(exclude_unset=True).items():
+    changes = body.model_dump(exclude_unset=True)
+    for k, v in changes.items():
         if v is None and k == "mask_type":
             continue
         setattr(group, k, v)
     await ctx.session.flush()
     await ctx.session.refresh(group)
+    await _audit(
+        ctx, AuditAction.MASK_GROUP_UPDATE, annotation_id, group_id, fields=sorted(changes)
+    )
     if group.status == COMPLETE:
         await write_metadata(ctx, annotation, group)
     return group
@@ -252,6 +262,7 @@ async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     async with translate_storage_errors("delete mask group objects"):
         await ctx.storage.delete_prefix(group_prefix(ctx.key_prefix, annotation_id, group_id))
     await repo.delete_group(ctx.session, group_id)
+    await _audit(ctx, AuditAction.MASK_GROUP_DELETE, annotation_id, group_id)
     log.info("mask_group.deleted", annotation_id=annotation_id, group_id=group_id)
 
 
@@ -270,8 +281,58 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
         raise NotFound(f"mask {mask_id} not found in mask group {group_id}")
     await repo.delete_mask(ctx.session, mask_id)
     await repo.delete_declared(ctx.session, group_id, mask.filename)
+    await audit.record(
+        ctx.session,
+        ctx.principal,
+        AuditAction.MASK_DELETE,
+        annotation_id=annotation_id,
+        group_id=group_id,
+        mask_id=mask_id,
+        object_key=mask.object_key,
+    )
     # metadata.json first: a failure after it leaves an orphan object (janitor), never a
     # metadata.json or a row naming an object that is gone.
     await write_metadata(ctx, annotation, group)
     async with translate_storage_errors("delete mask object"):
         await ctx.storage.delete_many([mask.object_key])
+
+
+async def download_url(
+    ctx: Ctx, annotation_id: int, mask: Mask, ttl: int, *, content_disposition: str | None = None
+) -> SignedRequest:
+    """A signed GET for the mask's object, recorded in the audit trail."""
+    signed = ctx.storage.sign_download(
+        mask.object_key, ttl, content_disposition=content_disposition
+    )
+    url = audit.IssuedUrl(mask.object_key, "GET", signed.expires_at)
+    await audit.record_signed_urls(
+        ctx.session,
+        ctx.principal,
+        [url],
+        annotation_id=annotation_id,
+        group_id=mask.group_id,
+        mask_id=mask.id,
+    )
+    return signed
+
+
+# Audit hooks: one line at each call site; audit/service.py does the work.
+async def _audit(
+    ctx: Ctx, action: AuditAction, annotation_id: int, group_id: int, **detail: object
+) -> None:
+    await audit.record(
+        ctx.session,
+        ctx.principal,
+        action,
+        annotation_id=annotation_id,
+        group_id=group_id,
+        detail=detail or None,
+    )
+
+
+async def _audit_urls(
+    ctx: Ctx, annotation_id: int, group_id: int, targets: Sequence[UploadTarget]
+) -> None:
+    await audit.record_upload_targets(
+        ctx.session, ctx.principal, targets, annotation_id=annotation_id, group_id=group_id
+    )
