@@ -105,7 +105,7 @@ class JwksKeys:
             log.warning(
                 "auth.jwks_fetch_failed",
                 url=self._url,
-                error=f"{type(exc).__name__}: {exc}"[:300],
+                error=_first_line(exc),
                 cached_keys=len(self._jwks or {}),
             )
             return
@@ -131,6 +131,11 @@ class JwksKeys:
             raise UnknownSigningKey(f"key {kid!r} is unusable: {exc}") from None
         self._parsed[(kid, alg)] = key
         return key
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
 def _signing_keys(document: Any) -> dict[str | None, dict[str, Any]]:

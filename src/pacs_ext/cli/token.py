@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..auth import create_token
-from .common import settings_or_exit
+from .common import fail, settings_or_exit
 
 
 def token(
@@ -17,6 +17,12 @@ def token(
 ) -> None:
     """Print a bearer token (HS256) for SUBJECT."""
     settings = settings_or_exit()
+    if settings.hs256_secret() is None:
+        raise fail(
+            "HS256 tokens are off (only OIDC is configured): set auth.jwt_secret "
+            "(APP_AUTH__JWT_SECRET), or get a token from the identity provider",
+            code=2,
+        )
     typer.echo(
         create_token(settings, subject, admin=admin, projects=project, roles=role, ttl_seconds=ttl)
     )
