@@ -28,8 +28,8 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-# scope="function": commit before the response is sent. With FastAPI's default ("request")
-# the client could see 201/204 before the commit, and read stale rows with its next call.
+# scope="function": commit before the response is sent, so a client that sees 2xx sees the
+# change on its next request, and a failed commit becomes an error response, not a lost write.
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 StorageDep = Annotated[ObjectStorage, Depends(_storage)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

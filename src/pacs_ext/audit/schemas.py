@@ -32,6 +32,7 @@ class AuditEventRead(BaseModel):
     object_key: str | None
     method: str | None
     expires_at: datetime | None
+    part_number: int | None
     request_id: str | None
     detail: dict[str, Any] | None
 

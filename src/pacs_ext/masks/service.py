@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -304,11 +305,11 @@ async def download_url(
     signed = ctx.storage.sign_download(
         mask.object_key, ttl, content_disposition=content_disposition
     )
-    url = audit.IssuedUrl(mask.object_key, "GET", signed.expires_at)
     await audit.record_signed_urls(
         ctx.session,
         ctx.principal,
-        [url],
+        "GET",
+        [audit.IssuedUrl(mask.object_key, signed.expires_at)],
         annotation_id=annotation_id,
         group_id=mask.group_id,
         mask_id=mask.id,
@@ -330,9 +331,7 @@ async def _audit(
     )
 
 
-async def _audit_urls(
-    ctx: Ctx, annotation_id: int, group_id: int, targets: Sequence[UploadTarget]
-) -> None:
+async def _audit_urls(ctx: Ctx, annotation_id: int, group_id: int, targets: Sequence[Any]) -> None:
     await audit.record_upload_targets(
         ctx.session, ctx.principal, targets, annotation_id=annotation_id, group_id=group_id
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, String
+from sqlalchemy import JSON, BigInteger, Index, Integer, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,5 +34,6 @@ class AuditEvent(Base):
     object_key: Mapped[str | None] = mapped_column(String(1024))
     method: Mapped[str | None] = mapped_column(String(8))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    part_number: Mapped[int | None] = mapped_column(Integer)  # multipart upload URLs
     request_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any] | None] = mapped_column(_Detail)

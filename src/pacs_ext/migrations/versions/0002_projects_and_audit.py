@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("object_key", sa.String(length=1024), nullable=True),
         sa.Column("method", sa.String(length=8), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("part_number", sa.Integer(), nullable=True),
         sa.Column("request_id", sa.String(length=128), nullable=True),
         sa.Column("detail", JSON, nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
