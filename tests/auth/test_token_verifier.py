@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from fixtures.oidc import AUDIENCE, ISSUER, JwksServer, claims, ec_key, forge, rsa_key
@@ -166,3 +167,15 @@ def test_production_with_oidc_only_has_no_hs256(clean_env: Path) -> None:
     )
     assert settings.hs256_secret() is None
     assert TokenVerifier(settings).accepted_algorithms == ["RS256", "ES256"]
+
+
+async def test_token_without_kid_needs_a_single_published_key(
+    clean_env: Path, jwks: JwksServer
+) -> None:
+    verifier = TokenVerifier(_settings(jwks, jwks_min_refetch_seconds=0))
+    only = jwks.keys[0]
+    no_kid = jwt.encode(claims("solo"), only.private_key, algorithm="RS256")
+    with pytest.raises(Unauthorized, match="no key id"):
+        await verifier.verify(no_kid)
+    jwks.serve(only)
+    assert (await verifier.verify(no_kid)).subject == "solo"
