@@ -59,7 +59,9 @@ async def insert_signed_urls(
         # Expiries in exactly the text form the ORM writes, so time filters compare alike.
         as_text = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         assert as_text is not None
-        rows = [[k, as_text(e), p] for k, e, p in zip(keys, expires, parts, strict=True)]
+        # URLs signed together share an expiry (to the second): format each distinct one once.
+        texts = {e: as_text(e) for e in set(expires)}
+        rows = [[k, texts[e], p] for k, e, p in zip(keys, expires, parts, strict=True)]
         stmt, params = _SQLITE_BATCH, {"rows": json.dumps(rows)}
     else:
         table_rows = [

@@ -6,7 +6,7 @@ expiry only: the URL and its signature are credentials and never reach the datab
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -101,26 +101,31 @@ async def record_upload_targets(
     annotation_id: int,
     group_id: int,
 ) -> None:
-    """Every PUT URL in the targets: one per single upload, one per part of a multipart one."""
-    urls: list[IssuedUrl] = []
+    """Every PUT URL in the targets: one per single upload, one per part of a multipart one.
+
+    Targets are plain dicts where thousands are made per request (models elsewhere); this
+    loop runs once per URL, so it stays free of helpers and ABC isinstance checks.
+    """
+    keys: list[str] = []
+    expires: list[datetime] = []
+    parts: list[int | None] = []
     for t in targets:
-        key, expires_at, parts = _target_fields(t)
-        if parts:
-            urls.extend(IssuedUrl(key, expires_at, _field(p, "part_number")) for p in parts)
-        else:
-            urls.append(IssuedUrl(key, expires_at))
-    await record_signed_urls(
-        session, principal, "PUT", urls, annotation_id=annotation_id, group_id=group_id
-    )
-
-
-def _field(item: Any, name: str) -> Any:
-    # Upload targets are plain dicts where thousands are made per request, models elsewhere.
-    return item[name] if isinstance(item, Mapping) else getattr(item, name)
-
-
-def _target_fields(target: Any) -> tuple[str, datetime, Sequence[Any] | None]:
-    return _field(target, "object_key"), _field(target, "expires_at"), _field(target, "parts")
+        key, expires_at, target_parts = (
+            (t["object_key"], t["expires_at"], t["parts"])
+            if isinstance(t, dict)
+            else (t.object_key, t.expires_at, t.parts)
+        )
+        for part in target_parts or (None,):
+            keys.append(key)
+            expires.append(expires_at)
+            if part is None:
+                parts.append(None)
+            else:
+                parts.append(part["part_number"] if isinstance(part, dict) else part.part_number)
+    if keys:
+        common = _common(principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, None)
+        common["method"] = "PUT"
+        await repository.insert_signed_urls(session, common, keys, expires, parts)
 
 
 async def list_events(
