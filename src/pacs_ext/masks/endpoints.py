@@ -195,9 +195,8 @@ async def get_download_url(
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
     ttl = resolve_ttl(ctx.settings, ttl_seconds)
     disposition = f'attachment; filename="{mask.filename}"' if attachment else None
-    signed = await service.download_url(
-        ctx, annotation_id, mask, ttl, content_disposition=disposition
-    )
+    signed = ctx.storage.sign_download(mask.object_key, ttl, content_disposition=disposition)
+    await service.audit_download(ctx, annotation_id, mask, signed)
     return DownloadUrl(url=signed.url, expires_at=signed.expires_at)
 
 
@@ -219,7 +218,6 @@ async def get_mask_content(
     """Redirect to a short-lived signed GET (usable as an <img src> with ?access_token=)."""
     ctx = service.Ctx(session=session, storage=storage, settings=settings, principal=user)
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
-    signed = await service.download_url(
-        ctx, annotation_id, mask, ctx.settings.signed_url.default_ttl
-    )
+    signed = ctx.storage.sign_download(mask.object_key, ctx.settings.signed_url.default_ttl)
+    await service.audit_download(ctx, annotation_id, mask, signed)
     return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)

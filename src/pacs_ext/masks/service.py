@@ -298,13 +298,8 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
         await ctx.storage.delete_many([mask.object_key])
 
 
-async def download_url(
-    ctx: Ctx, annotation_id: int, mask: Mask, ttl: int, *, content_disposition: str | None = None
-) -> SignedRequest:
-    """A signed GET for the mask's object, recorded in the audit trail."""
-    signed = ctx.storage.sign_download(
-        mask.object_key, ttl, content_disposition=content_disposition
-    )
+async def audit_download(ctx: Ctx, annotation_id: int, mask: Mask, signed: SignedRequest) -> None:
+    """Record a signed GET handed out for the mask's object (key, method, expiry)."""
     await audit.record_signed_urls(
         ctx.session,
         ctx.principal,
@@ -314,7 +309,6 @@ async def download_url(
         group_id=mask.group_id,
         mask_id=mask.id,
     )
-    return signed
 
 
 # Audit hooks: one line at each call site; audit/service.py does the work.
