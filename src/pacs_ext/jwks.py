@@ -58,8 +58,10 @@ class JwksKeys:
 
     async def key_for(self, kid: str | None, alg: str) -> PyJWK:
         """The public key for (kid, alg); fetches or refetches the JWKS when needed."""
-        jwk = self._cached(kid) if self._fresh() else None
-        if jwk is None:
+        jwk = self._cached(kid)
+        # A stale key still serves while another request refreshes: a slow or down provider
+        # must not queue every request behind the lock.
+        if jwk is None or not (self._fresh() or self._lock.locked()):
             jwk = await self._refresh_and_find(kid)
         return self._parse(kid, jwk, alg)
 

@@ -3,6 +3,7 @@ HS256 and OIDC side by side, refetch rate limit, provider outages, configuration
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +129,25 @@ async def test_keys_held_stay_in_use_while_the_provider_is_down(jwks: JwksServer
     assert jwks.fetches == 2
     with pytest.raises(UnknownSigningKey, match="is for RS256, not ES256"):
         await keys.key_for("k1", "ES256")
+
+
+async def test_a_slow_refresh_does_not_hold_up_requests_with_known_keys(
+    jwks: JwksServer,
+) -> None:
+    now = [1000.0]
+    keys = JwksKeys(
+        jwks.url, cache_seconds=300, min_refetch_seconds=0, timeout_seconds=10, clock=lambda: now[0]
+    )
+    await keys.key_for("k1", "RS256")
+    now[0] += 301
+    jwks.delay = 1.0
+    refreshing = asyncio.create_task(keys.key_for("k1", "RS256"))
+    while jwks.fetches < 2:  # the refresh has reached the provider and holds the lock
+        await asyncio.sleep(0.01)
+    assert (await keys.key_for("k2", "ES256")).algorithm_name == "ES256"
+    assert not refreshing.done()
+    await refreshing
+    assert jwks.fetches == 2
 
 
 async def test_a_document_that_is_not_a_jwks_is_an_outage(jwks: JwksServer) -> None:
