@@ -18,7 +18,7 @@ from ..auth import Principal
 from ..exceptions import Forbidden
 from ..models import AuditEvent
 from ..models.base import utcnow
-from . import repository
+from . import batch, repository
 from .schemas import AuditAction, AuditFilters
 
 
@@ -79,17 +79,17 @@ async def record_signed_urls(
     mask_id: int | None = None,
 ) -> None:
     """One row per URL handed out, all in one INSERT (5,000 of them for a large CT group)."""
-    batch = list(urls)
-    if not batch:
+    issued = list(urls)
+    if not issued:
         return
     common = _common(principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, mask_id)
     common["method"] = method
-    await repository.insert_signed_urls(
+    await batch.insert_signed_urls(
         session,
         common,
-        [u.object_key for u in batch],
-        [u.expires_at for u in batch],
-        [u.part_number for u in batch],
+        [u.object_key for u in issued],
+        [u.expires_at for u in issued],
+        [u.part_number for u in issued],
     )
 
 
@@ -125,7 +125,7 @@ async def record_upload_targets(
     if keys:
         common = _common(principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, None)
         common["method"] = "PUT"
-        await repository.insert_signed_urls(session, common, keys, expires, parts)
+        await batch.insert_signed_urls(session, common, keys, expires, parts)
 
 
 async def list_events(
