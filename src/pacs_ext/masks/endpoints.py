@@ -196,7 +196,7 @@ async def get_download_url(
     ttl = resolve_ttl(ctx.settings, ttl_seconds)
     disposition = f'attachment; filename="{mask.filename}"' if attachment else None
     signed = ctx.storage.sign_download(mask.object_key, ttl, content_disposition=disposition)
-    await service.audit_download(ctx, annotation_id, mask, signed)
+    await service.audit_download(ctx, annotation_id, mask, signed.expires_at)
     return DownloadUrl(url=signed.url, expires_at=signed.expires_at)
 
 
@@ -219,5 +219,5 @@ async def get_mask_content(
     ctx = service.Ctx(session=session, storage=storage, settings=settings, principal=user)
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
     signed = ctx.storage.sign_download(mask.object_key, ctx.settings.signed_url.default_ttl)
-    await service.audit_download(ctx, annotation_id, mask, signed)
+    await service.audit_download(ctx, annotation_id, mask, signed.expires_at)
     return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -19,7 +20,7 @@ from ..exceptions import Conflict, NotFound
 from ..models import Annotation, Mask, MaskGroup
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
-from ..storage.base import ObjectInfo, ObjectStorage, SignedRequest
+from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
 from . import repository as repo
 from .keys import METADATA_NAME, group_prefix, object_key
@@ -208,6 +209,7 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
             return group
         raise Conflict(f"mask group {group_id} changed while completing; try again")
     await repo.insert_masks(ctx.session, rows)
+    await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     await ctx.session.refresh(group)
     # metadata.json last: if writing it fails, the transaction rolls back and a retry redoes all.
     async with translate_storage_errors("complete (writing metadata.json)"):
@@ -216,7 +218,6 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
             metadata_document(annotation, group, rows),
             "application/json",
         )
-    await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     elapsed_ms = (time.perf_counter() - started) * 1000
     log.info(
         "mask_group.completed",
@@ -298,13 +299,13 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
         await ctx.storage.delete_many([mask.object_key])
 
 
-async def audit_download(ctx: Ctx, annotation_id: int, mask: Mask, signed: SignedRequest) -> None:
+async def audit_download(ctx: Ctx, annotation_id: int, mask: Mask, expires_at: datetime) -> None:
     """Record a signed GET handed out for the mask's object (key, method, expiry)."""
     await audit.record_signed_urls(
         ctx.session,
         ctx.principal,
         "GET",
-        [audit.IssuedUrl(mask.object_key, signed.expires_at)],
+        [audit.IssuedUrl(mask.object_key, expires_at)],
         annotation_id=annotation_id,
         group_id=mask.group_id,
         mask_id=mask.id,
