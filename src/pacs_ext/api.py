@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Depends
 
 from .annotations.endpoints import router as annotations_router
+from .audit.endpoints import router as audit_router
 from .masks.endpoints import router as masks_router
 from .observability.middleware import bind_path_ids
 
@@ -10,3 +11,4 @@ from .observability.middleware import bind_path_ids
 api_router = APIRouter(dependencies=[Depends(bind_path_ids)])
 api_router.include_router(annotations_router)
 api_router.include_router(masks_router)
+api_router.include_router(audit_router)

@@ -60,16 +60,36 @@ class DatabaseSettings(BaseModel):
         return v
 
 
+# Asymmetric algorithms only: a JWKS holds public keys, and HS* with a public key as the
+# HMAC secret is the classic algorithm-confusion forgery.
+JwksAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+
+_DEFAULT_JWKS_ALGORITHMS: list[JwksAlgorithm] = ["RS256", "ES256"]
+
+
 class AuthSettings(BaseModel):
+    # HS256 tokens (development, tests, `pacs-ext token`): accepted when a secret is set, or
+    # in development with the generated one.
     jwt_secret: SecretStr = SecretStr("")
     jwt_algorithm: Literal["HS256"] = "HS256"
+    # OIDC tokens (Keycloak and others), verified with the provider's published keys.
     jwks_url: str = ""
+    algorithms: list[JwksAlgorithm] = Field(default_factory=lambda: list(_DEFAULT_JWKS_ALGORITHMS))
+    jwks_cache_seconds: int = Field(300, ge=1, le=86400)
+    # Least time between two JWKS fetches, so tokens with made-up key ids cannot flood the IdP.
+    jwks_min_refetch_seconds: float = Field(10.0, ge=0, le=3600)
+    jwks_timeout_seconds: float = Field(5.0, gt=0, le=60)
     issuer: str = ""
     audience: str = ""
-    subject_claim: str = "sub"
-    roles_claim: str = "roles"
-    projects_claim: str = "projects"
-    admin_role: str = "admin"
+    # Dotted paths into the token's claims, e.g. Keycloak's "realm_access.roles".
+    subject_claim: str = Field("sub", min_length=1)
+    roles_claim: str = Field("roles", min_length=1)
+    projects_claim: str = Field("projects", min_length=1)
+    admin_role: str = Field("admin", min_length=1)
+    # Role that turns project membership into write access; empty: projects grant read only.
+    project_write_role: str = ""
     leeway_seconds: int = Field(30, ge=0, le=300)
 
     @field_validator("jwt_secret")
@@ -78,6 +98,30 @@ class AuthSettings(BaseModel):
         if v.get_secret_value() and len(v.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (HS256 needs a 256-bit key)")
         return v
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (or empty)")
+        return v
+
+    @field_validator("algorithms")
+    @classmethod
+    def _some_algorithms(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError('must list at least one algorithm, e.g. ["RS256"]')
+        return v
+
+    @model_validator(mode="after")
+    def _jwks_needs_issuer_and_audience(self) -> AuthSettings:
+        # Without both, any token the provider issues for any client would be accepted.
+        if self.jwks_url and not (self.issuer and self.audience):
+            missing = " and ".join(
+                f"auth.{k}" for k in ("issuer", "audience") if not getattr(self, k)
+            )
+            raise ValueError(f"{missing}: required when auth.jwks_url is set")
+        return self
 
 
 class ObjectStorageSettings(BaseModel):
@@ -225,6 +269,12 @@ class Settings(BaseSettings):
         if configured:
             return configured
         return _dev_secret(self, "jwt_secret", ".jwt_secret")
+
+    def hs256_secret(self) -> str | None:
+        """The HS256 secret, or None when HS256 tokens are off (JWKS only, not development)."""
+        if self.auth.jwt_secret.get_secret_value() or self.is_development:
+            return self.jwt_secret()
+        return None
 
     def local_storage_secret(self) -> bytes:
         """HMAC key of the local object store's signed URLs."""

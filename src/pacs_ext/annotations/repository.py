@@ -20,7 +20,11 @@ async def get(session: AsyncSession, annotation_id: int) -> Annotation | None:
 def _readable_by(principal: Principal) -> ColumnElement[bool]:
     if principal.is_admin:
         return true()
-    return or_(Annotation.owner == principal.subject, Annotation.is_shared.is_(True))
+    # The SQL form of auth.can_read: keep the two in step.
+    readable = [Annotation.owner == principal.subject, Annotation.is_shared.is_(True)]
+    if principal.projects:
+        readable.append(Annotation.project_id.in_(sorted(principal.projects)))
+    return or_(*readable)
 
 
 def _filtered(principal: Principal, filters: AnnotationFilters) -> Select[Any]:
@@ -31,6 +35,8 @@ def _filtered(principal: Principal, filters: AnnotationFilters) -> Select[Any]:
         stmt = stmt.where(Annotation.series_instance_uid == filters.series_instance_uid)
     if filters.viewer_software:
         stmt = stmt.where(Annotation.viewer_software == filters.viewer_software)
+    if filters.project_id:
+        stmt = stmt.where(Annotation.project_id == filters.project_id)
     return stmt
 
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..schemas import DicomUID, JsonArray, JsonObject, Text
+
+# A project as the identity provider names it in the token's projects claim.
+ProjectId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 _EXAMPLE: dict[str, Any] = {
     "study_instance_uid": "1.2.840.113619.2.55.3.604688119.969.1268071029.320",
@@ -38,6 +41,9 @@ class AnnotationCreate(AnnotationBase):
     data: JsonObject = Field(default_factory=dict)
     measurement_values: JsonArray = Field(default_factory=list)
     is_shared: bool = False
+    project_id: ProjectId | None = Field(
+        None, description="a project listed in the caller's token; its members may read it"
+    )
 
 
 class AnnotationUpdate(AnnotationBase):
@@ -50,6 +56,7 @@ class AnnotationUpdate(AnnotationBase):
     data: JsonObject | None = None
     measurement_values: JsonArray | None = None
     is_shared: bool | None = None
+    project_id: ProjectId | None = Field(None, description="null removes it from its project")
 
 
 class AnnotationRead(BaseModel):
@@ -67,6 +74,7 @@ class AnnotationRead(BaseModel):
     data: dict[str, Any]
     measurement_values: list[Any]
     is_shared: bool
+    project_id: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -75,3 +83,4 @@ class AnnotationFilters(BaseModel):
     study_instance_uid: Text | None = None
     series_instance_uid: Text | None = None
     viewer_software: Text | None = None
+    project_id: Text | None = None

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..auth import Principal, can_read, require_write
+from ..audit import service as audit
+from ..audit.schemas import AuditAction
+from ..auth import Principal, can_read, require_owner, require_project_member, require_write
 from ..deletions import service as deletions
 from ..exceptions import Forbidden, NotFound
 from ..models import Annotation
@@ -16,9 +18,13 @@ from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate
 
 
 async def create(session: AsyncSession, principal: Principal, body: AnnotationCreate) -> Annotation:
+    require_project_member(principal, body.project_id)
     annotation = Annotation(owner=principal.subject, **body.model_dump())
     session.add(annotation)
     await session.flush()
+    await audit.record(
+        session, principal, AuditAction.ANNOTATION_CREATE, annotation_id=annotation.id
+    )
     return annotation
 
 
@@ -28,8 +34,11 @@ async def get_readable(
     annotation = await repository.get(session, annotation_id)
     if annotation is None:
         raise NotFound(f"annotation {annotation_id} not found")
-    if not can_read(principal, annotation.owner, annotation.is_shared):
-        raise Forbidden(f"annotation {annotation_id} belongs to another user and is not shared")
+    if not can_read(principal, annotation.owner, annotation.is_shared, annotation.project_id):
+        raise Forbidden(
+            f"annotation {annotation_id} belongs to another user, is not shared "
+            "and is not in a project your token lists"
+        )
     return annotation
 
 
@@ -37,7 +46,7 @@ async def get_writable(
     session: AsyncSession, principal: Principal, annotation_id: int
 ) -> Annotation:
     annotation = await get_readable(session, principal, annotation_id)
-    require_write(principal, annotation.owner)
+    require_write(principal, annotation.owner, annotation.project_id)
     return annotation
 
 
@@ -55,7 +64,9 @@ async def update(
     session: AsyncSession, principal: Principal, annotation_id: int, body: AnnotationUpdate
 ) -> Annotation:
     annotation = await get_writable(session, principal, annotation_id)
-    for field, value in body.model_dump(exclude_unset=True).items():
+    changes = body.model_dump(exclude_unset=True)
+    _check_sharing_change(principal, annotation, changes)
+    for field, value in changes.items():
         if value is None and field in (
             "study_instance_uid",
             "data",
@@ -66,7 +77,27 @@ async def update(
         setattr(annotation, field, value)
     await session.flush()
     await session.refresh(annotation)
+    await audit.record(
+        session,
+        principal,
+        AuditAction.ANNOTATION_UPDATE,
+        annotation_id=annotation_id,
+        detail={"fields": sorted(changes)},
+    )
     return annotation
+
+
+def _check_sharing_change(
+    principal: Principal, annotation: Annotation, changes: dict[str, object]
+) -> None:
+    """Who else may see an annotation is the owner's call, into a project they belong to."""
+    shared = changes.get("is_shared")
+    if shared is not None and shared != annotation.is_shared:
+        require_owner(principal, annotation.owner, "is_shared")
+    project = changes.get("project_id", annotation.project_id)
+    if project != annotation.project_id:
+        require_owner(principal, annotation.owner, "project_id")
+        require_project_member(principal, project if isinstance(project, str) else None)
 
 
 async def delete(
@@ -91,4 +122,7 @@ async def delete(
         prefix=f"{key_prefix}{annotation_id}/",
     )
     await repository.delete_by_id(session, annotation_id)
+    await audit.record(
+        session, principal, AuditAction.ANNOTATION_DELETE, annotation_id=annotation_id
+    )
     await deletions.run_now(session, storage, key_prefix, [pending], f"annotation {annotation_id}")

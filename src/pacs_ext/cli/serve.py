@@ -25,7 +25,7 @@ def serve(
     if port:
         os.environ["APP_SERVER__PORT"] = str(port)
     settings = settings_or_exit()
-    settings.jwt_secret()
+    settings.hs256_secret()  # a development secret is made once, before workers race for it
     if settings.object_storage.provider == "local":
         settings.local_storage_secret()
     else:

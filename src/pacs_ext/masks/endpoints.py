@@ -232,6 +232,7 @@ async def get_download_url(
     signed = await legacy.sign_download(
         ctx.settings, ctx.storage, mask.object_key, ttl, content_disposition=disposition
     )
+    await service.audit_download(ctx, annotation_id, mask, signed.expires_at)
     return DownloadUrl(url=signed.url, expires_at=signed.expires_at)
 
 
@@ -257,4 +258,5 @@ async def get_mask_content(
     signed = await legacy.sign_download(
         ctx.settings, ctx.storage, mask.object_key, ctx.settings.signed_url.default_ttl
     )
+    await service.audit_download(ctx, annotation_id, mask, signed.expires_at)
     return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..annotations import service as annotation_service
+from ..audit import service as audit
+from ..audit.schemas import AuditAction
 from ..auth import Principal
 from ..config import Settings
 from ..deletions import service as deletions
@@ -120,6 +124,8 @@ async def create_group(
     if targets:
         group.upload_expires_at = max(t["expires_at"] for t in targets)
     await ctx.session.flush()
+    await _audit(ctx, AuditAction.MASK_GROUP_CREATE, annotation_id, group.id, files=len(rows))
+    await _audit_urls(ctx, annotation_id, group.id, targets)
     log.info("mask_group.created", annotation_id=annotation_id, group_id=group.id, files=len(rows))
     return group, targets
 
@@ -163,6 +169,7 @@ async def upload_urls(
     if group.upload_expires_at is None or latest > group.upload_expires_at:
         group.upload_expires_at = latest
     await ctx.session.flush()
+    await _audit_urls(ctx, annotation_id, group_id, targets)
     return targets
 
 
@@ -218,6 +225,7 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
             return group
         raise Conflict(f"mask group {group_id} changed while completing; try again")
     await repo.insert_masks(ctx.session, rows)
+    await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     await ctx.session.refresh(group)
     # metadata.json last: if writing it fails, the transaction rolls back and a retry redoes all.
     async with translate_storage_errors("complete (writing metadata.json)"):
@@ -245,12 +253,16 @@ async def update_group(
     ctx: Ctx, annotation_id: int, group_id: int, body: MaskGroupUpdate
 ) -> MaskGroup:
     annotation, group = await writable_group(ctx, annotation_id, group_id)
-    for k, v in body.model_dump(exclude_unset=True).items():
+    changes = body.model_dump(exclude_unset=True)
+    for k, v in changes.items():
         if v is None and k == "mask_type":
             continue
         setattr(group, k, v)
     await ctx.session.flush()
     await ctx.session.refresh(group)
+    await _audit(
+        ctx, AuditAction.MASK_GROUP_UPDATE, annotation_id, group_id, fields=sorted(changes)
+    )
     if group.status == COMPLETE:
         await write_metadata(ctx, annotation, group)
     return group
@@ -283,6 +295,7 @@ async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
         prefix=group_prefix(ctx.key_prefix, annotation_id, group_id),
     )
     await repo.delete_group(ctx.session, group_id)
+    await _audit(ctx, AuditAction.MASK_GROUP_DELETE, annotation_id, group_id)
     await deletions.run_now(
         ctx.session, ctx.storage, ctx.key_prefix, [pending], f"mask group {group_id}"
     )
@@ -316,6 +329,48 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
     )
     await repo.delete_mask(ctx.session, mask_id)
     await repo.delete_declared(ctx.session, group_id, mask.filename)
+    await audit.record(
+        ctx.session,
+        ctx.principal,
+        AuditAction.MASK_DELETE,
+        annotation_id=annotation_id,
+        group_id=group_id,
+        mask_id=mask_id,
+        object_key=mask.object_key,
+    )
     # metadata.json before the commit: if writing it fails nothing has changed yet.
     await write_metadata(ctx, annotation, group)
     await deletions.run_now(ctx.session, ctx.storage, ctx.key_prefix, [pending], f"mask {mask_id}")
+
+
+async def audit_download(ctx: Ctx, annotation_id: int, mask: Mask, expires_at: datetime) -> None:
+    """Record a signed GET handed out for the mask's object (key, method, expiry)."""
+    await audit.record_signed_urls(
+        ctx.session,
+        ctx.principal,
+        "GET",
+        [audit.IssuedUrl(mask.object_key, expires_at)],
+        annotation_id=annotation_id,
+        group_id=mask.group_id,
+        mask_id=mask.id,
+    )
+
+
+# Audit hooks: one line at each call site; audit/service.py does the work.
+async def _audit(
+    ctx: Ctx, action: AuditAction, annotation_id: int, group_id: int, **detail: object
+) -> None:
+    await audit.record(
+        ctx.session,
+        ctx.principal,
+        action,
+        annotation_id=annotation_id,
+        group_id=group_id,
+        detail=detail or None,
+    )
+
+
+async def _audit_urls(ctx: Ctx, annotation_id: int, group_id: int, targets: Sequence[Any]) -> None:
+    await audit.record_upload_targets(
+        ctx.session, ctx.principal, targets, annotation_id=annotation_id, group_id=group_id
+    )

@@ -1,6 +1,7 @@
 """ORM models, one module per table."""
 
 from .annotation import Annotation
+from .audit_event import AuditEvent
 from .base import Base
 from .idempotency_key import IdempotencyKey
 from .mask import Mask
@@ -10,6 +11,7 @@ from .pending_deletion import PendingDeletion
 
 __all__ = [
     "Annotation",
+    "AuditEvent",
     "Base",
     "IdempotencyKey",
     "Mask",

@@ -16,6 +16,7 @@ class Annotation(TimestampMixin, Base):
     __table_args__ = (
         Index("ix_annotations_owner_created", "owner", "created_at"),
         Index("ix_annotations_study", "study_instance_uid"),
+        Index("ix_annotations_project", "project_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -30,6 +31,8 @@ class Annotation(TimestampMixin, Base):
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False, default=dict)
     measurement_values: Mapped[list[Any]] = mapped_column(JsonType, nullable=False, default=list)
     is_shared: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Tokens listing this project may read the annotation (and write, with the write role).
+    project_id: Mapped[str | None] = mapped_column(String(255))
 
     mask_groups: Mapped[list[MaskGroup]] = relationship(
         back_populates="annotation", cascade="all, delete-orphan", passive_deletes=True

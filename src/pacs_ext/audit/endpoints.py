@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ..auth import CurrentUser
+from ..deps import SessionDep
+from ..schemas import ERROR_RESPONSES, Page
+from . import service
+from .schemas import AuditAction, AuditEventRead, AuditFilters
+
+router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
+
+
+@router.get("", response_model=Page[AuditEventRead])
+async def list_audit_events(
+    user: CurrentUser,
+    session: SessionDep,
+    subject: Annotated[str | None, Query(max_length=255)] = None,
+    action: Annotated[AuditAction | None, Query()] = None,
+    annotation_id: Annotated[int | None, Query()] = None,
+    group_id: Annotated[int | None, Query()] = None,
+    since: Annotated[
+        datetime | None,
+        Query(alias="from", description="events at or after this time (ISO 8601; UTC if naive)"),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Query(alias="to", description="events before this time (ISO 8601; UTC if naive)"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[AuditEventRead]:
+    """The audit trail, newest first (admins only)."""
+    filters = AuditFilters(
+        subject=subject,
+        action=action,
+        annotation_id=annotation_id,
+        group_id=group_id,
+        since=since,
+        until=until,
+    )
+    rows, total = await service.list_events(session, user, filters, limit, offset)
+    items = [AuditEventRead.model_validate(r) for r in rows]
+    return Page(items=items, total=total, limit=limit, offset=offset)
