@@ -9,7 +9,7 @@ import pytest
 from fixtures.databases import postgres_database
 from fixtures.isolated import own_server
 from fixtures.rgw import Rgw
-from fixtures.rgw_outage import OUTAGE_STORAGE_SETTINGS, PAUSED_SERVE
+from fixtures.rgw_outage import PAUSED_SERVE, SMALL_PARTS
 from fixtures.server import ServerProcess, s3_server
 
 FAULTY_SERVE = Path(__file__).resolve().parent.parent / "fixtures" / "faulty_serve.py"
@@ -35,7 +35,7 @@ def outage_server(
     points (fixtures/paused_storage.py)."""
     folder = tmp_path_factory.mktemp("outage-server")
     with outage_rgw.bucket() as bucket, postgres_database() as url:
-        srv = s3_server(folder, url, outage_rgw, bucket, **OUTAGE_STORAGE_SETTINGS)
+        srv = s3_server(folder, url, outage_rgw, bucket, **SMALL_PARTS)
         srv.launcher = [sys.executable, str(PAUSED_SERVE)]
         srv.start()
         try:
