@@ -8,7 +8,7 @@ import pytest
 
 from fixtures.databases import database
 from fixtures.objects import StoredObjects
-from fixtures.rgw import Rgw, suite_rgw
+from fixtures.rgw import Rgw, started_rgw, suite_rgw
 from fixtures.server import ServerProcess, s3_server
 
 MiB = 1024 * 1024
@@ -44,6 +44,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
     """The suite's Ceph RGW: the one scripts/test.sh started, else one started here."""
     with suite_rgw(tmp_path_factory.mktemp("rgw")) as r:
+        yield r
+
+
+@pytest.fixture(scope="session")
+def outage_rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
+    """A Ceph RGW of its own for tests that stop and restart the gateway: the suite's RGW
+    keeps serving every other test meanwhile."""
+    with started_rgw(tmp_path_factory.mktemp("rgw-outage")) as r:
         yield r
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from fixtures.databases import sqlite_database
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
-from fixtures.rgw import Rgw, started_rgw
+from fixtures.rgw import Rgw
 from fixtures.server import s3_server
 
 pytestmark = pytest.mark.rgw
@@ -49,16 +49,6 @@ def test_wrong_secret_is_a_clear_503(rgw: Rgw, bucket: str, tmp_path: Path) -> N
             assert "not-the-secret-key" not in srv.log_path.read_text()
         finally:
             srv.stop()
-
-
-@pytest.fixture
-def outage_rgw(rgw: Rgw, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
-    """An RGW whose gateway this test may stop: the suite's when rgw.sh runs it here."""
-    if rgw.dir is not None:
-        yield rgw
-        return
-    with started_rgw(tmp_path_factory.mktemp("rgw-outage")) as own:
-        yield own
 
 
 def test_storage_down_is_503_nothing_committed_then_complete_succeeds(

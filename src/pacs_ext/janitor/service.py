@@ -115,6 +115,8 @@ class _Run:
             self.report.expired_groups.acted += 1
             log.info("mask_group.expired", annotation_id=annotation_id, group_id=group_id)
             if self.storage.capabilities.multipart:
+                # Part of expiring the group, not counted as stale uploads; one that fails
+                # here is aborted by the recorded deletion (it lists the group's uploads).
                 for key, upload_id in uploads:
                     await self._abort(key, upload_id)
             await self._finish(session, pending.id)
@@ -188,15 +190,18 @@ class _Run:
                 }
             )
             if self.report.apply:
-                await self._abort(upload.key, upload.upload_id)
+                if await self._abort(upload.key, upload.upload_id):
+                    finding.acted += 1
+                else:
+                    finding.failed += 1
 
-    async def _abort(self, key: str, upload_id: str) -> None:
+    async def _abort(self, key: str, upload_id: str) -> bool:
         try:
             await self.storage.abort_multipart(key, upload_id)
-            self.report.stale_multipart_uploads.acted += 1
         except StorageError as exc:
-            self.report.stale_multipart_uploads.failed += 1
             self.report.errors.append(f"abort {key}: {exc}")
+            return False
+        return True
 
     # ---- orphan objects and masks whose object is gone --------------------------------------
 
