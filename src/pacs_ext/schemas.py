@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 T = TypeVar("T")
@@ -47,10 +46,9 @@ Text = Annotated[str, AfterValidator(_valid_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_valid_json)]
 JsonArray = Annotated[list[Any], AfterValidator(_valid_json)]
 
-# Ids in paths: positive and within a 64-bit integer (the databases' BIGINT), so that a huge
-# number is a 422 instead of an overflow inside the database driver.
+# Ids and offsets stay within a 64-bit integer (the databases' BIGINT), so that a huge number
+# is a 422 instead of an overflow inside the database driver.
 MAX_BIGINT = 2**63 - 1
-ResourceId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
 
 
 class Page(BaseModel, Generic[T]):

@@ -56,3 +56,36 @@ def test_unknown_command_is_a_clear_error(env: dict[str, str]) -> None:
     r = run(env, "frobnicate")
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
+
+
+def test_client_commands_do_not_load_the_server() -> None:
+    """`pacs-ext upload/download` import only the SDK: no FastAPI, Alembic, uvicorn, ORM."""
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pacs_ext.cli import load_command\n"
+        "load_command('upload'); load_command('download')\n"
+        "print(' '.join(m for m in ('fastapi', 'alembic', 'uvicorn', 'sqlalchemy', "
+        "'aiobotocore') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
+
+
+def test_help_lists_every_command(env: dict[str, str]) -> None:
+    r = run(env, "--help")
+    assert r.returncode == 0
+    for name in (
+        "db",
+        "storage",
+        "serve",
+        "token",
+        "upload",
+        "download",
+        "janitor",
+        "migrate",
+        "reindex",
+    ):
+        assert name in r.stdout

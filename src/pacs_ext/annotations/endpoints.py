@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Query, status
 
 from ..auth import CurrentUser
 from ..deps import SessionDep, SettingsDep, StorageDep
-from ..schemas import ERROR_RESPONSES, MAX_BIGINT, Page, ResourceId
+from ..params import ResourceId
+from ..schemas import ERROR_RESPONSES, MAX_BIGINT, Page
 from . import service
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationRead, AnnotationUpdate
 

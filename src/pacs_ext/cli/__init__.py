@@ -1,35 +1,68 @@
-"""`pacs-ext`: the command line. One module per command group."""
+"""`pacs-ext`: the command line. One module per command group, imported only when its
+command runs, so `pacs-ext upload` does not pay for the server's imports (FastAPI, Alembic)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from ..config import ConfigError
-from . import db, janitor, serve, storage, token
-from . import download as download_cmd
-from . import upload as upload_cmd
-from .migrate import migrate_cmd
-from .reindex import reindex_cmd
+
+# command name → (module in this package, attribute): a typer.Typer (a group) or a function.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("db", "app"),
+    "storage": ("storage", "app"),
+    "serve": ("serve", "serve"),
+    "token": ("token", "token"),
+    # Client commands (the SDK in pacs_ext.client): talk to a running server.
+    "upload": ("upload", "upload"),
+    "download": ("download", "download"),
+    "janitor": ("janitor", "janitor"),
+    "migrate": ("migrate", "migrate_cmd"),
+    "reindex": ("reindex", "reindex_cmd"),
+}
+
+
+def load_command(name: str) -> Any:  # a command of typer's vendored click
+    module_name, attr = COMMANDS[name]
+    target: Any = getattr(importlib.import_module(f"{__name__}.{module_name}"), attr)
+    if isinstance(target, typer.Typer):
+        group = typer.main.get_group(target)
+        group.name = name
+        return group
+    single = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+    single.command(name)(target)
+    command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class LazyCommands(TyperGroup):
+    # Typed Any: typer vendors its own click, whose classes it does not export.
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        return load_command(cmd_name) if cmd_name in COMMANDS else None
+
 
 app = typer.Typer(
     name="pacs-ext",
+    cls=LazyCommands,
     help="PACS Extension Server: annotations and segmentation masks on object storage.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(db.app, name="db")
-app.add_typer(storage.app, name="storage")
-app.command("serve")(serve.serve)
-app.command("token")(token.token)
-# Client commands (the SDK in pacs_ext.client): talk to a running server.
-app.command("upload")(upload_cmd.upload)
-app.command("download")(download_cmd.download)
-app.command("janitor")(janitor.janitor)
-app.command("migrate")(migrate_cmd)
-app.command("reindex")(reindex_cmd)
+
+
+@app.callback()
+def _root() -> None:
+    """PACS Extension Server: annotations and segmentation masks on object storage."""
 
 
 def main() -> None:

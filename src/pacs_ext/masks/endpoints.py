@@ -11,7 +11,8 @@ from ..annotations import service as annotation_service
 from ..auth import CurrentUser, CurrentUserOrQueryToken
 from ..deps import SessionDep, SettingsDep, StorageDep
 from ..migration import legacy
-from ..schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page, ResourceId
+from ..params import ResourceId
+from ..schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
 from . import idempotency, service
 from . import repository as repo
 from .schemas import (
