@@ -282,11 +282,10 @@ async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     resource = f"annotations/{annotation_id}/mask-groups/{group_id}"
     await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
     if await repo.get_group(ctx.session, annotation_id, group_id) is None:
-        if await deletions.resume(
-            ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource
-        ):
-            return
-        raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
+        await _resume_or_not_found(
+            ctx, resource, f"mask group {group_id} not found in annotation {annotation_id}"
+        )
+        return
     pending = await deletions.schedule(
         ctx.session,
         resource=resource,
@@ -302,6 +301,14 @@ async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     log.info("mask_group.deleted", annotation_id=annotation_id, group_id=group_id)
 
 
+async def _resume_or_not_found(ctx: Ctx, resource: str, missing: str) -> None:
+    """A DELETE of something already gone finishes its recorded deletion, else it is a 404."""
+    if not await deletions.resume(
+        ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource
+    ):
+        raise NotFound(missing)
+
+
 async def readable_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int) -> Mask:
     await readable_group(ctx, annotation_id, group_id)
     mask = await repo.get_mask(ctx.session, group_id, mask_id)
@@ -315,11 +322,10 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
     annotation, group = await writable_group(ctx, annotation_id, group_id)
     mask = await repo.get_mask(ctx.session, group_id, mask_id)
     if mask is None:
-        if await deletions.resume(
-            ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource
-        ):
-            return
-        raise NotFound(f"mask {mask_id} not found in mask group {group_id}")
+        await _resume_or_not_found(
+            ctx, resource, f"mask {mask_id} not found in mask group {group_id}"
+        )
+        return
     pending = await deletions.schedule(
         ctx.session,
         resource=resource,
