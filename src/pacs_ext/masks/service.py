@@ -79,10 +79,15 @@ async def readable_group(
 
 
 async def writable_group(
-    ctx: Ctx, annotation_id: int, group_id: int
+    ctx: Ctx, annotation_id: int, group_id: int, *, lock: bool = False
 ) -> tuple[Annotation, MaskGroup]:
+    """The annotation and group, checked for write access; with `lock`, the group row stays
+    locked until the request's transaction ends (see repository.lock_group)."""
     annotation = await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
-    group = await repo.get_group(ctx.session, annotation_id, group_id)
+    if lock:
+        group = await repo.lock_group(ctx.session, annotation_id, group_id)
+    else:
+        group = await repo.get_group(ctx.session, annotation_id, group_id)
     if group is None:
         raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
     return annotation, group
@@ -134,7 +139,8 @@ async def upload_urls(
     ctx: Ctx, annotation_id: int, group_id: int, files: list[FileSpec], ttl_seconds: int | None
 ) -> list[Target]:
     """Sign new or renewed URLs; a file declared again with other size/MD5 replaces the old."""
-    _, group = await writable_group(ctx, annotation_id, group_id)
+    # Locked: a concurrent complete, delete or declaration of the same file waits for us.
+    _, group = await writable_group(ctx, annotation_id, group_id, lock=True)
     if group.status != PENDING:
         raise Conflict(
             f"mask group {group_id} is {group.status}; create a new group to upload more files"
@@ -176,7 +182,8 @@ async def upload_urls(
 async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     """Verify every declared object by listing the prefix, then record masks in one go."""
     started = time.perf_counter()
-    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    # Locked until commit: files cannot be declared, nor the group deleted, while we verify.
+    annotation, group = await writable_group(ctx, annotation_id, group_id, lock=True)
     if group.status == COMPLETE:
         return group
     if group.status != PENDING:
@@ -220,9 +227,12 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     if not await repo.claim_completion(
         ctx.session, group_id, {"completed_at": now, "slice_count": slice_count, "updated_at": now}
     ):
-        await ctx.session.refresh(group)
-        if group.status == COMPLETE:
-            return group
+        # Not expected under the lock; answer from the row as it is now, never a 500.
+        current = await repo.lock_group(ctx.session, annotation_id, group_id)
+        if current is None:
+            raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
+        if current.status == COMPLETE:
+            return current
         raise Conflict(f"mask group {group_id} changed while completing; try again")
     await repo.insert_masks(ctx.session, rows)
     await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
@@ -281,7 +291,8 @@ async def write_metadata(ctx: Ctx, annotation: Annotation, group: MaskGroup) -> 
 async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     resource = f"annotations/{annotation_id}/mask-groups/{group_id}"
     await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
-    if await repo.get_group(ctx.session, annotation_id, group_id) is None:
+    # Locked: a complete or upload-urls in flight finishes first, then the group goes.
+    if await repo.lock_group(ctx.session, annotation_id, group_id) is None:
         await _resume_or_not_found(
             ctx, resource, f"mask group {group_id} not found in annotation {annotation_id}"
         )
@@ -319,7 +330,7 @@ async def readable_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: in
 
 async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int) -> None:
     resource = f"annotations/{annotation_id}/mask-groups/{group_id}/masks/{mask_id}"
-    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    annotation, group = await writable_group(ctx, annotation_id, group_id, lock=True)
     mask = await repo.get_mask(ctx.session, group_id, mask_id)
     if mask is None:
         await _resume_or_not_found(
