@@ -234,6 +234,11 @@ class Sender:
             raise _Expired(reason)
         if response.status_code in RETRYABLE_STATUSES:
             raise _Retry(reason, retry_after_seconds(response))
+        if "BadDigest" in reason:
+            raise FileUploadError(
+                f"its bytes differ from the MD5 computed before the upload (did the file "
+                f"change while it was being uploaded?); storage refused them: {reason}"
+            )
         raise FileUploadError(f"storage refused the upload: {reason}")
 
     async def _stream(

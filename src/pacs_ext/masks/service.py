@@ -165,6 +165,7 @@ async def upload_urls(
         for k, v in row.items():
             setattr(old, k, v)
         old.upload_id, old.part_size = row.get("upload_id"), row.get("part_size")
+        old.multipart_etag = row.get("multipart_etag")
     await repo.insert_files(ctx.session, new_rows)
     await multipart.abort_stale(ctx, stale)
     slices = {s.slice_index for s in files if s.slice_index is not None}

@@ -72,6 +72,8 @@ def file_row(key_prefix: str, annotation_id: int, group_id: int, spec: FileSpec)
         "sop_instance_uid": spec.sop_instance_uid,
         "width": spec.width,
         "height": spec.height,
+        # Set for multipart uploads with declared part MD5s (multipart.multipart_targets).
+        "multipart_etag": None,
     }
 
 
