@@ -219,6 +219,9 @@ class JanitorSettings(BaseModel):
     apply: bool = True
     # Idempotency-Key records of group creations older than this are forgotten.
     idempotency_retention_seconds: int = Field(86400, ge=60)
+    # A deleted annotation, group or mask is remembered this long, so a retried DELETE
+    # (its first answer lost) gets 204 rather than 404; the janitor prunes older ones.
+    tombstone_retention_seconds: int = Field(86400, ge=60)
 
 
 class Settings(BaseSettings):

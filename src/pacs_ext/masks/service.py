@@ -17,8 +17,9 @@ from ..audit.schemas import AuditAction
 from ..auth import Principal
 from ..config import Settings
 from ..deletions import service as deletions
+from ..deletions import tombstones
 from ..exceptions import Conflict, NotFound
-from ..models import Annotation, Mask, MaskGroup
+from ..models import Annotation, Mask, MaskGroup, tombstone
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
 from ..observability import metrics
@@ -291,13 +292,24 @@ async def write_metadata(ctx: Ctx, annotation: Annotation, group: MaskGroup) -> 
 
 async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     resource = f"annotations/{annotation_id}/mask-groups/{group_id}"
-    await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
+    annotation = await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
     # Locked: a complete or upload-urls in flight finishes first, then the group goes.
     if await repo.lock_group(ctx.session, annotation_id, group_id) is None:
         await _resume_or_not_found(
-            ctx, resource, f"mask group {group_id} not found in annotation {annotation_id}"
+            ctx,
+            resource,
+            f"mask group {group_id} not found in annotation {annotation_id}",
+            (tombstone.MASK_GROUP, group_id, annotation_id),
         )
         return
+    await tombstones.bury(
+        ctx.session,
+        tombstone.MASK_GROUP,
+        group_id,
+        parent_id=annotation_id,
+        owner=annotation.owner,
+        deleted_by=ctx.principal.subject,
+    )
     pending = await deletions.schedule(
         ctx.session,
         resource=resource,
@@ -313,10 +325,21 @@ async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     log.info("mask_group.deleted", annotation_id=annotation_id, group_id=group_id)
 
 
-async def _resume_or_not_found(ctx: Ctx, resource: str, missing: str) -> None:
-    """A DELETE of something already gone finishes its recorded deletion, else it is a 404."""
-    if not await deletions.resume(
-        ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource
+async def _resume_or_not_found(
+    ctx: Ctx, resource: str, missing: str, buried: tuple[str, int, int]
+) -> None:
+    """A DELETE of something already gone finishes its recorded deletion; a retry of one
+    that succeeded (its answer lost) is a 204 again while its tombstone lasts; else 404."""
+    if await deletions.resume(ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource):
+        return
+    kind, object_id, parent_id = buried
+    if not await tombstones.recently_deleted(
+        ctx.session,
+        ctx.principal,
+        kind,
+        object_id,
+        parent_id=parent_id,
+        retention_seconds=ctx.settings.janitor.tombstone_retention_seconds,
     ):
         raise NotFound(missing)
 
@@ -335,9 +358,20 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
     mask = await repo.get_mask(ctx.session, group_id, mask_id)
     if mask is None:
         await _resume_or_not_found(
-            ctx, resource, f"mask {mask_id} not found in mask group {group_id}"
+            ctx,
+            resource,
+            f"mask {mask_id} not found in mask group {group_id}",
+            (tombstone.MASK, mask_id, group_id),
         )
         return
+    await tombstones.bury(
+        ctx.session,
+        tombstone.MASK,
+        mask_id,
+        parent_id=group_id,
+        owner=annotation.owner,
+        deleted_by=ctx.principal.subject,
+    )
     pending = await deletions.schedule(
         ctx.session,
         resource=resource,
