@@ -26,6 +26,8 @@ STREAM_THRESHOLD = 8 * 1024 * 1024
 MAX_RENEWALS = 3
 
 Declare = Callable[[list[LocalFile]], Awaitable[list[UploadTarget]]]
+# The target of one multipart file with its part URLs from part number `start` on (a page).
+MoreParts = Callable[[LocalFile, int], Awaitable[UploadTarget]]
 
 
 class FileUploadError(Exception):
@@ -108,7 +110,9 @@ class Sender:
         progress: TransferProgress,
         stats: TransferStats,
         concurrency: int,
+        more_parts: MoreParts | None = None,
     ) -> None:
+        self._more_parts = more_parts
         self._http = http
         self._retry = retry
         self._renewer = renewer
@@ -158,7 +162,19 @@ class Sender:
         await self._multipart(f, target, parts_done.setdefault(target.upload_id or "", set()))
 
     async def _multipart(self, f: LocalFile, target: UploadTarget, done: set[int]) -> None:
-        """PUT every part not yet stored (the server completes the upload at `complete`)."""
+        """PUT every part not yet stored, page after page of part URLs (the server signs
+        at most a page per answer); the server completes the upload at `complete`."""
+        while True:
+            await self._page(f, target, done)
+            assert target.parts is not None
+            after = max(p.part_number for p in target.parts) + 1
+            if not target.part_count or after > target.part_count:
+                return
+            if self._more_parts is None:
+                raise FileUploadError("the server sent only some part URLs and no way to ask more")
+            target = await self._more_parts(f, after)
+
+    async def _page(self, f: LocalFile, target: UploadTarget, done: set[int]) -> None:
         if not target.parts or not target.part_size:
             raise FileUploadError("the server returned a multipart target without parts")
         part_size, expires = target.part_size, target.expires_at

@@ -33,6 +33,8 @@ from .transfer import (
 
 # `complete` → upload what it says is missing → `complete` again, at most this many times.
 MAX_ROUNDS = 3
+# Part URLs asked for per page (the server may send fewer: signed_url.part_urls_per_page).
+PART_PAGE = 1000
 GAVE_UP = "not attempted: too many files in a row failed"
 
 
@@ -225,6 +227,18 @@ class _Run:
             self.annotation_id, self.group_id, [f.spec() for f in batch], ttl_seconds=self.ttl
         )
 
+    async def _more_parts(self, f: LocalFile, start: int) -> UploadTarget:
+        """The next page of a multipart file's part URLs (its declaration unchanged, so the
+        server keeps its upload and the parts stored)."""
+        (target,) = await self.client.upload_urls(
+            self.annotation_id,
+            self.group_id,
+            [f.spec()],
+            ttl_seconds=self.ttl,
+            parts={f.name: (start, PART_PAGE)},
+        )
+        return target
+
     def _renewer_for(self) -> Renewer:
         if self._renewer is None:
             self._renewer = Renewer(self._upload_urls, self.batch_size, self.stats)
@@ -281,6 +295,7 @@ class _Run:
             self.progress,
             self.stats,
             self.concurrency,
+            self._more_parts,
         )
         # Stop early when everything fails (storage down, CORS, bad clock): no point waiting
         # out the backoff of thousands of files.

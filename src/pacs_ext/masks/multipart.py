@@ -124,7 +124,11 @@ async def abort_stale(ctx: Ctx, stale: Sequence[tuple[str, str]]) -> None:
 
 
 async def multipart_targets(
-    ctx: Ctx, rows: list[dict[str, Any]], specs: Sequence[FileSpec], ttl: int
+    ctx: Ctx,
+    rows: list[dict[str, Any]],
+    specs: Sequence[FileSpec],
+    ttl: int,
+    pages: Sequence[tuple[int, int] | None],
 ) -> list[Target]:
     settings, storage = ctx.settings, ctx.storage
     uses = [uses_multipart(settings, storage, s.size) for s in specs]
@@ -152,7 +156,7 @@ async def multipart_targets(
         upload_ids = iter(await _bounded(jobs))
 
     targets: list[Target] = []
-    for row, spec, part_size in zip(rows, specs, sizes, strict=True):
+    for row, spec, part_size, page in zip(rows, specs, sizes, pages, strict=True):
         if part_size is None:
             row["upload_id"], row["part_size"] = None, None
             targets.append(single_target(storage, row, ttl))
@@ -160,7 +164,9 @@ async def multipart_targets(
         upload_id = next(upload_ids)
         row["upload_id"], row["part_size"] = upload_id, part_size
         row["multipart_etag"] = declared_etag(spec.part_md5s) if spec.part_md5s else None
-        targets.append(multipart_target(storage, row, upload_id, part_size, ttl, spec.part_md5s))
+        targets.append(
+            multipart_target(storage, row, upload_id, part_size, ttl, spec.part_md5s, page)
+        )
     return targets
 
 

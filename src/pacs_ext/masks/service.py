@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,7 @@ from ..models.mask_group import COMPLETE, PENDING
 from ..observability import metrics
 from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
-from . import multipart
+from . import multipart, signing
 from . import repository as repo
 from .keys import METADATA_NAME, group_prefix, object_key
 from .schemas import (
@@ -33,8 +33,9 @@ from .schemas import (
     MaskGroupCreate,
     MaskGroupRead,
     MaskGroupUpdate,
+    PartRange,
 )
-from .uploads import Target, check_specs, file_row, resolve_ttl, single_target, uses_multipart
+from .uploads import Target, check_specs, file_row, resolve_ttl, single_target
 from .verify import mask_row, metadata_document, verify
 
 log = structlog.get_logger(__name__)
@@ -101,12 +102,23 @@ async def prepare_signing(ctx: Ctx) -> None:
 
 
 async def _targets(
-    ctx: Ctx, rows: list[dict[str, object]], specs: Sequence[FileSpec], ttl: int
+    ctx: Ctx,
+    group: MaskGroup,
+    rows: list[dict[str, object]],
+    specs: Sequence[FileSpec],
+    ttl: int,
+    ranges: Mapping[str, PartRange] | None = None,
 ) -> list[Target]:
+    # Counted and capped before anything is signed or any multipart upload started.
+    pages, urls = signing.plan(ctx.settings, ctx.storage, specs, ranges)
+    signing.check_caps(ctx.settings, group, urls)
     await prepare_signing(ctx)
-    if any(uses_multipart(ctx.settings, ctx.storage, s.size) for s in specs):
-        return await multipart.multipart_targets(ctx, rows, specs, ttl)
-    return [single_target(ctx.storage, row, ttl) for row in rows]
+    if any(page is not None for page in pages):
+        targets = await multipart.multipart_targets(ctx, rows, specs, ttl, pages)
+    else:
+        targets = [single_target(ctx.storage, row, ttl) for row in rows]
+    group.urls_signed = (group.urls_signed or 0) + urls
+    return targets
 
 
 async def create_group(
@@ -125,7 +137,7 @@ async def create_group(
     ctx.session.add(group)
     await ctx.session.flush()
     rows = [file_row(ctx.key_prefix, annotation_id, group.id, s) for s in body.files]
-    targets = await _targets(ctx, rows, body.files, ttl)
+    targets = await _targets(ctx, group, rows, body.files, ttl)
     await repo.insert_files(ctx.session, rows)
     if targets:
         group.upload_expires_at = max(t["expires_at"] for t in targets)
@@ -137,7 +149,12 @@ async def create_group(
 
 
 async def upload_urls(
-    ctx: Ctx, annotation_id: int, group_id: int, files: list[FileSpec], ttl_seconds: int | None
+    ctx: Ctx,
+    annotation_id: int,
+    group_id: int,
+    files: list[FileSpec],
+    ttl_seconds: int | None,
+    parts: Mapping[str, PartRange] | None = None,
 ) -> list[Target]:
     """Sign new or renewed URLs; a file declared again with other size/MD5 replaces the old."""
     # Locked: a concurrent complete, delete or declaration of the same file waits for us.
@@ -156,7 +173,7 @@ async def upload_urls(
         old = existing.get(str(row["filename"]))
         if old is not None and (upload_id := multipart.carry_over(ctx, old, row, spec)):
             stale.append((old.object_key, upload_id))
-    targets = await _targets(ctx, rows, files, ttl)
+    targets = await _targets(ctx, group, rows, files, ttl, parts)
     new_rows = []
     for row in rows:
         old = existing.get(str(row["filename"]))
