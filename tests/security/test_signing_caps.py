@@ -20,6 +20,8 @@ from fixtures.isolated import own_server
 from fixtures.objects import S3Objects
 from fixtures.rgw import Rgw
 from fixtures.server import BIN, ServerProcess, make_token, s3_server
+from pacs_ext.client.files import LocalFile
+from pacs_ext.client.transfer import chunks, expected_urls
 
 MiB = 1024 * 1024
 TiB = 1024**4
@@ -173,3 +175,21 @@ def test_the_cli_fetches_part_pages_as_it_goes(paged: ServerProcess, tmp_path: P
         url = alice.get(f"{base}/masks/{mask['id']}/download-url").json()["url"]
         got = httpx.get(url, timeout=120).content
         assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+
+
+def test_the_sdk_batches_declarations_within_the_url_cap() -> None:
+    """20 files of 20 GiB (1,280 parts each, a first page of 1,000) and small ones: no batch
+    asks the server for more than 10,000 URLs."""
+    big = [
+        LocalFile(Path(f"v{i}.nii"), f"v{i}.nii", 20 * 1024 * MiB, 0, "application/octet-stream")
+        for i in range(20)
+    ]
+    small = [
+        LocalFile(Path(f"{i:04d}_a.png"), f"{i:04d}_a.png", 2048, 0, "image/png")
+        for i in range(600)
+    ]
+    batches = chunks([*big, *small], 500)
+    assert [f.name for b in batches for f in b] == [f.name for f in [*big, *small]]
+    assert all(sum(expected_urls(f) for f in b) <= 10_000 for b in batches)
+    assert all(len(b) <= 500 for b in batches)
+    assert [len(b) for b in batches[:2]] == [10, 10]

@@ -16,7 +16,7 @@ from ..masks.schemas import PartTarget, UploadTarget
 from .api import _describe, storage_message
 from .errors import LocalFileError
 from .expiry import Issued, has_expired, refused_as_expired
-from .files import CHUNK, LocalFile, read_range
+from .files import CHUNK, LocalFile, needs_part_md5s, part_size, read_range
 from .progress import TransferProgress
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 
@@ -76,8 +76,8 @@ class Renewer:
         results: dict[str, Issued] = {}
         error: Exception | None = None
         try:
-            for i in range(0, len(files), self._batch_size):
-                for t in await self._declare(files[i : i + self._batch_size]):
+            for batch in chunks(files, self._batch_size):
+                for t in await self._declare(batch):
                     results[t.filename] = Issued(t)
             self._stats.renewed += len(results)
         except Exception as exc:
@@ -276,5 +276,31 @@ class Sender:
             await asyncio.to_thread(fh.close)
 
 
+# The server signs at most signed_url.max_urls_per_request (10,000 by default) URLs per
+# request and at most a page of a multipart file's part URLs (1,000): batches stay within.
+URLS_PER_REQUEST = 10_000
+PART_PAGE = 1_000
+
+
+def expected_urls(f: LocalFile) -> int:
+    """URLs the server may sign for f in one answer (its first page if it goes in parts)."""
+    if not needs_part_md5s(f.size):
+        return 1
+    return min(-(-f.size // (f.part_size or part_size(f.size))), PART_PAGE)
+
+
 def chunks(items: Sequence[LocalFile], size: int) -> list[list[LocalFile]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+    """Batches of at most `size` files whose URLs stay within URLS_PER_REQUEST."""
+    out: list[list[LocalFile]] = []
+    batch: list[LocalFile] = []
+    urls = 0
+    for f in items:
+        n = expected_urls(f)
+        if batch and (len(batch) >= size or urls + n > URLS_PER_REQUEST):
+            out.append(batch)
+            batch, urls = [], 0
+        batch.append(f)
+        urls += n
+    if batch:
+        out.append(batch)
+    return out

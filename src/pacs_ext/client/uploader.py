@@ -23,6 +23,7 @@ from .files import LocalFile, hash_files, scan
 from .progress import TransferProgress
 from .state import UploadState, default_state_path
 from .transfer import (
+    PART_PAGE,
     Declare,
     FileUploadError,
     Renewer,
@@ -33,8 +34,6 @@ from .transfer import (
 
 # `complete` → upload what it says is missing → `complete` again, at most this many times.
 MAX_ROUNDS = 3
-# Part URLs asked for per page (the server may send fewer: signed_url.part_urls_per_page).
-PART_PAGE = 1000
 GAVE_UP = "not attempted: too many files in a row failed"
 
 
@@ -304,9 +303,10 @@ class _Run:
 
         async def producer() -> None:
             try:
-                for n, batch in enumerate(chunks(files, self.batch_size)):
+                batches = chunks(files, self.batch_size)
+                for n, batch in enumerate(batches):
                     if streak[0] >= limit:
-                        rest = files[n * self.batch_size :]
+                        rest = [f for later in batches[n:] for f in later]
                         failures.extend(FileFailure(f.name, GAVE_UP) for f in rest)
                         break
                     await asyncio.to_thread(hash_files, batch, self.sha256)
