@@ -194,6 +194,12 @@ class BucketSettings(BaseModel):
 class SignedUrlSettings(BaseModel):
     default_ttl: int = Field(600, ge=1)
     max_ttl: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    # Upload URLs one request may have signed (a single PUT is one, each part URL one).
+    max_urls_per_request: int = Field(10_000, ge=1)
+    # Upload URLs signed for one group over its life (renewals and part pages included).
+    max_urls_per_group: int = Field(100_000, ge=1)
+    # Part URLs of one multipart file per answer; further pages on request (upload-urls).
+    part_urls_per_page: int = Field(1_000, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _order(self) -> SignedUrlSettings:
@@ -219,6 +225,9 @@ class JanitorSettings(BaseModel):
     apply: bool = True
     # Idempotency-Key records of group creations older than this are forgotten.
     idempotency_retention_seconds: int = Field(86400, ge=60)
+    # A deleted annotation, group or mask is remembered this long, so a retried DELETE
+    # (its first answer lost) gets 204 rather than 404; the janitor prunes older ones.
+    tombstone_retention_seconds: int = Field(86400, ge=60)
 
 
 class Settings(BaseSettings):

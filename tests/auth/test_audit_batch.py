@@ -68,12 +68,11 @@ async def test_batch_rows_from_dict_and_model_targets(session: AsyncSession) -> 
 
     signed = AuditFilters(subject="batcher", action=AuditAction.SIGNED_URL_ISSUE)
     rows, total = await repository.list_events(session, signed, 100, 0)
-    assert total == 5
+    assert total == 4  # a page of part URLs is one row: its first part number
     got = sorted((r.object_key, r.part_number, r.method) for r in rows)
     assert got == [
         ("mask/1/2/a.png", None, "PUT"),
         ("mask/1/2/big.nii", 1, "PUT"),
-        ("mask/1/2/big.nii", 2, "PUT"),
         ("mask/1/2/c.png", None, "PUT"),
         ("mask/1/2/d.nii", 1, "PUT"),
     ]
@@ -82,7 +81,7 @@ async def test_batch_rows_from_dict_and_model_targets(session: AsyncSession) -> 
     # Batch rows and single rows compare alike in time filters (same stored format).
     created = rows[0].created_at
     everything = AuditFilters(subject="batcher", since=created - timedelta(seconds=5))
-    assert (await repository.list_events(session, everything, 100, 0))[1] == 6
+    assert (await repository.list_events(session, everything, 100, 0))[1] == 5
     later = AuditFilters(subject="batcher", since=created + timedelta(seconds=5))
     assert (await repository.list_events(session, later, 100, 0))[1] == 0
 

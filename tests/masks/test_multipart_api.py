@@ -23,6 +23,10 @@ def md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
+def chunk_md5s(body: bytes, part_size: int) -> list[str]:
+    return [md5_b64(body[i : i + part_size]) for i in range(0, len(body), part_size)]
+
+
 def spec(name: str, body: bytes, **extra: Any) -> dict[str, Any]:
     return {
         "filename": name,
@@ -59,7 +63,7 @@ def test_seventy_mib_file_completes_and_downloads_identical(
     base, group = new_group(
         alice,
         [
-            spec("ct_seg.dcm", body, md5=md5_b64(body)),
+            spec("ct_seg.dcm", body, md5=md5_b64(body), part_md5s=chunk_md5s(body, 16 * MiB)),
             spec("small.png", small, md5=md5_b64(small), content_type="image/png"),
         ],
     )
@@ -68,7 +72,10 @@ def test_seventy_mib_file_completes_and_downloads_identical(
     assert big["upload_id"]
     assert big["part_size"] == 16 * MiB
     assert [p["size"] for p in big["parts"]] == [16 * MiB] * 4 + [6 * MiB]
-    assert big["parts"][0]["headers"] == {"Content-Length": str(16 * MiB)}
+    assert big["parts"][0]["headers"] == {
+        "Content-Length": str(16 * MiB),
+        "Content-MD5": md5_b64(body[: 16 * MiB]),
+    }
     assert single["upload_id"] is None
     assert single["url"]
     assert set(single["headers"]) == {"Content-Type", "Content-Length", "Content-MD5"}

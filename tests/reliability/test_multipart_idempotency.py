@@ -41,6 +41,10 @@ def _volume(name: str, size: int, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _parts(body: bytes) -> list[str]:
+    return [md5_b64(body[i : i + 5 * MiB]) for i in range(0, len(body), 5 * MiB)]
+
+
 def _multipart(group: dict) -> dict[str, dict]:
     return {u["filename"]: u for u in group["uploads"] if u["upload_id"]}
 
@@ -53,7 +57,7 @@ def test_replay_reuses_the_upload_and_its_parts(
     annotation = create_annotation(alice)
     body = {
         "files": [m.spec() for m in masks]
-        + [_volume("volume.nii", len(volume), md5=md5_b64(volume))],
+        + [_volume("volume.nii", len(volume), md5=md5_b64(volume), part_md5s=_parts(volume))],
         "ttl_seconds": 2,
     }
     first = _create(alice, annotation["id"], body, "mp-replay")

@@ -62,4 +62,11 @@ async def delete_annotation(
     settings: SettingsDep,
 ) -> None:
     """Delete an annotation with its mask groups, masks and stored objects."""
-    await service.delete(session, storage, settings.object_storage.key_prefix, user, annotation_id)
+    await service.delete(
+        session,
+        storage,
+        settings.object_storage.key_prefix,
+        user,
+        annotation_id,
+        settings.janitor.tombstone_retention_seconds,
+    )

@@ -10,8 +10,9 @@ from ..audit import service as audit
 from ..audit.schemas import AuditAction
 from ..auth import Principal, can_read, require_owner, require_project_member, require_write
 from ..deletions import service as deletions
+from ..deletions import tombstones
 from ..exceptions import Forbidden, NotFound
-from ..models import Annotation
+from ..models import Annotation, tombstone
 from ..storage.base import ObjectStorage
 from . import repository
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate
@@ -106,14 +107,33 @@ async def delete(
     key_prefix: str,
     principal: Principal,
     annotation_id: int,
+    tombstone_retention: int = 86400,
 ) -> None:
     resource = f"annotations/{annotation_id}"
     if await repository.get(session, annotation_id) is None:
         # A retry of a DELETE whose objects could not all be removed finishes the job.
         if await deletions.resume(session, storage, key_prefix, principal, resource):
             return
+        # A retry of a DELETE that succeeded but whose answer was lost: 204 again.
+        if await tombstones.recently_deleted(
+            session,
+            principal,
+            tombstone.ANNOTATION,
+            annotation_id,
+            parent_id=None,
+            retention_seconds=tombstone_retention,
+        ):
+            return
         raise NotFound(f"annotation {annotation_id} not found")
-    await get_writable(session, principal, annotation_id)
+    annotation = await get_writable(session, principal, annotation_id)
+    await tombstones.bury(
+        session,
+        tombstone.ANNOTATION,
+        annotation_id,
+        parent_id=None,
+        owner=annotation.owner,
+        deleted_by=principal.subject,
+    )
     pending = await deletions.schedule(
         session,
         resource=resource,

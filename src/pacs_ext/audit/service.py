@@ -101,10 +101,12 @@ async def record_upload_targets(
     annotation_id: int,
     group_id: int,
 ) -> None:
-    """Every PUT URL in the targets: one per single upload, one per part of a multipart one.
+    """The PUT URLs in the targets, one row per object: a single upload's URL, or the page
+    of part URLs a multipart one got (part_number: the page's first part). So a request's
+    rows are bounded by its files, however many parts it signed.
 
     Targets are plain dicts where thousands are made per request (models elsewhere); this
-    loop runs once per URL, so it stays free of helpers and ABC isinstance checks.
+    loop runs once per target, so it stays free of helpers and ABC isinstance checks.
     """
     keys: list[str] = []
     expires: list[datetime] = []
@@ -115,13 +117,13 @@ async def record_upload_targets(
             if isinstance(t, dict)
             else (t.object_key, t.expires_at, t.parts)
         )
-        for part in target_parts or (None,):
-            keys.append(key)
-            expires.append(expires_at)
-            if part is None:
-                parts.append(None)
-            else:
-                parts.append(part["part_number"] if isinstance(part, dict) else part.part_number)
+        keys.append(key)
+        expires.append(expires_at)
+        if not target_parts:
+            parts.append(None)
+        else:
+            part = target_parts[0]
+            parts.append(part["part_number"] if isinstance(part, dict) else part.part_number)
     if keys:
         common = _common(principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, None)
         common["method"] = "PUT"

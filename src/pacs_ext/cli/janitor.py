@@ -28,6 +28,7 @@ LABELS = {
     "orphan_objects": ("objects with no database record", "deleted"),
     "missing_objects": ("masks whose object is gone", "(reported only)"),
     "idempotency_keys": ("idempotency keys past retention", "forgotten"),
+    "tombstones": ("tombstones of deletions past retention", "forgotten"),
 }
 
 

@@ -207,11 +207,15 @@ class PacsClient:
         files: Sequence[FileLike],
         *,
         ttl_seconds: int | None = None,
+        parts: dict[str, tuple[int, int]] | None = None,
     ) -> list[UploadTarget]:
-        """Declare more files, or renew the URLs of declared ones (same name)."""
+        """Declare more files, or renew the URLs of declared ones (same name); `parts` asks
+        for a page of part URLs (first part number, count) of multipart files among them."""
         body: dict[str, Any] = {"files": _specs(files)}
         if ttl_seconds is not None:
             body["ttl_seconds"] = ttl_seconds
+        if parts:
+            body["parts"] = {n: {"from": a, "count": c} for n, (a, c) in parts.items()}
         path = f"{self._groups(annotation_id)}/{group_id}/upload-urls"
         # Safe to repeat: declaring the same file again only re-signs it.
         resp = await self._model(UploadUrlsResponse, "POST", path, json=body, safe=True)

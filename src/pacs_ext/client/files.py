@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ..masks.keys import check_filename, parse_slice_filename
+from ..masks.schemas import MAX_PARTS, MIN_PART_SIZE
 from .errors import LocalFileError
 
 CHUNK = 1024 * 1024
+# Files from S3's smallest part size up declare their part size and part MD5s: the server
+# uploads them in parts when they reach its multipart threshold (which the client does not
+# know), and then storage checks each part and `complete` the whole object against them.
+PART_SIZE = 16 * CHUNK  # the server's default object_storage.multipart_part_size
 CONTENT_TYPES = {
     ".png": "image/png",
     ".json": "application/json",
@@ -33,6 +38,8 @@ class LocalFile:
     label_name: str | None = None
     md5: str | None = None  # base64, as the API wants it
     sha256: str | None = None
+    part_md5s: list[str] | None = None  # base64, one per part of part_size bytes
+    part_size: int | None = None
 
     def spec(self) -> dict[str, Any]:
         """The file spec to declare; the local name is kept as the object's name."""
@@ -44,10 +51,23 @@ class LocalFile:
         }
         if self.sha256 is not None:
             spec["sha256"] = self.sha256
+        if self.part_md5s is not None:
+            spec["part_size"] = self.part_size or part_size(self.size)
+            spec["part_md5s"] = self.part_md5s
         if self.slice_index is not None:
             spec["slice_index"] = self.slice_index
             spec["label_name"] = self.label_name
         return spec
+
+
+def part_size(size: int) -> int:
+    """PART_SIZE, grown in whole MiB to keep within S3's 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(PART_SIZE, -(-needed // CHUNK) * CHUNK)
+
+
+def needs_part_md5s(size: int) -> bool:
+    return size >= MIN_PART_SIZE
 
 
 def content_type_for(name: str) -> str:
@@ -123,22 +143,44 @@ def hash_file(f: LocalFile, sha256: bool) -> None:
     try:
         with open(f.path, "rb") as fh:
             st = os.fstat(fh.fileno())
+            # Part MD5s in the same read, for the part size of the size known now; the size
+            # read decides below whether they are declared.
+            step = part_size(st.st_size)
+            parts: list[str] = []
+            part = hashlib.md5()  # noqa: S324
+            in_part = 0
             while chunk := fh.read(CHUNK):
                 size += len(chunk)
                 md5.update(chunk)
                 if sha is not None:
                     sha.update(chunk)
+                while chunk:
+                    take = chunk[: step - in_part]
+                    part.update(take)
+                    in_part += len(take)
+                    chunk = chunk[len(take) :]
+                    if in_part == step:
+                        parts.append(base64.b64encode(part.digest()).decode())
+                        part, in_part = hashlib.md5(), 0  # noqa: S324
+            if in_part or not parts:
+                parts.append(base64.b64encode(part.digest()).decode())
     except OSError as exc:
         raise LocalFileError(f"cannot read {f.path}: {exc.strerror}") from None
     f.size = size
     f.mtime_ns = st.st_mtime_ns
     f.md5 = base64.b64encode(md5.digest()).decode()
     f.sha256 = base64.b64encode(sha.digest()).decode() if sha is not None else None
+    f.part_md5s = parts if needs_part_md5s(size) else None
+    f.part_size = step if needs_part_md5s(size) else None
 
 
 def hash_files(files: Sequence[LocalFile], sha256: bool) -> None:
     for f in files:
-        if f.md5 is None or (sha256 and f.sha256 is None):
+        if (
+            f.md5 is None
+            or (sha256 and f.sha256 is None)
+            or (needs_part_md5s(f.size) and f.part_md5s is None)
+        ):
             hash_file(f, sha256)
 
 

@@ -48,7 +48,7 @@ class UploadState:
     annotation_id: int
     group_id: int
     group_name: str | None
-    # name → {"size", "md5", "sha256", "mtime_ns", "declared"}
+    # name → {"size", "md5", "sha256", "part_md5s", "mtime_ns", "declared"}
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -82,6 +82,8 @@ class UploadState:
                 "size": f.size,
                 "md5": f.md5,
                 "sha256": f.sha256,
+                "part_md5s": f.part_md5s,
+                "part_size": f.part_size,
                 "mtime_ns": f.mtime_ns,
                 "declared": declared,
             }
@@ -93,6 +95,8 @@ class UploadState:
             if old and old.get("size") == f.size and old.get("mtime_ns") == f.mtime_ns:
                 f.md5 = old.get("md5")
                 f.sha256 = old.get("sha256")
+                f.part_md5s = old.get("part_md5s")
+                f.part_size = old.get("part_size")
 
     def needs_declaring(self, f: LocalFile) -> bool:
         old = self.files.get(f.name)

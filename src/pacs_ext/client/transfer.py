@@ -16,7 +16,7 @@ from ..masks.schemas import PartTarget, UploadTarget
 from .api import _describe, storage_message
 from .errors import LocalFileError
 from .expiry import Issued, has_expired, refused_as_expired
-from .files import CHUNK, LocalFile, read_range
+from .files import CHUNK, LocalFile, needs_part_md5s, part_size, read_range
 from .progress import TransferProgress
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
 
@@ -26,6 +26,8 @@ STREAM_THRESHOLD = 8 * 1024 * 1024
 MAX_RENEWALS = 3
 
 Declare = Callable[[list[LocalFile]], Awaitable[list[UploadTarget]]]
+# The target of one multipart file with its part URLs from part number `start` on (a page).
+MoreParts = Callable[[LocalFile, int], Awaitable[UploadTarget]]
 
 
 class FileUploadError(Exception):
@@ -74,8 +76,8 @@ class Renewer:
         results: dict[str, Issued] = {}
         error: Exception | None = None
         try:
-            for i in range(0, len(files), self._batch_size):
-                for t in await self._declare(files[i : i + self._batch_size]):
+            for batch in chunks(files, self._batch_size):
+                for t in await self._declare(batch):
                     results[t.filename] = Issued(t)
             self._stats.renewed += len(results)
         except Exception as exc:
@@ -108,7 +110,9 @@ class Sender:
         progress: TransferProgress,
         stats: TransferStats,
         concurrency: int,
+        more_parts: MoreParts | None = None,
     ) -> None:
+        self._more_parts = more_parts
         self._http = http
         self._retry = retry
         self._renewer = renewer
@@ -158,7 +162,19 @@ class Sender:
         await self._multipart(f, target, parts_done.setdefault(target.upload_id or "", set()))
 
     async def _multipart(self, f: LocalFile, target: UploadTarget, done: set[int]) -> None:
-        """PUT every part not yet stored (the server completes the upload at `complete`)."""
+        """PUT every part not yet stored, page after page of part URLs (the server signs
+        at most a page per answer); the server completes the upload at `complete`."""
+        while True:
+            await self._page(f, target, done)
+            assert target.parts is not None
+            after = max(p.part_number for p in target.parts) + 1
+            if not target.part_count or after > target.part_count:
+                return
+            if self._more_parts is None:
+                raise FileUploadError("the server sent only some part URLs and no way to ask more")
+            target = await self._more_parts(f, after)
+
+    async def _page(self, f: LocalFile, target: UploadTarget, done: set[int]) -> None:
         if not target.parts or not target.part_size:
             raise FileUploadError("the server returned a multipart target without parts")
         part_size, expires = target.part_size, target.expires_at
@@ -234,6 +250,11 @@ class Sender:
             raise _Expired(reason)
         if response.status_code in RETRYABLE_STATUSES:
             raise _Retry(reason, retry_after_seconds(response))
+        if "BadDigest" in reason:
+            raise FileUploadError(
+                f"its bytes differ from the MD5 computed before the upload (did the file "
+                f"change while it was being uploaded?); storage refused them: {reason}"
+            )
         raise FileUploadError(f"storage refused the upload: {reason}")
 
     async def _stream(
@@ -255,5 +276,31 @@ class Sender:
             await asyncio.to_thread(fh.close)
 
 
+# The server signs at most signed_url.max_urls_per_request (10,000 by default) URLs per
+# request and at most a page of a multipart file's part URLs (1,000): batches stay within.
+URLS_PER_REQUEST = 10_000
+PART_PAGE = 1_000
+
+
+def expected_urls(f: LocalFile) -> int:
+    """URLs the server may sign for f in one answer (its first page if it goes in parts)."""
+    if not needs_part_md5s(f.size):
+        return 1
+    return min(-(-f.size // (f.part_size or part_size(f.size))), PART_PAGE)
+
+
 def chunks(items: Sequence[LocalFile], size: int) -> list[list[LocalFile]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+    """Batches of at most `size` files whose URLs stay within URLS_PER_REQUEST."""
+    out: list[list[LocalFile]] = []
+    batch: list[LocalFile] = []
+    urls = 0
+    for f in items:
+        n = expected_urls(f)
+        if batch and (len(batch) >= size or urls + n > URLS_PER_REQUEST):
+            out.append(batch)
+            batch, urls = [], 0
+        batch.append(f)
+        urls += n
+    if batch:
+        out.append(batch)
+    return out

@@ -23,6 +23,7 @@ from .files import LocalFile, hash_files, scan
 from .progress import TransferProgress
 from .state import UploadState, default_state_path
 from .transfer import (
+    PART_PAGE,
     Declare,
     FileUploadError,
     Renewer,
@@ -225,6 +226,18 @@ class _Run:
             self.annotation_id, self.group_id, [f.spec() for f in batch], ttl_seconds=self.ttl
         )
 
+    async def _more_parts(self, f: LocalFile, start: int) -> UploadTarget:
+        """The next page of a multipart file's part URLs (its declaration unchanged, so the
+        server keeps its upload and the parts stored)."""
+        (target,) = await self.client.upload_urls(
+            self.annotation_id,
+            self.group_id,
+            [f.spec()],
+            ttl_seconds=self.ttl,
+            parts={f.name: (start, PART_PAGE)},
+        )
+        return target
+
     def _renewer_for(self) -> Renewer:
         if self._renewer is None:
             self._renewer = Renewer(self._upload_urls, self.batch_size, self.stats)
@@ -281,6 +294,7 @@ class _Run:
             self.progress,
             self.stats,
             self.concurrency,
+            self._more_parts,
         )
         # Stop early when everything fails (storage down, CORS, bad clock): no point waiting
         # out the backoff of thousands of files.
@@ -289,9 +303,10 @@ class _Run:
 
         async def producer() -> None:
             try:
-                for n, batch in enumerate(chunks(files, self.batch_size)):
+                batches = chunks(files, self.batch_size)
+                for n, batch in enumerate(batches):
                     if streak[0] >= limit:
-                        rest = files[n * self.batch_size :]
+                        rest = [f for later in batches[n:] for f in later]
                         failures.extend(FileFailure(f.name, GAVE_UP) for f in rest)
                         break
                     await asyncio.to_thread(hash_files, batch, self.sha256)

@@ -36,6 +36,7 @@ class JanitorReport:
     orphan_objects: Finding = field(default_factory=Finding)
     missing_objects: Finding = field(default_factory=Finding)
     idempotency_keys: Finding = field(default_factory=Finding)
+    tombstones: Finding = field(default_factory=Finding)
     orphan_bytes: int = 0
     objects_deleted: int = 0
     multipart_supported: bool = False
@@ -48,6 +49,7 @@ class JanitorReport:
         "orphan_objects",
         "missing_objects",
         "idempotency_keys",
+        "tombstones",
     )
 
     def finding(self, name: str) -> Finding:

@@ -3,7 +3,7 @@
 Passes, in order: expire abandoned pending groups (their objects go through a recorded
 deletion); finish recorded deletions; abort stale multipart uploads (stores that have them);
 scan every object under the key prefix for orphans (no row claims them) and every mask for
-a missing object; forget old idempotency keys. Each pass commits its own small
+a missing object; forget old idempotency keys and tombstones. Each pass commits its own small
 transactions, so a failure in one leaves the others' work done and the next run resumes.
 """
 
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ..config import Settings
 from ..deletions import repository as deletions_repo
 from ..deletions import service as deletions
+from ..deletions import tombstones as tombstone_rows
 from ..masks.claims import claimed_keys, parse_key
 from ..masks.keys import group_prefix
 from ..models import PendingDeletion
@@ -49,6 +50,7 @@ async def run(
     for step in (job.expire_groups, job.pending_deletions, job.stale_multipart, job.scan):
         await job.guarded(step)
     await job.guarded(job.idempotency_keys)
+    await job.guarded(job.tombstones)
     report.finished_at = datetime.now(UTC)
     log.info("janitor.finished", apply=apply, **report.summary())
     return report
@@ -282,3 +284,15 @@ class _Run:
                 await session.commit()
             else:
                 finding.found = await repo.count_old_idempotency_keys(session, older_than)
+
+    # ---- tombstones past their retention ----------------------------------------------------
+
+    async def tombstones(self) -> None:
+        older_than = self.now - timedelta(seconds=self.settings.janitor.tombstone_retention_seconds)
+        async with self.maker() as session:
+            finding = self.report.tombstones
+            if self.report.apply:
+                finding.found = finding.acted = await tombstone_rows.prune(session, older_than)
+                await session.commit()
+            else:
+                finding.found = await tombstone_rows.count_old(session, older_than)

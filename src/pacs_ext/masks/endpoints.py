@@ -159,8 +159,11 @@ async def delete_mask_group(annotation_id: ResourceId, group_id: ResourceId, ctx
 async def create_upload_urls(
     annotation_id: ResourceId, group_id: ResourceId, body: UploadUrlsRequest, ctx: CtxDep
 ) -> Response:
-    """Sign URLs for more files, or renew expired ones (same file name)."""
-    targets = await service.upload_urls(ctx, annotation_id, group_id, body.files, body.ttl_seconds)
+    """Sign URLs for more files, renew expired ones (same file name), or get the next page
+    of a multipart file's part URLs (`parts`)."""
+    targets = await service.upload_urls(
+        ctx, annotation_id, group_id, body.files, body.ttl_seconds, body.parts
+    )
     return _json({"uploads": targets})
 
 

@@ -5,12 +5,15 @@ URLs of the same upload while the declaration is unchanged, so parts already sen
 complete lists the parts, checks count and sizes, and completes the upload; an upload that is
 gone while an object of the declared size exists was completed by an earlier complete whose
 commit did not happen, which makes complete safe to repeat. Per-part MD5s, when declared, are
-bound into each part URL (Content-MD5), so storage refuses a part whose body differs.
+bound into each part URL (Content-MD5), so storage refuses a part whose body differs, and
+complete compares the stored object's ETag with the one they make (verify.py): parts stored
+in another order, or by a store that does not check Content-MD5, fail there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,7 +23,13 @@ import structlog
 from ..config import Settings
 from ..exceptions import InvalidInput
 from ..models import MaskGroupFile
-from ..storage.base import CompletedPart, MultipartUploadNotFound, ObjectNotFound, StorageError
+from ..storage.base import (
+    CompletedPart,
+    MultipartUploadNotFound,
+    ObjectNotFound,
+    StorageError,
+    multipart_etag,
+)
 from ..storage.errors import translate_storage_errors
 from .schemas import MAX_PARTS, MIN_PART_SIZE, FileProblem, FileSpec
 from .uploads import Target, multipart_target, part_sizes, single_target, uses_multipart
@@ -54,17 +63,36 @@ def part_size_for(settings: Settings, spec: FileSpec, index: int) -> int:
 
 
 def check_part_md5s(settings: Settings, specs: Sequence[FileSpec], uses: Sequence[bool]) -> None:
+    """Part MD5s are what storage and complete can check, so a multipart file that declares
+    an md5 must declare them too (a one-part file's part MD5 is its md5)."""
     for i, (spec, multipart) in enumerate(zip(specs, uses, strict=True)):
-        if not multipart or spec.part_md5s is None:
+        if not multipart:
             continue
         part_size = part_size_for(settings, spec, i)
         count = len(part_sizes(spec.size, part_size))
+        if spec.part_md5s is None:
+            if spec.md5 is None:
+                continue  # nothing declared about the bytes, nothing to check
+            if count == 1:
+                spec.part_md5s = [spec.md5]
+                continue
+            raise InvalidInput(
+                f"files[{i}].part_md5s: required with md5 for a multipart upload ({spec.size} "
+                f"bytes in {count} parts of {part_size}): storage checks each part, never the "
+                "whole object, so send the base64 MD5 of each part (and part_size)",
+                extra={"field": f"files[{i}].part_md5s"},
+            )
         if len(spec.part_md5s) != count:
             raise InvalidInput(
                 f"files[{i}].part_md5s: expected {count} part MD5s ({spec.size} bytes in parts "
                 f"of {part_size}), got {len(spec.part_md5s)}",
                 extra={"field": f"files[{i}].part_md5s"},
             )
+
+
+def declared_etag(part_md5s: Sequence[str]) -> str:
+    """The ETag storage gives an object made of parts with these (base64) MD5s."""
+    return multipart_etag([base64.b64decode(m) for m in part_md5s])
 
 
 def carry_over(ctx: Ctx, old: MaskGroupFile, row: dict[str, Any], spec: FileSpec) -> str | None:
@@ -77,6 +105,7 @@ def carry_over(ctx: Ctx, old: MaskGroupFile, row: dict[str, Any], spec: FileSpec
         == (row["size"], row["md5"], row["sha256"], row["content_type"])
         and uses_multipart(ctx.settings, ctx.storage, spec.size)
         and (spec.part_size is None or spec.part_size == old.part_size)
+        and (spec.part_md5s is None or declared_etag(spec.part_md5s) == old.multipart_etag)
     )
     if same:
         row["upload_id"], row["part_size"] = old.upload_id, old.part_size
@@ -95,7 +124,11 @@ async def abort_stale(ctx: Ctx, stale: Sequence[tuple[str, str]]) -> None:
 
 
 async def multipart_targets(
-    ctx: Ctx, rows: list[dict[str, Any]], specs: Sequence[FileSpec], ttl: int
+    ctx: Ctx,
+    rows: list[dict[str, Any]],
+    specs: Sequence[FileSpec],
+    ttl: int,
+    pages: Sequence[tuple[int, int] | None],
 ) -> list[Target]:
     settings, storage = ctx.settings, ctx.storage
     uses = [uses_multipart(settings, storage, s.size) for s in specs]
@@ -123,14 +156,17 @@ async def multipart_targets(
         upload_ids = iter(await _bounded(jobs))
 
     targets: list[Target] = []
-    for row, spec, part_size in zip(rows, specs, sizes, strict=True):
+    for row, spec, part_size, page in zip(rows, specs, sizes, pages, strict=True):
         if part_size is None:
             row["upload_id"], row["part_size"] = None, None
             targets.append(single_target(storage, row, ttl))
             continue
         upload_id = next(upload_ids)
         row["upload_id"], row["part_size"] = upload_id, part_size
-        targets.append(multipart_target(storage, row, upload_id, part_size, ttl, spec.part_md5s))
+        row["multipart_etag"] = declared_etag(spec.part_md5s) if spec.part_md5s else None
+        targets.append(
+            multipart_target(storage, row, upload_id, part_size, ttl, spec.part_md5s, page)
+        )
     return targets
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..bulk import bulk_insert
@@ -24,6 +24,32 @@ class GroupCounts:
 
 async def get_group(session: AsyncSession, annotation_id: int, group_id: int) -> MaskGroup | None:
     group = await session.get(MaskGroup, group_id)
+    if group is None or group.annotation_id != annotation_id:
+        return None
+    return group
+
+
+async def lock_group(session: AsyncSession, annotation_id: int, group_id: int) -> MaskGroup | None:
+    """The group, locked for the rest of the transaction (None when it is gone).
+
+    Every transition of a group (declaring files, completing, deleting) takes this lock
+    first, so they run one after another per group and each sees the others' committed
+    result: PostgreSQL's SELECT ... FOR UPDATE (a concurrent DELETE or UPDATE of the row
+    waits too). SQLite has no row locks: a no-op write takes the database's write lock
+    (held until commit). pysqlite begins the transaction at that first write, so what
+    the request read before it was read outside any transaction and the reads after it
+    see the latest commit; callers therefore lock before any other write.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(
+            text("UPDATE mask_groups SET status = status WHERE id = :id"), {"id": group_id}
+        )
+    stmt = (
+        select(MaskGroup).where(MaskGroup.id == group_id).execution_options(populate_existing=True)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    group = (await session.scalars(stmt)).first()
     if group is None or group.annotation_id != annotation_id:
         return None
     return group

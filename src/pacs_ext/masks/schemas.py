@@ -127,6 +127,17 @@ class PartTarget(BaseModel):
     size: int
 
 
+class PartRange(BaseModel):
+    """A page of part URLs of one multipart file: parts `from` .. `from` + `count` - 1."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: int = Field(1, alias="from", ge=1, le=MAX_PARTS, description="first part number")
+    count: int = Field(
+        ge=1, le=MAX_PARTS, description="parts wanted (at most signed_url.part_urls_per_page)"
+    )
+
+
 class UploadTarget(BaseModel):
     filename: str
     object_key: str
@@ -137,6 +148,11 @@ class UploadTarget(BaseModel):
     upload_id: str | None = Field(None, description="multipart upload id (large files)")
     part_size: int | None = None
     parts: list[PartTarget] | None = None
+    part_count: int | None = Field(
+        None,
+        description="parts of the whole multipart upload; when `parts` holds fewer, ask "
+        "upload-urls for the next page (`parts: {filename: {from, count}}`)",
+    )
 
 
 class MaskGroupBase(BaseModel):
@@ -188,6 +204,12 @@ class UploadUrlsRequest(BaseModel):
 
     files: list[FileSpec] = Field(min_length=1, max_length=MAX_FILES_PER_REQUEST)
     ttl_seconds: int | None = None
+    parts: dict[str, PartRange] | None = Field(
+        None,
+        max_length=MAX_FILES_PER_REQUEST,
+        description="which part URLs to sign for multipart files of `files` (by filename); "
+        "others get their first page",
+    )
 
 
 class UploadUrlsResponse(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,14 +17,15 @@ from ..audit.schemas import AuditAction
 from ..auth import Principal
 from ..config import Settings
 from ..deletions import service as deletions
+from ..deletions import tombstones
 from ..exceptions import Conflict, NotFound
-from ..models import Annotation, Mask, MaskGroup
+from ..models import Annotation, Mask, MaskGroup, tombstone
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
 from ..observability import metrics
 from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
-from . import multipart
+from . import multipart, signing
 from . import repository as repo
 from .keys import METADATA_NAME, group_prefix, object_key
 from .schemas import (
@@ -32,8 +33,9 @@ from .schemas import (
     MaskGroupCreate,
     MaskGroupRead,
     MaskGroupUpdate,
+    PartRange,
 )
-from .uploads import Target, check_specs, file_row, resolve_ttl, single_target, uses_multipart
+from .uploads import Target, check_specs, file_row, resolve_ttl, single_target
 from .verify import mask_row, metadata_document, verify
 
 log = structlog.get_logger(__name__)
@@ -79,10 +81,15 @@ async def readable_group(
 
 
 async def writable_group(
-    ctx: Ctx, annotation_id: int, group_id: int
+    ctx: Ctx, annotation_id: int, group_id: int, *, lock: bool = False
 ) -> tuple[Annotation, MaskGroup]:
+    """The annotation and group, checked for write access; with `lock`, the group row stays
+    locked until the request's transaction ends (see repository.lock_group)."""
     annotation = await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
-    group = await repo.get_group(ctx.session, annotation_id, group_id)
+    if lock:
+        group = await repo.lock_group(ctx.session, annotation_id, group_id)
+    else:
+        group = await repo.get_group(ctx.session, annotation_id, group_id)
     if group is None:
         raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
     return annotation, group
@@ -95,12 +102,23 @@ async def prepare_signing(ctx: Ctx) -> None:
 
 
 async def _targets(
-    ctx: Ctx, rows: list[dict[str, object]], specs: Sequence[FileSpec], ttl: int
+    ctx: Ctx,
+    group: MaskGroup,
+    rows: list[dict[str, object]],
+    specs: Sequence[FileSpec],
+    ttl: int,
+    ranges: Mapping[str, PartRange] | None = None,
 ) -> list[Target]:
+    # Counted and capped before anything is signed or any multipart upload started.
+    pages, urls = signing.plan(ctx.settings, ctx.storage, specs, ranges)
+    signing.check_caps(ctx.settings, group, urls)
     await prepare_signing(ctx)
-    if any(uses_multipart(ctx.settings, ctx.storage, s.size) for s in specs):
-        return await multipart.multipart_targets(ctx, rows, specs, ttl)
-    return [single_target(ctx.storage, row, ttl) for row in rows]
+    if any(page is not None for page in pages):
+        targets = await multipart.multipart_targets(ctx, rows, specs, ttl, pages)
+    else:
+        targets = [single_target(ctx.storage, row, ttl) for row in rows]
+    group.urls_signed = (group.urls_signed or 0) + urls
+    return targets
 
 
 async def create_group(
@@ -119,7 +137,7 @@ async def create_group(
     ctx.session.add(group)
     await ctx.session.flush()
     rows = [file_row(ctx.key_prefix, annotation_id, group.id, s) for s in body.files]
-    targets = await _targets(ctx, rows, body.files, ttl)
+    targets = await _targets(ctx, group, rows, body.files, ttl)
     await repo.insert_files(ctx.session, rows)
     if targets:
         group.upload_expires_at = max(t["expires_at"] for t in targets)
@@ -131,10 +149,16 @@ async def create_group(
 
 
 async def upload_urls(
-    ctx: Ctx, annotation_id: int, group_id: int, files: list[FileSpec], ttl_seconds: int | None
+    ctx: Ctx,
+    annotation_id: int,
+    group_id: int,
+    files: list[FileSpec],
+    ttl_seconds: int | None,
+    parts: Mapping[str, PartRange] | None = None,
 ) -> list[Target]:
     """Sign new or renewed URLs; a file declared again with other size/MD5 replaces the old."""
-    _, group = await writable_group(ctx, annotation_id, group_id)
+    # Locked: a concurrent complete, delete or declaration of the same file waits for us.
+    _, group = await writable_group(ctx, annotation_id, group_id, lock=True)
     if group.status != PENDING:
         raise Conflict(
             f"mask group {group_id} is {group.status}; create a new group to upload more files"
@@ -149,7 +173,7 @@ async def upload_urls(
         old = existing.get(str(row["filename"]))
         if old is not None and (upload_id := multipart.carry_over(ctx, old, row, spec)):
             stale.append((old.object_key, upload_id))
-    targets = await _targets(ctx, rows, files, ttl)
+    targets = await _targets(ctx, group, rows, files, ttl, parts)
     new_rows = []
     for row in rows:
         old = existing.get(str(row["filename"]))
@@ -159,6 +183,7 @@ async def upload_urls(
         for k, v in row.items():
             setattr(old, k, v)
         old.upload_id, old.part_size = row.get("upload_id"), row.get("part_size")
+        old.multipart_etag = row.get("multipart_etag")
     await repo.insert_files(ctx.session, new_rows)
     await multipart.abort_stale(ctx, stale)
     slices = {s.slice_index for s in files if s.slice_index is not None}
@@ -176,7 +201,8 @@ async def upload_urls(
 async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     """Verify every declared object by listing the prefix, then record masks in one go."""
     started = time.perf_counter()
-    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    # Locked until commit: files cannot be declared, nor the group deleted, while we verify.
+    annotation, group = await writable_group(ctx, annotation_id, group_id, lock=True)
     if group.status == COMPLETE:
         return group
     if group.status != PENDING:
@@ -220,9 +246,12 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     if not await repo.claim_completion(
         ctx.session, group_id, {"completed_at": now, "slice_count": slice_count, "updated_at": now}
     ):
-        await ctx.session.refresh(group)
-        if group.status == COMPLETE:
-            return group
+        # Not expected under the lock; answer from the row as it is now, never a 500.
+        current = await repo.lock_group(ctx.session, annotation_id, group_id)
+        if current is None:
+            raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
+        if current.status == COMPLETE:
+            return current
         raise Conflict(f"mask group {group_id} changed while completing; try again")
     await repo.insert_masks(ctx.session, rows)
     await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
@@ -280,12 +309,24 @@ async def write_metadata(ctx: Ctx, annotation: Annotation, group: MaskGroup) -> 
 
 async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     resource = f"annotations/{annotation_id}/mask-groups/{group_id}"
-    await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
-    if await repo.get_group(ctx.session, annotation_id, group_id) is None:
+    annotation = await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
+    # Locked: a complete or upload-urls in flight finishes first, then the group goes.
+    if await repo.lock_group(ctx.session, annotation_id, group_id) is None:
         await _resume_or_not_found(
-            ctx, resource, f"mask group {group_id} not found in annotation {annotation_id}"
+            ctx,
+            resource,
+            f"mask group {group_id} not found in annotation {annotation_id}",
+            (tombstone.MASK_GROUP, group_id, annotation_id),
         )
         return
+    await tombstones.bury(
+        ctx.session,
+        tombstone.MASK_GROUP,
+        group_id,
+        parent_id=annotation_id,
+        owner=annotation.owner,
+        deleted_by=ctx.principal.subject,
+    )
     pending = await deletions.schedule(
         ctx.session,
         resource=resource,
@@ -301,10 +342,21 @@ async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     log.info("mask_group.deleted", annotation_id=annotation_id, group_id=group_id)
 
 
-async def _resume_or_not_found(ctx: Ctx, resource: str, missing: str) -> None:
-    """A DELETE of something already gone finishes its recorded deletion, else it is a 404."""
-    if not await deletions.resume(
-        ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource
+async def _resume_or_not_found(
+    ctx: Ctx, resource: str, missing: str, buried: tuple[str, int, int]
+) -> None:
+    """A DELETE of something already gone finishes its recorded deletion; a retry of one
+    that succeeded (its answer lost) is a 204 again while its tombstone lasts; else 404."""
+    if await deletions.resume(ctx.session, ctx.storage, ctx.key_prefix, ctx.principal, resource):
+        return
+    kind, object_id, parent_id = buried
+    if not await tombstones.recently_deleted(
+        ctx.session,
+        ctx.principal,
+        kind,
+        object_id,
+        parent_id=parent_id,
+        retention_seconds=ctx.settings.janitor.tombstone_retention_seconds,
     ):
         raise NotFound(missing)
 
@@ -319,13 +371,24 @@ async def readable_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: in
 
 async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int) -> None:
     resource = f"annotations/{annotation_id}/mask-groups/{group_id}/masks/{mask_id}"
-    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    annotation, group = await writable_group(ctx, annotation_id, group_id, lock=True)
     mask = await repo.get_mask(ctx.session, group_id, mask_id)
     if mask is None:
         await _resume_or_not_found(
-            ctx, resource, f"mask {mask_id} not found in mask group {group_id}"
+            ctx,
+            resource,
+            f"mask {mask_id} not found in mask group {group_id}",
+            (tombstone.MASK, mask_id, group_id),
         )
         return
+    await tombstones.bury(
+        ctx.session,
+        tombstone.MASK,
+        mask_id,
+        parent_id=group_id,
+        owner=annotation.owner,
+        deleted_by=ctx.principal.subject,
+    )
     pending = await deletions.schedule(
         ctx.session,
         resource=resource,

@@ -72,6 +72,8 @@ def file_row(key_prefix: str, annotation_id: int, group_id: int, spec: FileSpec)
         "sop_instance_uid": spec.sop_instance_uid,
         "width": spec.width,
         "height": spec.height,
+        # Set for multipart uploads with declared part MD5s (multipart.multipart_targets).
+        "multipart_etag": None,
     }
 
 
@@ -98,6 +100,7 @@ class Target(TypedDict):
     upload_id: str | None
     part_size: int | None
     parts: list[dict[str, Any]] | None
+    part_count: int | None
 
 
 def single_target(storage: ObjectStorage, row: Mapping[str, Any], ttl: int) -> Target:
@@ -112,6 +115,7 @@ def single_target(storage: ObjectStorage, row: Mapping[str, Any], ttl: int) -> T
         "upload_id": None,
         "part_size": None,
         "parts": None,
+        "part_count": None,
     }
 
 
@@ -128,10 +132,15 @@ def multipart_target(
     part_size: int,
     ttl: int,
     part_md5s: Sequence[str] | None = None,
+    page: tuple[int, int] | None = None,
 ) -> Target:
+    """Signed URLs for the parts of `page` (first part number, count), else all of them."""
+    sizes = part_sizes(row["size"], part_size)
+    first, count = page or (1, len(sizes))
     parts = []
     expires_at = None
-    for n, this_size in enumerate(part_sizes(row["size"], part_size), start=1):
+    for n in range(first, min(first + count, len(sizes) + 1)):
+        this_size = sizes[n - 1]
         signed = storage.sign_upload_part(
             row["object_key"],
             upload_id,
@@ -155,4 +164,5 @@ def multipart_target(
         "upload_id": upload_id,
         "part_size": part_size,
         "parts": parts,
+        "part_count": len(sizes),
     }

@@ -63,7 +63,21 @@ def verify(declared: Sequence[MaskGroupFile], listing: Mapping[str, ObjectInfo])
                     )
                 )
                 continue
-        # A multipart ETag is not an MD5 of the body; its parts are checked when completing it.
+        # The ETag of a multipart object is the MD5 of its parts' MD5s: equal to the one the
+        # declared part MD5s make iff every part holds the declared bytes, in order.
+        if obj.is_multipart and f.multipart_etag and obj.etag.lower() != f.multipart_etag:
+            result.mismatched.append(
+                FileProblem(
+                    filename=f.filename,
+                    object_key=f.object_key,
+                    reason=f"stored parts differ from the declared part MD5s (ETag {obj.etag}, "
+                    f"declared {f.multipart_etag}); upload the file again",
+                    expected_size=f.size,
+                    actual_size=obj.size,
+                )
+            )
+            continue
+        # Without declared part MD5s nothing was declared about a multipart object's bytes.
         if f.md5 and not obj.is_multipart and obj.etag.lower() != f.md5:
             result.mismatched.append(
                 FileProblem(

@@ -8,6 +8,7 @@ from .mask import Mask
 from .mask_group import MaskGroup
 from .mask_group_file import MaskGroupFile
 from .pending_deletion import PendingDeletion
+from .tombstone import Tombstone
 
 __all__ = [
     "Annotation",
@@ -18,4 +19,5 @@ __all__ = [
     "MaskGroup",
     "MaskGroupFile",
     "PendingDeletion",
+    "Tombstone",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, BigId, TimestampMixin, UTCDateTime
@@ -41,6 +41,10 @@ class MaskGroup(TimestampMixin, Base):
     # Latest expiry of any upload URL issued for this group (the janitor's clock).
     upload_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Upload URLs signed for this group so far (capped by signed_url.max_urls_per_group).
+    urls_signed: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
 
     annotation: Mapped[Annotation] = relationship(back_populates="mask_groups")
     files: Mapped[list[MaskGroupFile]] = relationship(

@@ -35,5 +35,8 @@ class MaskGroupFile(Base):
     # Multipart upload in progress for this file (large files only).
     upload_id: Mapped[str | None] = mapped_column(String(1024))
     part_size: Mapped[int | None] = mapped_column(BigInteger)
+    # The ETag S3 gives the object built from the declared part MD5s ("<hex>-<parts>"):
+    # complete compares the stored object's ETag with it.
+    multipart_etag: Mapped[str | None] = mapped_column(String(48))
 
     group: Mapped[MaskGroup] = relationship(back_populates="files")
