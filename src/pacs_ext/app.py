@@ -20,6 +20,7 @@ from .api import api_router
 from .auth import TokenVerifier
 from .config import Settings, get_settings
 from .db import create_engine, create_sessionmaker
+from .errors_middleware import ErrorResponses
 from .exceptions import AppError
 from .janitor import periodic as periodic_janitor
 from .observability.endpoints import Readiness
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(settings)
 
     _install_error_handlers(app)
+    # Inside RequestObservability: the answer to an unhandled error carries the request id.
+    app.add_middleware(ErrorResponses)
     app.add_middleware(RequestObservability)
     if settings.server.cors_allowed_origins:
         app.add_middleware(
@@ -181,14 +184,4 @@ def _install_error_handlers(app: FastAPI) -> None:
             log.warning("db.connection_lost", error=str(exc.orig)[:200])
             return _error(503, "DatabaseUnavailable", "the database connection was lost; retry")
         log.error("server.unhandled_error", exc_info=exc)
-        return _error(500, "InternalError", "unexpected server error (logged)")
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-            return _error(503, "DatabaseUnavailable", "the database connection was lost; retry")
-        if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, StorageError):
-            log.warning("dependency.unavailable", error=repr(exc)[:200])
-            return _error(503, "ServiceUnavailable", "a backing service is unavailable; retry")
-        log.exception("server.unhandled_error")
         return _error(500, "InternalError", "unexpected server error (logged)")
