@@ -31,6 +31,9 @@ class ServerSettings(BaseModel):
     # Base URL clients use to reach this server (local store URLs); empty: http://host:port.
     public_url: str = ""
     workers: int = Field(1, ge=1)
+    # How long an idle keep-alive connection stays open: longer than every client pool and
+    # load balancer in front of the server keeps one, or they send on a closing connection.
+    keepalive_timeout_seconds: int = Field(75, ge=1, le=3600)
 
     @field_validator("public_url")
     @classmethod

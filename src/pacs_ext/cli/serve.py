@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import typer
 import uvicorn
 
-from ..config import ConfigError
+from ..config import ConfigError, Settings
 from ..storage.registry import create_storage
 from .common import fail, settings_or_exit
 from .db import pending_migrations
@@ -45,14 +46,21 @@ def serve(
         from ..observability.multiproc import prepare_multiprocess_dir
 
         prepare_multiprocess_dir(settings.server.data_dir / "prometheus-multiproc")
-    uvicorn.run(
-        "pacs_ext.app:create_app",
-        factory=True,
-        host=settings.server.host,
-        port=settings.server.port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        server_header=False,
-    )
+    uvicorn.run("pacs_ext.app:create_app", **uvicorn_options(settings, workers))
+
+
+def uvicorn_options(settings: Settings, workers: int) -> dict[str, Any]:
+    """What `serve` gives uvicorn besides the app (tests read them back through uvicorn.Config)."""
+    return {
+        "factory": True,
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "workers": workers,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        "server_header": False,
+        # uvicorn's own default is 5 s, the same as httpx's pool: a client reusing a connection
+        # just as the server closes it loses the request (issue 17).
+        "timeout_keep_alive": settings.server.keepalive_timeout_seconds,
+    }
