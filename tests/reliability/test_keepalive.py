@@ -13,6 +13,7 @@ opening a new one after its expiry instead of reusing one the server may be clos
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -21,7 +22,10 @@ import uvicorn
 
 from fixtures.raw_http import RawConnection
 from fixtures.server import ServerProcess, make_token
+from fixtures.tcp_proxy import TcpProxy
 from pacs_ext.cli.serve import uvicorn_options
+from pacs_ext.client import PacsClient
+from pacs_ext.client.connections import KEEPALIVE_EXPIRY
 from pacs_ext.config import load_settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -43,6 +47,8 @@ def test_the_server_keeps_idle_connections_75_s_by_default(
     assert config.timeout_keep_alive == 75
     # Longer than the balancers the README names (AWS ALB 60 s, nginx 60 s upstream)...
     assert config.timeout_keep_alive > 60
+    # ...and than the SDK's own pool, which also stays under uvicorn's 5 s default.
+    assert KEEPALIVE_EXPIRY < 5 < config.timeout_keep_alive
 
 
 def test_the_keepalive_timeout_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +64,20 @@ def test_a_connection_idle_past_the_sdk_expiry_still_answers(server: ServerProce
         time.sleep(0.15)
         # Same socket: the server kept it open while it sat idle.
         assert conn.request("GET", "/api/annotations?limit=1", auth).status == 200
+
+
+@pytest.mark.server_kinds("sqlite")
+async def test_the_sdk_forgets_idle_connections_after_its_expiry(server: ServerProcess) -> None:
+    proxy = TcpProxy(("127.0.0.1", server.port)).start()
+    try:
+        async with PacsClient(
+            f"http://127.0.0.1:{proxy.port}", make_token("keepalive"), keepalive_expiry=0.1
+        ) as c:
+            await c.health()
+            await c.health()
+            assert proxy.accepted == 1  # reused while fresh
+            await asyncio.sleep(0.15)
+            await c.health()
+            assert proxy.accepted == 2  # past its expiry: a new connection, not a stale one
+    finally:
+        proxy.stop()
