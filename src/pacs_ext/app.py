@@ -19,7 +19,7 @@ from . import __version__
 from .api import api_router
 from .auth import TokenVerifier
 from .config import Settings, get_settings
-from .db import create_engine, create_sessionmaker
+from .db import create_engine, create_sessionmaker, no_answer
 from .errors_middleware import ErrorResponses
 from .exceptions import AppError
 from .janitor import periodic as periodic_janitor
@@ -174,6 +174,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.InterfaceError)
     async def db_unavailable(_: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
         log.warning("db.unavailable", error=str(exc.orig)[:200])
+        timed_out = no_answer(exc)
+        if timed_out is not None:  # our own words: the timeout and its setting
+            detail = f"the database is unavailable: {timed_out}; retry shortly"
+            return _error(503, "DatabaseUnavailable", detail)
         return _error(503, "DatabaseUnavailable", "the database is unavailable; retry shortly")
 
     @app.exception_handler(sa_exc.DBAPIError)

@@ -52,6 +52,11 @@ class DatabaseSettings(BaseModel):
     url: str = ""
     echo: bool = False
     pool_size: int = Field(10, ge=1)
+    # A database that accepts connections but never answers (a stuck proxy, a failover) fails
+    # requests with a 503 after these, not after asyncpg's 60 s. Connect: PostgreSQL only.
+    # Statement: any one statement's answer (PostgreSQL), the wait for a lock (SQLite).
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    statement_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("url")
     @classmethod

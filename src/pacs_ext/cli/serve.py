@@ -9,6 +9,7 @@ import typer
 import uvicorn
 
 from ..config import ConfigError, Settings
+from ..db import database_error_reason
 from ..storage.registry import create_storage
 from .common import fail, settings_or_exit
 from .db import pending_migrations
@@ -37,7 +38,7 @@ def serve(
     try:
         behind = pending_migrations(settings)
     except Exception as exc:
-        raise fail(f"cannot reach the database: {exc}") from None
+        raise fail(f"cannot reach the database: {database_error_reason(exc)}") from None
     if behind:
         raise fail("the database schema is not up to date: run `pacs-ext db upgrade` first")
     workers = workers or settings.server.workers
