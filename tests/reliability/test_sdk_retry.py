@@ -31,8 +31,13 @@ def proxy(server: ServerProcess) -> Iterator[TcpProxy]:
 
 
 def _client(proxy: TcpProxy, subject: str) -> PacsClient:
+    # Idle connections kept long enough that only the drops open new ones, however slow the
+    # machine: the tests count connections.
     return PacsClient(
-        f"http://127.0.0.1:{proxy.port}", make_token(subject), retry=RetryPolicy(attempts=1)
+        f"http://127.0.0.1:{proxy.port}",
+        make_token(subject),
+        retry=RetryPolicy(attempts=1),
+        keepalive_expiry=60,
     )
 
 
@@ -84,3 +89,35 @@ async def test_a_request_not_safe_to_repeat_is_reported_not_sent_twice(proxy: Tc
         assert proxy.accepted == 1
         # The lost attempt did create it, and only once.
         assert (await c.list_annotations(study_instance_uid="1.2.3.17.3")).total == 2
+
+
+async def test_storage_put_and_get_on_a_dropped_connection_are_sent_once_more(
+    proxy: TcpProxy,
+) -> None:
+    # The embedded store's signed URLs name the server; these go through the proxy instead
+    # (the host is not part of their signature).
+    (mask,) = make_masks(1)
+    via_proxy = f"http://127.0.0.1:{proxy.port}"
+    async with _client(proxy, "retry-storage") as c:
+        annotation = await c.create_annotation("1.2.3.17.4")
+        created = await c.create_group(annotation.id, [mask.spec()])
+        (target,) = created.uploads
+        assert target.url is not None
+        put_url = via_proxy + "/storage/" + target.url.split("/storage/", 1)[1]
+        assert (await c.storage.get(f"{via_proxy}/health")).is_success  # a pooled connection
+        before = proxy.accepted
+        proxy.drop_next_request()  # the PUT never reaches the store
+        r = await c.storage.put(put_url, content=mask.body, headers=target.headers)
+        assert r.status_code == 200, r.text
+        assert proxy.accepted == before + 1
+
+        done = await c.complete(annotation.id, created.id)
+        (stored,) = (await c.list_masks(annotation.id, created.id)).items
+        signed = await c.download_url(annotation.id, created.id, stored.id)
+        get_url = via_proxy + "/storage/" + signed.url.split("/storage/", 1)[1]
+        proxy.drop_next_answer()  # the GET is served, its answer lost
+        r = await c.storage.get(get_url)
+        assert r.status_code == 200
+        assert r.content == mask.body
+        assert proxy.accepted == before + 2
+        assert done.mask_count == 1
