@@ -61,7 +61,7 @@ def test_a_connection_idle_past_the_sdk_expiry_still_answers(server: ServerProce
     auth = {"Authorization": f"Bearer {make_token('keepalive')}"}
     with RawConnection("127.0.0.1", server.port) as conn:
         assert conn.request("GET", "/api/annotations?limit=1", auth).status == 200
-        time.sleep(0.15)
+        time.sleep(0.2)
         # Same socket: the server kept it open while it sat idle.
         assert conn.request("GET", "/api/annotations?limit=1", auth).status == 200
 
@@ -71,12 +71,12 @@ async def test_the_sdk_forgets_idle_connections_after_its_expiry(server: ServerP
     proxy = TcpProxy(("127.0.0.1", server.port)).start()
     try:
         async with PacsClient(
-            f"http://127.0.0.1:{proxy.port}", make_token("keepalive"), keepalive_expiry=0.1
+            f"http://127.0.0.1:{proxy.port}", make_token("keepalive"), keepalive_expiry=0.15
         ) as c:
             await c.health()
             await c.health()
             assert proxy.accepted == 1  # reused while fresh
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.2)
             await c.health()
             assert proxy.accepted == 2  # past its expiry: a new connection, not a stale one
     finally:
