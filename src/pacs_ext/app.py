@@ -19,7 +19,8 @@ from . import __version__
 from .api import api_router
 from .auth import TokenVerifier
 from .config import Settings, get_settings
-from .db import create_engine, create_sessionmaker
+from .db import create_engine, create_sessionmaker, no_answer
+from .errors_middleware import ErrorResponses
 from .exceptions import AppError
 from .janitor import periodic as periodic_janitor
 from .observability.endpoints import Readiness
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(settings)
 
     _install_error_handlers(app)
+    # Inside RequestObservability: the answer to an unhandled error carries the request id.
+    app.add_middleware(ErrorResponses)
     app.add_middleware(RequestObservability)
     if settings.server.cors_allowed_origins:
         app.add_middleware(
@@ -171,6 +174,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.InterfaceError)
     async def db_unavailable(_: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
         log.warning("db.unavailable", error=str(exc.orig)[:200])
+        timed_out = no_answer(exc)
+        if timed_out is not None:  # our own words: the timeout and its setting
+            detail = f"the database is unavailable: {timed_out}; retry shortly"
+            return _error(503, "DatabaseUnavailable", detail)
         return _error(503, "DatabaseUnavailable", "the database is unavailable; retry shortly")
 
     @app.exception_handler(sa_exc.DBAPIError)
@@ -181,14 +188,4 @@ def _install_error_handlers(app: FastAPI) -> None:
             log.warning("db.connection_lost", error=str(exc.orig)[:200])
             return _error(503, "DatabaseUnavailable", "the database connection was lost; retry")
         log.error("server.unhandled_error", exc_info=exc)
-        return _error(500, "InternalError", "unexpected server error (logged)")
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-            return _error(503, "DatabaseUnavailable", "the database connection was lost; retry")
-        if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, StorageError):
-            log.warning("dependency.unavailable", error=repr(exc)[:200])
-            return _error(503, "ServiceUnavailable", "a backing service is unavailable; retry")
-        log.exception("server.unhandled_error")
         return _error(500, "InternalError", "unexpected server error (logged)")

@@ -31,6 +31,9 @@ class ServerSettings(BaseModel):
     # Base URL clients use to reach this server (local store URLs); empty: http://host:port.
     public_url: str = ""
     workers: int = Field(1, ge=1)
+    # How long an idle keep-alive connection stays open: longer than every client pool and
+    # load balancer in front of the server keeps one, or they send on a closing connection.
+    keepalive_timeout_seconds: int = Field(75, ge=1, le=3600)
 
     @field_validator("public_url")
     @classmethod
@@ -49,6 +52,11 @@ class DatabaseSettings(BaseModel):
     url: str = ""
     echo: bool = False
     pool_size: int = Field(10, ge=1)
+    # A database that accepts connections but never answers (a stuck proxy, a failover) fails
+    # requests with a 503 after these, not after asyncpg's 60 s. Connect: PostgreSQL only.
+    # Statement: any one statement's answer (PostgreSQL), the wait for a lock (SQLite).
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    statement_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("url")
     @classmethod

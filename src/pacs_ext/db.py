@@ -2,41 +2,151 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]  # no type information
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from .config import Settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+class NoAnswer(TimeoutError):
+    """The database did not answer in time; the message names the setting."""
+
+
+class _Connection(asyncpg.Connection):  # type: ignore[misc]  # untyped base
+    """asyncpg raises a bare TimeoutError when `command_timeout` passes. SQLAlchemy's pool
+    check (pre-ping) and BEGIN run through `fetchrow` and `execute` and understand only driver
+    errors: there the timeout closes the connection and says so, so the pool replaces it."""
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+        try:
+            status: str = await super().execute(query, *args, **kwargs)
+            return status
+        except TimeoutError:
+            reason = self._no_answer()
+        raise asyncpg.InterfaceError(f"connection is closed: {reason}") from reason
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().fetchrow(query, *args, **kwargs)
+        except TimeoutError:
+            reason = self._no_answer()
+        raise asyncpg.InterfaceError(f"connection is closed: {reason}") from reason
+
+    def _no_answer(self) -> NoAnswer:
+        self.terminate()  # what it was doing is unknown: never use it again
+        timeout = self._config.command_timeout
+        return NoAnswer(f"no answer within {timeout:g} s (database.statement_timeout_seconds)")
+
+
+def create_engine(settings: Settings, *, statement_timeout: bool = True) -> AsyncEngine:
+    """The engine; `statement_timeout=False` for migrations, whose statements may be long."""
     url = settings.database_url()
-    kwargs: dict[str, Any] = {"echo": settings.database.echo}
+    db = settings.database
+    kwargs: dict[str, Any] = {"echo": db.echo}
     if url.startswith("sqlite"):
         settings.server.data_dir.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = {"timeout": db.statement_timeout_seconds}
     else:
         # pre_ping: a connection dropped by the server is replaced, not handed to a request.
-        kwargs.update(pool_size=settings.database.pool_size, max_overflow=10, pool_pre_ping=True)
+        kwargs.update(pool_size=db.pool_size, max_overflow=10, pool_pre_ping=True)
+        connect_args: dict[str, Any] = {"timeout": db.connect_timeout_seconds}
+        if statement_timeout:
+            connect_args["command_timeout"] = db.statement_timeout_seconds
+            connect_args["connection_class"] = _Connection
+        kwargs["connect_args"] = connect_args
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        busy_ms = int(db.statement_timeout_seconds * 1000)
+        event.listen(engine.sync_engine, "connect", lambda c, r: _sqlite_pragmas(c, busy_ms))
+    else:
+        event.listen(
+            engine.sync_engine, "do_connect", _connect_or_say_why(db.connect_timeout_seconds)
+        )
+        event.listen(
+            engine.sync_engine, "handle_error", _statement_timed_out(db.statement_timeout_seconds)
+        )
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _connect_or_say_why(
+    timeout: float,
+) -> Callable[[Dialect, ConnectionPoolEntry, list[Any], dict[str, Any]], Any]:
+    """A connection failure asyncpg reports as a bare TimeoutError or OSError becomes the
+    driver's OperationalError with the reason, which callers treat as "database unavailable"."""
+
+    def connect(
+        dialect: Dialect, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+    ) -> Any:
+        errors = dialect.loaded_dbapi
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except TimeoutError as exc:
+            reason = NoAnswer(f"no answer within {timeout:g} s (database.connect_timeout_seconds)")
+            raise errors.OperationalError(str(reason), exc) from reason
+        except OSError as exc:
+            raise errors.OperationalError(str(exc) or type(exc).__name__, exc) from exc
+
+    return connect
+
+
+def _statement_timed_out(timeout: float) -> Callable[[ExceptionContext], BaseException | None]:
+    def handle(ctx: ExceptionContext) -> BaseException | None:
+        if not isinstance(ctx.original_exception, TimeoutError) or ctx.sqlalchemy_exception:
+            return None
+        # The connection's protocol state is unknown after a timeout: never hand it out again.
+        ctx.is_disconnect = True
+        ctx.invalidate_pool_on_disconnect = False
+        reason = NoAnswer(f"no answer within {timeout:g} s (database.statement_timeout_seconds)")
+        return sa_exc.OperationalError(
+            ctx.statement, ctx.parameters, reason, connection_invalidated=True
+        )
+
+    return handle
+
+
+def no_answer(exc: BaseException) -> NoAnswer | None:
+    """The NoAnswer behind a database error (its `orig` or cause), if one of ours timed out."""
+    pending: list[BaseException] = [exc]
+    for _ in range(8):
+        if not pending:
+            break
+        current = pending.pop(0)
+        if isinstance(current, NoAnswer):
+            return current
+        for behind in (getattr(current, "orig", None), current.__cause__):
+            if isinstance(behind, BaseException):
+                pending.append(behind)
+    return None
+
+
+def database_error_reason(exc: BaseException) -> str:
+    """One line saying why the database could not be used (for messages and logs)."""
+    timed_out = no_answer(exc)
+    if timed_out is not None:
+        return str(timed_out)
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return text or type(orig).__name__
+
+
+def _sqlite_pragmas(dbapi_conn: Any, busy_ms: int) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     cur.close()
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import typer
 import uvicorn
 
-from ..config import ConfigError
+from ..config import ConfigError, Settings
+from ..db import database_error_reason
 from ..storage.registry import create_storage
 from .common import fail, settings_or_exit
 from .db import pending_migrations
@@ -36,7 +38,7 @@ def serve(
     try:
         behind = pending_migrations(settings)
     except Exception as exc:
-        raise fail(f"cannot reach the database: {exc}") from None
+        raise fail(f"cannot reach the database: {database_error_reason(exc)}") from None
     if behind:
         raise fail("the database schema is not up to date: run `pacs-ext db upgrade` first")
     workers = workers or settings.server.workers
@@ -45,14 +47,21 @@ def serve(
         from ..observability.multiproc import prepare_multiprocess_dir
 
         prepare_multiprocess_dir(settings.server.data_dir / "prometheus-multiproc")
-    uvicorn.run(
-        "pacs_ext.app:create_app",
-        factory=True,
-        host=settings.server.host,
-        port=settings.server.port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        server_header=False,
-    )
+    uvicorn.run("pacs_ext.app:create_app", **uvicorn_options(settings, workers))
+
+
+def uvicorn_options(settings: Settings, workers: int) -> dict[str, Any]:
+    """What `serve` gives uvicorn besides the app (tests read them back through uvicorn.Config)."""
+    return {
+        "factory": True,
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "workers": workers,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        "server_header": False,
+        # uvicorn's own default is 5 s, the same as httpx's pool: a client reusing a connection
+        # just as the server closes it loses the request (issue 17).
+        "timeout_keep_alive": settings.server.keepalive_timeout_seconds,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from ..masks.schemas import (
     UploadUrlsResponse,
 )
 from ..schemas import Page
+from .connections import KEEPALIVE_EXPIRY, REPEATABLE, pooled_transport
 from .errors import ApiError, IncompleteUpload, ServerUnreachable
 from .retry import (
     RETRYABLE_STATUSES,
@@ -40,6 +42,9 @@ class PacsClient:
 
     Two HTTP clients: one for the API (carries the token) and one for object storage (signed
     URLs only: the token never goes to storage). Use as `async with PacsClient(...) as c:`.
+    Idle connections are forgotten after `keepalive_expiry` seconds (before servers close
+    them); a request safe to repeat that a reused connection dropped is sent again at once
+    (client/connections.py), before the retry policy's own attempts.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class PacsClient:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         max_connections: int = 64,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
         transport: httpx.AsyncBaseTransport | None = None,
         storage_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -58,21 +64,21 @@ class PacsClient:
         self.server = server.rstrip("/")
         self.retry = retry or RetryPolicy()
         limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
         )
         agent = f"pacs-ext-client/{__version__}"
         self.http = httpx.AsyncClient(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}", "User-Agent": agent},
             timeout=timeout,
-            limits=limits,
-            transport=transport,
+            transport=transport or pooled_transport(limits),
         )
         self.storage = httpx.AsyncClient(
             headers={"User-Agent": agent},
             timeout=timeout,
-            limits=limits,
-            transport=storage_transport,
+            transport=storage_transport or pooled_transport(limits),
         )
 
     async def __aenter__(self) -> PacsClient:
@@ -99,9 +105,11 @@ class PacsClient:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
         safe: bool | None = None,
     ) -> httpx.Response:
-        """One API call with retries; raises ApiError for an error status."""
+        """One API call with retries; raises ApiError for an error status. `safe`: sending
+        it twice does no harm (default: by method)."""
         safe = method in ("GET", "HEAD", "PUT", "DELETE", "PATCH") if safe is None else safe
         statuses = RETRYABLE_STATUSES if safe else RETRYABLE_UNSAFE_STATUSES
         clean = {k: v for k, v in (params or {}).items() if v is not None}
@@ -109,7 +117,14 @@ class PacsClient:
         while True:
             attempt += 1
             try:
-                response = await self.http.request(method, path, json=json, params=clean)
+                response = await self.http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=clean,
+                    headers=headers,
+                    extensions={REPEATABLE: safe},
+                )
             except httpx.TransportError as exc:
                 if attempt < self.retry.attempts and is_retryable_exception(exc, safe=safe):
                     await asyncio.sleep(self.retry.delay(attempt))
@@ -173,12 +188,16 @@ class PacsClient:
         ttl_seconds: int | None = None,
         **fields: Any,
     ) -> MaskGroupCreated:
-        """Create a mask group declaring `files`; the answer holds one upload target each."""
+        """Create a mask group declaring `files`; the answer holds one upload target each.
+
+        Sent with an Idempotency-Key, the same on every retry: a retry after a lost answer
+        gets the group the first attempt created, never a second one."""
         body = {**fields, "files": _specs(files)}
         if ttl_seconds is not None:
             body["ttl_seconds"] = ttl_seconds
+        key = {"Idempotency-Key": f"pacs-ext-{uuid.uuid4().hex}"}
         return await self._model(
-            MaskGroupCreated, "POST", self._groups(annotation_id), json=body, safe=False
+            MaskGroupCreated, "POST", self._groups(annotation_id), json=body, headers=key, safe=True
         )
 
     async def list_groups(

@@ -32,7 +32,7 @@ async def _run_async() -> None:
         settings = settings.model_copy(
             update={"database": settings.database.model_copy(update={"url": url})}
         )
-    engine = create_engine(settings)
+    engine = create_engine(settings, statement_timeout=False)  # a migration may take long
     async with engine.connect() as conn:
         await conn.run_sync(_run)
     await engine.dispose()

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ..db import no_answer
 from ..masks.repository import count_groups_by_status
 from ..storage.base import ObjectStorage
 from . import metrics
@@ -43,15 +44,28 @@ class Readiness:
         self._timeout = timeout
         self._lock = asyncio.Lock()
         self._storage_ok_at = float("-inf")
+        self._abandoned: set[asyncio.Future[None]] = set()
 
     async def database(self) -> str:
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure means "not ready"
-            return f"unavailable: {type(exc).__name__}"
+        # A task waited for with a deadline rather than cancelled in place: a connection that
+        # stopped answering takes a while more to be closed, and the probe must not wait for it.
+        probe = asyncio.ensure_future(self._select_one())
+        done, _ = await asyncio.wait({probe}, timeout=self._timeout)
+        if not done:
+            probe.cancel()
+            self._abandoned.add(probe)
+            probe.add_done_callback(self._abandoned.discard)
+            return f"unavailable: no answer within {self._timeout:g} s"
+        exc = probe.exception()
+        if exc is not None:  # any failure means "not ready"
+            # /ready needs no token: our own timeouts are told, other errors only by name.
+            timed_out = no_answer(exc)
+            return f"unavailable: {timed_out or type(exc).__name__}"
         return OK
+
+    async def _select_one(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def storage(self) -> str:
         async with self._lock:

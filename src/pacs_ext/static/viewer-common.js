@@ -38,20 +38,40 @@
     }
   }
 
-  async function api(token, method, path, body) {
+  // Requests that may be sent twice without doing anything twice: a keep-alive connection
+  // closed by the server or a balancer just as the request left shows as a network error with
+  // no answer, and these are sent again once (group creation carries an Idempotency-Key).
+  const REPEATABLE_METHODS = new Set(["GET", "HEAD", "PUT", "DELETE"]);
+
+  function repeatable(method, path, headers) {
+    return REPEATABLE_METHODS.has(method) || "Idempotency-Key" in headers ||
+      /\/(complete|upload-urls)$/.test(path);
+  }
+
+  // A fresh Idempotency-Key (crypto.randomUUID needs a secure context; this does not).
+  function idempotencyKey() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return "viewer-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function api(token, method, path, body, extraHeaders = {}) {
     if (!token) throw new Error("paste a token first (section 1)");
+    const headers = {
+      Authorization: `Bearer ${token}`,
+      ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
+      ...extraHeaders,
+    };
+    const init = { method, headers, body: body !== undefined ? JSON.stringify(body) : undefined };
     let response;
-    try {
-      response = await fetch(path, {
-        method,
-        headers: {
-          Authorization: `Bearer ${token}`,
-          ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
-        },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
-      });
-    } catch (err) {
-      throw new Error(`cannot reach the server: ${err.message}`);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        response = await fetch(path, init);
+        break;
+      } catch (err) {
+        // fetch rejects with a TypeError when no answer came at all.
+        if (err instanceof TypeError && attempt === 1 && repeatable(method, path, extraHeaders)) continue;
+        throw new Error(`cannot reach the server: ${err.message}`);
+      }
     }
     if (response.status === 204) return null;
     const text = await response.text();
@@ -140,9 +160,11 @@
           error.expired = true;
           return reject(error);
         }
-        reject(new Error(
+        const error = new Error(
           `the browser could not send the file to storage (${new URL(target.url).origin}): ` +
-          `network error or blocked by CORS — storage must allow PUT from ${location.origin}`));
+          `network error or blocked by CORS — storage must allow PUT from ${location.origin}`);
+        error.network = true; // no answer at all: worth one more try (a dropped connection)
+        reject(error);
       };
       xhr.ontimeout = () => reject(new Error("the upload timed out"));
       xhr.send(file);
@@ -163,6 +185,6 @@
   }
 
   global.PacsViewer = {
-    show, showError, showInfo, ApiError, api, subjectOf, formatBytes, md5Base64, put, runPool,
+    show, showError, showInfo, ApiError, api, idempotencyKey, subjectOf, formatBytes, md5Base64, put, runPool,
   };
 })(window);

@@ -13,7 +13,8 @@
   const {
     showError, showInfo, ApiError, subjectOf, formatBytes, md5Base64, put, runPool,
   } = window.PacsViewer;
-  const api = (method, path, body) => window.PacsViewer.api(state.token, method, path, body);
+  const api = (method, path, body, headers) =>
+    window.PacsViewer.api(state.token, method, path, body, headers);
   const $ = (sel) => document.querySelector(sel);
   const state = {
     token: sessionStorage.getItem("pacs-ext-token") || "",
@@ -183,6 +184,7 @@
       return false;
     }
     setStatus(entry, "uploading", "uploading");
+    let resent = false;
     for (let attempt = 1; ; attempt++) {
       try {
         await put(entry.file, target, (loaded) => {
@@ -201,6 +203,11 @@
           const renewed = await api("POST", `${groupsPath(state.annotationId)}/${state.group.id}/upload-urls`,
             { files: [specOf(entry)] });
           target = renewed.uploads[0];
+          continue;
+        }
+        if (err.network && !resent) {
+          // No answer at all (a connection closed under the PUT): the same PUT, once more.
+          resent = true;
           continue;
         }
         setStatus(entry, "failed", err.message);
@@ -232,7 +239,9 @@
         const modelName = $("#model-name").value.trim();
         if (groupName) body.group_name = groupName;
         if (modelName) body.model_name = modelName;
-        const created = await api("POST", groupsPath(state.annotationId), body);
+        // The key makes a re-sent creation return the same group, never a second one.
+        const created = await api("POST", groupsPath(state.annotationId), body,
+          { "Idempotency-Key": window.PacsViewer.idempotencyKey() });
         state.group = created;
         targets = created.uploads;
       }
