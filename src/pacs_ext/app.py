@@ -147,7 +147,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, "ValidationError", summary or "invalid request", errors=problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # JSON nested deeper than the parser's stack: bad input, named like the cap.
+            depth = request.app.state.settings.limits.annotation_data_max_depth
+            return _error(
+                422,
+                "ValidationError",
+                f"the JSON body is nested too deeply (data may nest at most {depth} levels: "
+                "limits.annotation_data_max_depth)",
+            )
         names = {
             400: "BadRequest",
             401: "Unauthorized",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -10,10 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fixtures.inprocess import InProcess, make_settings, migrate
+from fixtures.inprocess import AppFactory, InProcess, make_settings, migrate
 from pacs_ext.app import create_app
-
-AppFactory = Callable[..., Any]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
