@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .api import api_router
 from .auth import TokenVerifier
+from .body_limit import BodyLimit
 from .config import Settings, get_settings
 from .db import create_engine, create_sessionmaker
 from .exceptions import AppError
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(settings)
 
     _install_error_handlers(app)
+    # Inside the observability middleware, so a 413 is counted and logged like any answer.
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(RequestObservability)
     if settings.server.cors_allowed_origins:
         app.add_middleware(

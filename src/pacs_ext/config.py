@@ -233,7 +233,7 @@ class LimitsSettings(BaseModel):
     annotation_data_max_bytes: int = Field(1 * MiB, ge=2)
     annotation_data_max_depth: int = Field(32, ge=1, le=200)
     # File names a 409 of `complete` lists per kind (missing, mismatched); counts are exact.
-    conflict_max_names: int = Field(100, ge=0)
+    conflict_max_names: int = Field(1000, ge=0)
 
 
 class Settings(BaseSettings):

@@ -84,6 +84,39 @@ async def declared_files(session: AsyncSession, group_id: int) -> Sequence[MaskG
     return rows.all()
 
 
+# Rows per query or insert where a group can hold 100,000 files: each chunk's Python work on the
+# event loop stays in the milliseconds, and the loop serves other requests between chunks.
+CHUNK = 2000
+
+
+async def declared_files_chunked(
+    session: AsyncSession, group_id: int, chunk: int = CHUNK
+) -> list[MaskGroupFile]:
+    """declared_files, read by keyset pages so that no single step blocks the event loop."""
+    out: list[MaskGroupFile] = []
+    last_id = 0
+    while True:
+        rows = (
+            await session.scalars(
+                select(MaskGroupFile)
+                .where(MaskGroupFile.group_id == group_id, MaskGroupFile.id > last_id)
+                .order_by(MaskGroupFile.id)
+                .limit(chunk)
+            )
+        ).all()
+        out.extend(rows)
+        if len(rows) < chunk:
+            return out
+        last_id = rows[-1].id
+
+
+async def count_declared(session: AsyncSession, group_id: int) -> int:
+    total = await session.scalar(
+        select(func.count()).select_from(MaskGroupFile).where(MaskGroupFile.group_id == group_id)
+    )
+    return int(total or 0)
+
+
 async def declared_by_name(
     session: AsyncSession, group_id: int, names: Iterable[str]
 ) -> dict[str, MaskGroupFile]:
@@ -106,7 +139,8 @@ async def insert_files(session: AsyncSession, rows: list[dict[str, Any]]) -> Non
 
 
 async def insert_masks(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await bulk_insert(session, Mask.__table__, rows)  # type: ignore[arg-type]
+    for i in range(0, len(rows), CHUNK):
+        await bulk_insert(session, Mask.__table__, rows[i : i + CHUNK])  # type: ignore[arg-type]
 
 
 async def claim_completion(session: AsyncSession, group_id: int, values: dict[str, Any]) -> bool:
