@@ -21,6 +21,7 @@ from .auth import TokenVerifier
 from .body_limit import BodyLimit
 from .config import Settings, get_settings
 from .db import create_engine, create_sessionmaker
+from .docs import install_docs
 from .exceptions import AppError
 from .janitor import periodic as periodic_janitor
 from .observability.endpoints import Readiness
@@ -28,6 +29,7 @@ from .observability.endpoints import router as operations_router
 from .observability.logging import configure_logging, register_secrets
 from .observability.middleware import RequestObservability
 from .observability.storage import instrument
+from .security_headers import SecurityHeaders
 from .storage.base import StorageError
 from .storage.registry import create_storage
 from .viewer import install_viewer
@@ -78,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc are served with assets from the package (docs.py), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)
@@ -86,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inside the observability middleware, so a 413 is counted and logged like any answer.
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(RequestObservability)
+    app.add_middleware(SecurityHeaders)
     if settings.server.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -98,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router, prefix="/api")
     app.include_router(operations_router)
     install_viewer(app)  # the /viewer page for people
+    install_docs(app)
     if settings.object_storage.provider == "local":
         from .storage.local_endpoints import router as local_storage_router
 

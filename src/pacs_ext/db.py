@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,13 +17,14 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from .config import Settings
+from .private_files import private_dirs
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url()
     kwargs: dict[str, Any] = {"echo": settings.database.echo}
     if url.startswith("sqlite"):
-        settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(settings, url)
         kwargs["connect_args"] = {"timeout": 30}
     else:
         # pre_ping: a connection dropped by the server is replaced, not handed to a request.
@@ -29,6 +33,21 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _private_sqlite_file(settings: Settings, url: str) -> None:
+    """The database file (and so its -wal and -shm files, which SQLite creates with the same
+    mode) readable by the server's user only: it holds patient-related data."""
+    private_dirs(settings.server.data_dir)
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    db = Path(path)
+    if db.exists():
+        os.chmod(db, 0o600)
+    else:
+        private_dirs(db.parent)
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 import anyio.to_thread
 
+from ..private_files import private_dirs
 from .base import (
     Capabilities,
     ChecksumMismatch,
@@ -71,7 +72,7 @@ class LocalStorage(ObjectStorage):
         self.bucket = bucket
         self._secret = secret
         self._base = base_url.rstrip("/") + ROUTE_PREFIX
-        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        private_dirs(self.root / TMP_DIR)
 
     # ---- signing -------------------------------------------------------------------------
 
@@ -153,7 +154,8 @@ class LocalStorage(ObjectStorage):
             os.setxattr(tmp, TYPE_XATTR, content_type.encode())
         except OSError:
             pass  # filesystems without xattrs: the MD5 is recomputed when listing
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(dest.parent)
+        os.chmod(tmp, 0o600)  # masks are patient data: the server's user only
         os.replace(tmp, dest)
 
     # ---- I/O -----------------------------------------------------------------------------
