@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from ..bulk import bulk_insert
 from ..models import Mask, MaskGroup, MaskGroupFile
 from ..models.mask_group import COMPLETE, PENDING
 from .schemas import MaskFilters
+from .verify import DeclaredFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,21 +91,25 @@ async def declared_files(session: AsyncSession, group_id: int) -> Sequence[MaskG
 CHUNK = 2000
 
 
-async def declared_files_chunked(
+_DECLARED_COLUMNS = [MaskGroupFile.__table__.c[f.name] for f in dataclasses.fields(DeclaredFile)]
+
+
+async def declared_rows(
     session: AsyncSession, group_id: int, chunk: int = CHUNK
-) -> list[MaskGroupFile]:
-    """declared_files, read by keyset pages so that no single step blocks the event loop."""
-    out: list[MaskGroupFile] = []
+) -> list[DeclaredFile]:
+    """The group's declared files as plain rows, read by keyset pages so that no single step
+    holds the event loop."""
+    out: list[DeclaredFile] = []
     last_id = 0
+    table = MaskGroupFile.__table__
     while True:
-        rows = (
-            await session.scalars(
-                select(MaskGroupFile)
-                .where(MaskGroupFile.group_id == group_id, MaskGroupFile.id > last_id)
-                .order_by(MaskGroupFile.id)
-                .limit(chunk)
-            )
-        ).all()
+        result = await session.execute(
+            select(*_DECLARED_COLUMNS)
+            .where(table.c.group_id == group_id, table.c.id > last_id)
+            .order_by(table.c.id)
+            .limit(chunk)
+        )
+        rows = [DeclaredFile(*row) for row in result.all()]
         out.extend(rows)
         if len(rows) < chunk:
             return out

@@ -201,12 +201,13 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     # A group may hold limits.max_files_per_group files (100,000 by default): reading, comparing
     # and serialising them is chunked or runs in a worker thread, so that the event loop keeps
     # serving other requests (/health) meanwhile.
-    declared = await repo.declared_files_chunked(ctx.session, group_id)
+    declared = await repo.declared_rows(ctx.session, group_id)
     if not declared:
         raise Conflict(f"mask group {group_id} has no declared files to complete")
     multipart_problems = None
     if any(f.upload_id for f in declared):
-        multipart_problems = await multipart.finish_multipart(ctx, declared)
+        uploads = await repo.declared_files(ctx.session, group_id)
+        multipart_problems = await multipart.finish_multipart(ctx, uploads)
     prefix = group_prefix(ctx.key_prefix, annotation_id, group_id)
     async with translate_storage_errors("complete (listing uploaded objects)"):
         listing = await _listing(ctx.storage, prefix)
