@@ -24,6 +24,7 @@ from .db import create_engine, create_sessionmaker
 from .docs import install_docs
 from .exceptions import AppError
 from .janitor import periodic as periodic_janitor
+from .observability import listener as metrics_listener
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
 from .observability.logging import configure_logging, register_secrets
@@ -68,9 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         janitor_task = periodic_janitor.start(
             engine, app.state.sessionmaker, app.state.storage, settings
         )
+        metrics_task = await metrics_listener.start(app, settings)
         try:
             yield
         finally:
+            await metrics_listener.stop(metrics_task)
             await periodic_janitor.stop(janitor_task)
             await app.state.storage.close()
             await engine.dispose()
@@ -122,6 +125,7 @@ def _secrets(settings: Settings) -> list[str]:
     storage = settings.object_storage
     values = [
         settings.auth.jwt_secret.get_secret_value(),
+        settings.metrics.token.get_secret_value(),
         storage.secret_key.get_secret_value(),
         storage.session_token.get_secret_value(),
     ]

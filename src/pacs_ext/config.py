@@ -236,6 +236,15 @@ class LimitsSettings(BaseModel):
     conflict_max_names: int = Field(1000, ge=0)
 
 
+class MetricsSettings(BaseModel):
+    # Empty: /metrics needs no token. Set: scrapes send `Authorization: Bearer <token>`.
+    token: SecretStr = SecretStr("")
+    # port 0: /metrics is served by the API's listener. Otherwise only by a listener of its
+    # own on host:port (e.g. an internal interface), and the API's /metrics answers 404.
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP_",
@@ -254,6 +263,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property
     def is_development(self) -> bool:
