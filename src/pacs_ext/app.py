@@ -18,16 +18,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .api import api_router
 from .auth import TokenVerifier
+from .body_limit import BodyLimit
 from .config import Settings, get_settings
 from .db import create_engine, create_sessionmaker, no_answer
+from .docs import install_docs
 from .errors_middleware import ErrorResponses
 from .exceptions import AppError
 from .janitor import periodic as periodic_janitor
+from .observability import listener as metrics_listener
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
 from .observability.logging import configure_logging, register_secrets
 from .observability.middleware import RequestObservability
 from .observability.storage import instrument
+from .security_headers import SecurityHeaders
 from .storage.base import StorageError
 from .storage.registry import create_storage
 from .viewer import install_viewer
@@ -66,9 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         janitor_task = periodic_janitor.start(
             engine, app.state.sessionmaker, app.state.storage, settings
         )
+        metrics_task = await metrics_listener.start(app, settings)
         try:
             yield
         finally:
+            await metrics_listener.stop(metrics_task)
             await periodic_janitor.stop(janitor_task)
             await app.state.storage.close()
             await engine.dispose()
@@ -78,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc are served with assets from the package (docs.py), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)
@@ -85,7 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     # Inside RequestObservability: the answer to an unhandled error carries the request id.
     app.add_middleware(ErrorResponses)
+    # Inside the observability middleware, so a 413 is counted and logged like any answer.
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(RequestObservability)
+    app.add_middleware(SecurityHeaders)
     if settings.server.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -98,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router, prefix="/api")
     app.include_router(operations_router)
     install_viewer(app)  # the /viewer page for people
+    install_docs(app)
     if settings.object_storage.provider == "local":
         from .storage.local_endpoints import router as local_storage_router
 
@@ -115,6 +128,7 @@ def _secrets(settings: Settings) -> list[str]:
     storage = settings.object_storage
     values = [
         settings.auth.jwt_secret.get_secret_value(),
+        settings.metrics.token.get_secret_value(),
         storage.secret_key.get_secret_value(),
         storage.session_token.get_secret_value(),
     ]
@@ -150,7 +164,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, "ValidationError", summary or "invalid request", errors=problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # JSON nested deeper than the parser's stack: bad input, named like the cap.
+            depth = request.app.state.settings.limits.annotation_data_max_depth
+            return _error(
+                422,
+                "ValidationError",
+                f"the JSON body is nested too deeply (data may nest at most {depth} levels: "
+                "limits.annotation_data_max_depth)",
+            )
         names = {
             400: "BadRequest",
             401: "Unauthorized",

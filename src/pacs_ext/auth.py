@@ -100,6 +100,9 @@ def principal_from_claims(claims: dict[str, Any], auth: AuthSettings) -> Princip
         raise Unauthorized(f"token has no subject (claim {auth.subject_claim!r})")
     if len(subject) > MAX_ID_LENGTH:
         raise Unauthorized(f"token subject is longer than {MAX_ID_LENGTH} characters")
+    if not subject.isprintable():
+        # NUL cannot be stored (PostgreSQL text) and newlines forge log lines and audit rows.
+        raise Unauthorized("token subject must not contain control characters")
     roles = _strings(_claim_path(claims, auth.roles_claim))
     return Principal(
         subject=subject,

@@ -238,6 +238,30 @@ class JanitorSettings(BaseModel):
     tombstone_retention_seconds: int = Field(86400, ge=60)
 
 
+class LimitsSettings(BaseModel):
+    """Bounds on client input; over one is a 413/422 that names the key."""
+
+    # Bytes of one request body to the API (the local store's PUT is bounded by its signed
+    # Content-Length instead).
+    max_body_bytes: int = Field(16 * MiB, ge=1024)
+    # Files declared in one mask group, over all its create and upload-urls calls.
+    max_files_per_group: int = Field(100_000, ge=1)
+    # An annotation's `data` (and `measurement_values`): bytes of its JSON, nesting depth.
+    annotation_data_max_bytes: int = Field(1 * MiB, ge=2)
+    annotation_data_max_depth: int = Field(32, ge=1, le=200)
+    # File names a 409 of `complete` lists per kind (missing, mismatched); counts are exact.
+    conflict_max_names: int = Field(1000, ge=0)
+
+
+class MetricsSettings(BaseModel):
+    # Empty: /metrics needs no token. Set: scrapes send `Authorization: Bearer <token>`.
+    token: SecretStr = SecretStr("")
+    # port 0: /metrics is served by the API's listener. Otherwise only by a listener of its
+    # own on host:port (e.g. an internal interface), and the API's /metrics answers 404.
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP_",
@@ -255,6 +279,8 @@ class Settings(BaseSettings):
     bucket: BucketSettings = Field(default_factory=BucketSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property
     def is_development(self) -> bool:

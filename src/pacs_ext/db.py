@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # no type information
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.engine import Dialect, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from .config import Settings
+from .private_files import private_dirs
 
 
 class NoAnswer(TimeoutError):
@@ -56,7 +59,7 @@ def create_engine(settings: Settings, *, statement_timeout: bool = True) -> Asyn
     db = settings.database
     kwargs: dict[str, Any] = {"echo": db.echo}
     if url.startswith("sqlite"):
-        settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(settings, url)
         kwargs["connect_args"] = {"timeout": db.statement_timeout_seconds}
     else:
         # pre_ping: a connection dropped by the server is replaced, not handed to a request.
@@ -139,6 +142,21 @@ def database_error_reason(exc: BaseException) -> str:
     orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
     return text or type(orig).__name__
+
+
+def _private_sqlite_file(settings: Settings, url: str) -> None:
+    """The database file (and so its -wal and -shm files, which SQLite creates with the same
+    mode) readable by the server's user only: it holds patient-related data."""
+    private_dirs(settings.server.data_dir)
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    db = Path(path)
+    if db.exists():
+        os.chmod(db, 0o600)
+    else:
+        private_dirs(db.parent)
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, busy_ms: int) -> None:

@@ -9,6 +9,7 @@ from ..deps import SessionDep, SettingsDep, StorageDep
 from ..params import ResourceId
 from ..schemas import ERROR_RESPONSES, MAX_BIGINT, Page
 from . import service
+from .limits import check_json_limits
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationRead, AnnotationUpdate
 
 router = APIRouter(prefix="/annotations", tags=["annotations"], responses=ERROR_RESPONSES)
@@ -16,9 +17,10 @@ router = APIRouter(prefix="/annotations", tags=["annotations"], responses=ERROR_
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AnnotationRead)
 async def create_annotation(
-    body: AnnotationCreate, user: CurrentUser, session: SessionDep
+    body: AnnotationCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> AnnotationRead:
     """Create an annotation owned by the caller."""
+    check_json_limits(body, settings.limits)
     annotation = await service.create(session, user, body)
     return AnnotationRead.model_validate(annotation)
 
@@ -47,9 +49,14 @@ async def get_annotation(
 
 @router.patch("/{annotation_id}", response_model=AnnotationRead)
 async def update_annotation(
-    annotation_id: ResourceId, body: AnnotationUpdate, user: CurrentUser, session: SessionDep
+    annotation_id: ResourceId,
+    body: AnnotationUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> AnnotationRead:
     """Change some fields of an annotation (owner or admin)."""
+    check_json_limits(body, settings.limits)
     return AnnotationRead.model_validate(await service.update(session, user, annotation_id, body))
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 
 from ..auth import CurrentUser
 from ..deps import SessionDep
-from ..schemas import ERROR_RESPONSES, Page
+from ..schemas import ERROR_RESPONSES, MAX_BIGINT, Page
 from . import service
 from .schemas import AuditAction, AuditEventRead, AuditFilters
 
@@ -20,8 +20,8 @@ async def list_audit_events(
     session: SessionDep,
     subject: Annotated[str | None, Query(max_length=255)] = None,
     action: Annotated[AuditAction | None, Query()] = None,
-    annotation_id: Annotated[int | None, Query()] = None,
-    group_id: Annotated[int | None, Query()] = None,
+    annotation_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
+    group_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
     since: Annotated[
         datetime | None,
         Query(alias="from", description="events at or after this time (ISO 8601; UTC if naive)"),
@@ -31,7 +31,7 @@ async def list_audit_events(
         Query(alias="to", description="events before this time (ISO 8601; UTC if naive)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> Page[AuditEventRead]:
     """The audit trail, newest first (admins only)."""
     filters = AuditFilters(

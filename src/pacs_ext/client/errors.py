@@ -39,6 +39,11 @@ class IncompleteUpload(ApiError):
     def mismatched(self) -> list[str]:
         return [str(p["filename"]) for p in self.body.get("mismatched", [])]
 
+    @property
+    def truncated(self) -> bool:
+        """The server listed only some of the problems (limits.conflict_max_names)."""
+        return bool(self.body.get("truncated", False))
+
 
 @dataclass(frozen=True, slots=True)
 class FileFailure:

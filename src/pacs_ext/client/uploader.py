@@ -262,6 +262,10 @@ class _Run:
                         f"{', '.join(unknown[:5])}; start a new group"
                     ) from None
                 todo = [by_name[n] for n in wanted]
+                if exc.truncated:
+                    # Only some problems were listed: which files storage holds is unknown, so
+                    # every file is sent again (a 412 from write-once storage means "stored").
+                    todo, wanted = list(self.files), list(by_name)
             else:
                 if first_round:  # everything was uploaded before the interruption
                     self.skipped = len(self.files)

@@ -223,7 +223,8 @@ async def get_download_url(
     group_id: ResourceId,
     mask_id: ResourceId,
     ctx: CtxDep,
-    ttl_seconds: Annotated[int | None, Query()] = None,
+    # Bounded here for the schema; resolve_ttl then names the configured range.
+    ttl_seconds: Annotated[int | None, Query(ge=-MAX_BIGINT, le=MAX_BIGINT)] = None,
     attachment: Annotated[
         bool, Query(description="ask browsers to save the file under its name")
     ] = False,

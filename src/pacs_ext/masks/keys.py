@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 
-FILENAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
-LABEL_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
+# Matched with fullmatch: `$` would also match before a final newline ("x.png\n").
+FILENAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+LABEL_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 METADATA_NAME = "metadata.json"
 RESERVED_NAMES = frozenset({METADATA_NAME})
 
 
 def check_filename(name: str) -> str:
     """A filename as given by a client: [A-Za-z0-9._-], no leading dot, no '..'."""
-    if not FILENAME_RE.match(name) or ".." in name:
+    if not FILENAME_RE.fullmatch(name) or ".." in name:
         raise ValueError(
             "must be 1-200 characters of [A-Za-z0-9._-], not start with '.', and not contain '..'"
         )
@@ -22,7 +23,7 @@ def check_filename(name: str) -> str:
 
 
 def check_label(label: str) -> str:
-    if not LABEL_RE.match(label) or ".." in label:
+    if not LABEL_RE.fullmatch(label) or ".." in label:
         raise ValueError(
             "must be 1-100 characters of [A-Za-z0-9._-], not start with '.', and not contain '..'"
         )
@@ -46,13 +47,13 @@ def object_key(key_prefix: str, annotation_id: int, group_id: int, name: str) ->
 
 
 FILENAME_PATTERN = re.compile(
-    r"^(?P<slice>\d+)_(?P<label>[A-Za-z0-9_-][A-Za-z0-9._-]*?)\.[A-Za-z0-9]+$"
+    r"(?P<slice>[0-9]+)_(?P<label>[A-Za-z0-9_-][A-Za-z0-9._-]*?)\.[A-Za-z0-9]+"
 )
 
 
 def parse_slice_filename(name: str) -> tuple[int, str] | None:
     """'0001_liver.png' → (1, 'liver'); None when the name does not follow the convention."""
-    m = FILENAME_PATTERN.match(name)
+    m = FILENAME_PATTERN.fullmatch(name)
     if not m:
         return None
     return int(m.group("slice")), m.group("label")

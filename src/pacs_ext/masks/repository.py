@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from ..bulk import bulk_insert
 from ..models import Mask, MaskGroup, MaskGroupFile
 from ..models.mask_group import COMPLETE, PENDING
 from .schemas import MaskFilters
+from .verify import DeclaredFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,43 @@ async def declared_files(session: AsyncSession, group_id: int) -> Sequence[MaskG
     return rows.all()
 
 
+# Rows per query or insert where a group can hold 100,000 files: each chunk's Python work on the
+# event loop stays in the milliseconds, and the loop serves other requests between chunks.
+CHUNK = 2000
+
+
+_DECLARED_COLUMNS = [MaskGroupFile.__table__.c[f.name] for f in dataclasses.fields(DeclaredFile)]
+
+
+async def declared_rows(
+    session: AsyncSession, group_id: int, chunk: int = CHUNK
+) -> list[DeclaredFile]:
+    """The group's declared files as plain rows, read by keyset pages so that no single step
+    holds the event loop."""
+    out: list[DeclaredFile] = []
+    last_id = 0
+    table = MaskGroupFile.__table__
+    while True:
+        result = await session.execute(
+            select(*_DECLARED_COLUMNS)
+            .where(table.c.group_id == group_id, table.c.id > last_id)
+            .order_by(table.c.id)
+            .limit(chunk)
+        )
+        rows = [DeclaredFile(*row) for row in result.all()]
+        out.extend(rows)
+        if len(rows) < chunk:
+            return out
+        last_id = rows[-1].id
+
+
+async def count_declared(session: AsyncSession, group_id: int) -> int:
+    total = await session.scalar(
+        select(func.count()).select_from(MaskGroupFile).where(MaskGroupFile.group_id == group_id)
+    )
+    return int(total or 0)
+
+
 async def declared_by_name(
     session: AsyncSession, group_id: int, names: Iterable[str]
 ) -> dict[str, MaskGroupFile]:
@@ -132,7 +171,8 @@ async def insert_files(session: AsyncSession, rows: list[dict[str, Any]]) -> Non
 
 
 async def insert_masks(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await bulk_insert(session, Mask.__table__, rows)  # type: ignore[arg-type]
+    for i in range(0, len(rows), CHUNK):
+        await bulk_insert(session, Mask.__table__, rows[i : i + CHUNK])  # type: ignore[arg-type]
 
 
 async def claim_completion(session: AsyncSession, group_id: int, values: dict[str, Any]) -> bool:

@@ -16,8 +16,8 @@ MAX_OBJECT_SIZE = 5 * 1024**4  # S3's limit: 5 TiB
 MIN_PART_SIZE = 5 * 1024**2
 MAX_PART_SIZE = 5 * 1024**3
 MAX_PARTS = 10_000
-_MIME_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$"
+_MIME_RE = re.compile(  # fullmatch: `$` would accept "image/png\n"
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
 )
 
 
@@ -86,7 +86,7 @@ class FileSpec(BaseModel):
     @field_validator("content_type")
     @classmethod
     def _content_type(cls, v: str) -> str:
-        if not _MIME_RE.match(v):
+        if not _MIME_RE.fullmatch(v):
             raise ValueError("must be a MIME type such as image/png")
         return v
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +20,7 @@ from ..auth import Principal
 from ..config import Settings
 from ..deletions import service as deletions
 from ..deletions import tombstones
-from ..exceptions import Conflict, NotFound
+from ..exceptions import Conflict, InvalidInput, NotFound
 from ..models import Annotation, Mask, MaskGroup, tombstone
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
@@ -36,7 +38,7 @@ from .schemas import (
     PartRange,
 )
 from .uploads import Target, check_specs, file_row, resolve_ttl, single_target
-from .verify import mask_row, metadata_document, verify
+from .verify import Verification, mask_row, metadata_document, verify
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +129,7 @@ async def create_group(
     await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
     ttl = resolve_ttl(ctx.settings, body.ttl_seconds)
     check_specs(ctx.settings, ctx.storage, body.files)
+    _check_group_size(ctx.settings, len(body.files))
     group = MaskGroup(
         annotation_id=annotation_id,
         created_by=ctx.principal.subject,
@@ -167,6 +170,9 @@ async def upload_urls(
     check_specs(ctx.settings, ctx.storage, files)
     rows = [file_row(ctx.key_prefix, annotation_id, group_id, s) for s in files]
     existing = await repo.declared_by_name(ctx.session, group_id, (r["filename"] for r in rows))
+    added = sum(1 for r in rows if str(r["filename"]) not in existing)
+    if added:
+        _check_group_size(ctx.settings, await repo.count_declared(ctx.session, group_id) + added)
     # A multipart upload survives a renewal of the same declaration (its parts are kept).
     stale = []
     for row, spec in zip(rows, files, strict=True):
@@ -198,6 +204,17 @@ async def upload_urls(
     return targets
 
 
+def _check_group_size(settings: Settings, files: int) -> None:
+    """The per-group cap counts every file declared, over all create and upload-urls calls."""
+    limit = settings.limits.max_files_per_group
+    if files > limit:
+        raise InvalidInput(
+            f"the mask group would hold {files} files, more than {limit} "
+            "(limits.max_files_per_group); split the upload into several groups",
+            extra={"field": "files", "limit": limit},
+        )
+
+
 async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     """Verify every declared object by listing the prefix, then record masks in one go."""
     started = time.perf_counter()
@@ -207,16 +224,20 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
         return group
     if group.status != PENDING:
         raise Conflict(f"mask group {group_id} is {group.status} and cannot be completed")
-    declared = await repo.declared_files(ctx.session, group_id)
+    # A group may hold limits.max_files_per_group files (100,000 by default): reading, comparing
+    # and serialising them is chunked or runs in a worker thread, so that the event loop keeps
+    # serving other requests (/health) meanwhile.
+    declared = await repo.declared_rows(ctx.session, group_id)
     if not declared:
         raise Conflict(f"mask group {group_id} has no declared files to complete")
     multipart_problems = None
     if any(f.upload_id for f in declared):
-        multipart_problems = await multipart.finish_multipart(ctx, declared)
+        uploads = await repo.declared_files(ctx.session, group_id)
+        multipart_problems = await multipart.finish_multipart(ctx, uploads)
     prefix = group_prefix(ctx.key_prefix, annotation_id, group_id)
     async with translate_storage_errors("complete (listing uploaded objects)"):
-        listing: dict[str, ObjectInfo] = {o.key: o async for o in ctx.storage.list_prefix(prefix)}
-    result = verify(declared, listing)
+        listing = await _listing(ctx.storage, prefix)
+    result = await anyio.to_thread.run_sync(verify, declared, listing)
     if multipart_problems is not None:
         multipart.merge(result, multipart_problems)
     if not result.passed:
@@ -235,13 +256,10 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
         raise Conflict(
             f"{len(result.missing)} file(s) missing and {len(result.mismatched)} mismatched; "
             "upload them (upload-urls renews expired URLs) and call complete again",
-            extra={
-                "missing": [p.model_dump(exclude_none=True) for p in result.missing],
-                "mismatched": [p.model_dump(exclude_none=True) for p in result.mismatched],
-            },
+            extra=conflict_body(result, ctx.settings.limits.conflict_max_names),
         )
     now = utcnow()
-    rows = [mask_row(f, obj, now) for f, obj in result.ok]
+    rows = await anyio.to_thread.run_sync(_mask_rows, result, now)
     slice_count = len({f.slice_index for f in declared if f.slice_index is not None})
     if not await repo.claim_completion(
         ctx.session, group_id, {"completed_at": now, "slice_count": slice_count, "updated_at": now}
@@ -257,10 +275,11 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     await ctx.session.refresh(group)
     # metadata.json last: if writing it fails, the transaction rolls back and a retry redoes all.
+    document = await anyio.to_thread.run_sync(metadata_document, annotation, group, rows)
     async with translate_storage_errors("complete (writing metadata.json)"):
         await ctx.storage.put_bytes(
             object_key(ctx.key_prefix, annotation_id, group_id, METADATA_NAME),
-            metadata_document(annotation, group, rows),
+            document,
             "application/json",
         )
     elapsed = time.perf_counter() - started
@@ -276,6 +295,30 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
         duration_ms=round(elapsed * 1000, 1),
     )
     return group
+
+
+async def _listing(storage: ObjectStorage, prefix: str) -> dict[str, ObjectInfo]:
+    listing: dict[str, ObjectInfo] = {}
+    async for o in storage.list_prefix(prefix):
+        listing[o.key] = o
+        if len(listing) % repo.CHUNK == 0:
+            await asyncio.sleep(0)  # a long listing already in memory: let others run
+    return listing
+
+
+def _mask_rows(result: Verification, now: datetime) -> list[dict[str, Any]]:
+    return [mask_row(f, obj, now) for f, obj in result.ok]
+
+
+def conflict_body(result: Verification, max_names: int) -> dict[str, Any]:
+    """The 409 of `complete`: at most max_names problems of each kind, and exact counts."""
+    return {
+        "missing": [p.model_dump(exclude_none=True) for p in result.missing[:max_names]],
+        "mismatched": [p.model_dump(exclude_none=True) for p in result.mismatched[:max_names]],
+        "missing_count": len(result.missing),
+        "mismatched_count": len(result.mismatched),
+        "truncated": len(result.missing) > max_names or len(result.mismatched) > max_names,
+    }
 
 
 async def update_group(

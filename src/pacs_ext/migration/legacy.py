@@ -33,7 +33,7 @@ from ..storage.base import (
     StorageError,
     validate_key,
 )
-from ..storage.local import SignatureError
+from ..storage.local import SignatureError, check_expiry
 from ..storage.s3_multipart import expiry_at
 
 log = structlog.get_logger(__name__)
@@ -81,11 +81,8 @@ class LegacyFiles:
         return SignedRequest("GET", url, {}, expires_at)
 
     def verify_get(self, key: str, expires: str, signature: str, disposition: str) -> None:
-        if not expires.isdigit():
-            raise SignatureError(403, "AccessDenied", "missing or malformed expiry")
-        if int(expires) < time.time():
-            raise SignatureError(403, "AccessDenied", "the signed URL has expired")
-        if not hmac.compare_digest(self._signature(key, int(expires), disposition), signature):
+        expiry = check_expiry(expires)
+        if not hmac.compare_digest(self._signature(key, expiry, disposition), signature):
             raise SignatureError(403, "SignatureDoesNotMatch", "signature does not match")
 
 

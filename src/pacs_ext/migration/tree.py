@@ -84,7 +84,7 @@ def _scan_group(tree: Tree, annotation_id: int, group_id: int, folder: Path) -> 
             local = LocalFile(annotation_id, group_id, f.name, Path(f.path), f.stat().st_size)
             if f.name == METADATA_NAME:
                 tree.metadata[(annotation_id, group_id)] = local
-            elif FILENAME_RE.match(f.name) and ".." not in f.name:
+            elif FILENAME_RE.fullmatch(f.name) and ".." not in f.name:
                 tree.files.append(local)
             else:
                 tree.ignored.append(rel)

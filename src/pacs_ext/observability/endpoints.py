@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
+from typing import Any
 
 import anyio.to_thread
 import structlog
@@ -118,7 +120,24 @@ async def ready(request: Request) -> JSONResponse:
 )
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus metrics (all workers' when several run)."""
-    counts = await _mask_group_counts(request.app.state.sessionmaker)
+    if request.app.state.settings.metrics.port:
+        # Served only by the metrics listener (metrics.port).
+        return JSONResponse({"error": "NotFound", "detail": "Not Found"}, status_code=404)
+    return await metrics_response(request, request.app)
+
+
+async def metrics_response(request: Request, app: Any) -> Response:
+    """The scrape answer, with the main app's state; 401 without the configured token."""
+    token = app.state.settings.metrics.token.get_secret_value()
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            return JSONResponse(
+                {"error": "Unauthorized", "detail": "metrics need the configured bearer token"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    counts = await _mask_group_counts(app.state.sessionmaker)
     families = metrics.scrape_time_families(counts)
     body = await anyio.to_thread.run_sync(metrics.exposition, families)
     return Response(body, media_type=metrics.CONTENT_TYPE)

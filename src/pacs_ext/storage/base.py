@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -204,9 +205,14 @@ class ObjectStorage(abc.ABC):
         raise NotImplementedError(f"{self.name} storage has no multipart uploads")
 
 
+# C0 controls (NUL, newline...), DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def validate_key(key: str) -> str:
-    """Refuse keys that HTTP clients would rewrite or that could escape a root."""
-    if not key or key[0] == "/" or "\x00" in key or "\\" in key:
+    """Refuse keys that HTTP clients would rewrite or that could escape a root, and keys with
+    control characters (a newline in a key splits log lines and listings)."""
+    if not key or key[0] == "/" or "\\" in key or _CONTROL.search(key):
         raise InvalidObjectKey(f"invalid object key {key!r}")
     # A '.' or '..' segment exists iff '/./' or '/../' appears once the key is framed by '/'.
     if "." in key:

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 import anyio.to_thread
 
+from ..private_files import private_dirs
 from .base import (
     Capabilities,
     ChecksumMismatch,
@@ -47,6 +48,21 @@ class SignatureError(Exception):
         self.detail = detail
 
 
+# Unix seconds as this server writes them: ASCII digits only (str.isdigit also takes "²" and
+# "①", which int() refuses), and few enough for int() (a 5,000-digit string raises).
+_EXPIRY_DIGITS = 12
+
+
+def check_expiry(expires: str) -> int:
+    """The expiry of a signed URL as a number; 403 when malformed or past."""
+    if not (0 < len(expires) <= _EXPIRY_DIGITS and expires.isascii() and expires.isdigit()):
+        raise SignatureError(403, "AccessDenied", "missing or malformed expiry")
+    expiry = int(expires)
+    if expiry < time.time():
+        raise SignatureError(403, "AccessDenied", "the signed URL has expired")
+    return expiry
+
+
 class LocalStorage(ObjectStorage):
     name = "local"
     capabilities = Capabilities()
@@ -56,7 +72,7 @@ class LocalStorage(ObjectStorage):
         self.bucket = bucket
         self._secret = secret
         self._base = base_url.rstrip("/") + ROUTE_PREFIX
-        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        private_dirs(self.root / TMP_DIR)
 
     # ---- signing -------------------------------------------------------------------------
 
@@ -97,10 +113,8 @@ class LocalStorage(ObjectStorage):
         content_length: str,
         content_md5: str,
     ) -> None:
-        self._check(expires)
-        expected = self._signature(
-            "PUT", key, int(expires), content_type, content_length, content_md5
-        )
+        expiry = self._check(expires)
+        expected = self._signature("PUT", key, expiry, content_type, content_length, content_md5)
         if not hmac.compare_digest(expected, signature):
             raise SignatureError(
                 403,
@@ -110,18 +124,13 @@ class LocalStorage(ObjectStorage):
             )
 
     def verify_get(self, key: str, expires: str, signature: str, disposition: str) -> None:
-        self._check(expires)
-        if not hmac.compare_digest(
-            self._signature("GET", key, int(expires), disposition), signature
-        ):
+        expiry = self._check(expires)
+        if not hmac.compare_digest(self._signature("GET", key, expiry, disposition), signature):
             raise SignatureError(403, "SignatureDoesNotMatch", "signature does not match")
 
     @staticmethod
-    def _check(expires: str) -> None:
-        if not expires.isdigit():
-            raise SignatureError(403, "AccessDenied", "missing or malformed expiry")
-        if int(expires) < time.time():
-            raise SignatureError(403, "AccessDenied", "the signed URL has expired")
+    def _check(expires: str) -> int:
+        return check_expiry(expires)
 
     # ---- paths ---------------------------------------------------------------------------
 
@@ -145,7 +154,8 @@ class LocalStorage(ObjectStorage):
             os.setxattr(tmp, TYPE_XATTR, content_type.encode())
         except OSError:
             pass  # filesystems without xattrs: the MD5 is recomputed when listing
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(dest.parent)
+        os.chmod(tmp, 0o600)  # masks are patient data: the server's user only
         os.replace(tmp, dest)
 
     # ---- I/O -----------------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""`complete` of large mask groups, and /health latency while it runs (issue 12, item 4).
+
+    .venv/bin/python bench/complete_large.py                 # 10,000 and 100,000 files
+    .venv/bin/python bench/complete_large.py --sizes 2000 20000
+
+Starts a server (SQLite + local store, default limits: limits.max_files_per_group is
+100,000), declares N files in batches of 10,000 (create, then upload-urls), writes the
+objects straight into the local store's folder as its signed PUT would leave them (the
+upload itself is what bench/upload.py measures), then calls `complete` while another thread
+polls GET /health back to back. Prints the `complete` time and /health p50/p99/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from fixtures.server import ServerProcess
+
+BATCH = 10_000
+MD5_XATTR = "user.pacs.md5"
+TYPE_XATTR = "user.pacs.content_type"
+
+
+def body_of(i: int) -> bytes:
+    return b"\x89PNG mask %d" % i
+
+
+def declare(c: httpx.Client, count: int) -> tuple[int, int, list[str]]:
+    r = c.post("/api/annotations", json={"study_instance_uid": "1.2.3"})
+    r.raise_for_status()
+    aid = r.json()["id"]
+    specs = []
+    for i in range(count):
+        body = body_of(i)
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        specs.append({"filename": f"{i:06d}.png", "size": len(body), "md5": md5})
+    r = c.post(f"/api/annotations/{aid}/mask-groups", json={"files": specs[:BATCH]})
+    r.raise_for_status()
+    gid = r.json()["id"]
+    keys = [u["object_key"] for u in r.json()["uploads"]]
+    for start in range(BATCH, count, BATCH):
+        r = c.post(
+            f"/api/annotations/{aid}/mask-groups/{gid}/upload-urls",
+            json={"files": specs[start : start + BATCH]},
+        )
+        r.raise_for_status()
+        keys += [u["object_key"] for u in r.json()["uploads"]]
+    return aid, gid, keys
+
+
+def store_objects(root: Path, keys: list[str]) -> None:
+    for key in keys:
+        i = int(key.rsplit("/", 1)[1].split(".")[0])
+        body = body_of(i)
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        os.setxattr(path, MD5_XATTR, hashlib.md5(body).hexdigest().encode())
+        os.setxattr(path, TYPE_XATTR, b"image/png")
+
+
+def poll_health(url: str, stop: threading.Event, out: list[float]) -> None:
+    with httpx.Client(base_url=url, timeout=30) as c:
+        while not stop.is_set():
+            t = time.perf_counter()
+            c.get("/health").raise_for_status()
+            out.append(time.perf_counter() - t)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def run(server: ServerProcess, count: int) -> None:
+    with server.client("bench") as c:
+        t = time.perf_counter()
+        aid, gid, keys = declare(c, count)
+        declared = time.perf_counter() - t
+        store_objects(server.data_dir / "objects", keys)
+        latencies: list[float] = []
+        stop = threading.Event()
+        poller = threading.Thread(target=poll_health, args=(server.url, stop, latencies))
+        poller.start()
+        time.sleep(0.2)  # the poller is running before complete starts
+        baseline = len(latencies)
+        t = time.perf_counter()
+        r = c.post(f"/api/annotations/{aid}/mask-groups/{gid}/complete", timeout=600)
+        took = time.perf_counter() - t
+        during = latencies[baseline:]
+        stop.set()
+        poller.join()
+        r.raise_for_status()
+        assert r.json()["mask_count"] == count, r.text
+    print(
+        f"{count:>7} files: complete {took:6.2f} s (declare {declared:5.1f} s) | /health during "
+        f"complete: n={len(during)} p50 {pct(during, 0.5):5.1f} ms  p99 {pct(during, 0.99):5.1f} "
+        f"ms  max {max(during) * 1000:6.1f} ms",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-complete-") as tmp:
+        folder = Path(tmp)
+        server = ServerProcess(data_dir=folder, database_url="")
+        server.extra_env["APP_LOGGING__LEVEL"] = "WARNING"
+        server.start()
+        try:
+            for count in args.sizes:
+                run(server, count)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
