@@ -68,7 +68,7 @@ def migrate_cmd(
         part_size=settings.object_storage.multipart_part_size,
     )
     if use_db and not check:
-        check_database(settings)
+        check_database(settings, " (or use --no-register)")
     out = Console(highlight=False, soft_wrap=True)
     try:
         if check:
@@ -90,11 +90,13 @@ def migrate_cmd(
     raise typer.Exit(1 if summary.failed or summary.gave_up else 0)
 
 
-def check_database(settings: Settings) -> None:
+def check_database(settings: Settings, hint: str = "") -> None:
+    """Exit with one line unless the database is reachable and migrated; hint is appended
+    to the unreachable message (only `migrate` has --no-register to offer)."""
     try:
         behind = pending_migrations(settings)
     except Exception as exc:
-        raise fail(f"cannot reach the database: {exc} (or use --no-register)") from None
+        raise fail(f"cannot reach the database: {exc}{hint}") from None
     if behind:
         raise fail("the database schema is not up to date: run `pacs-ext db upgrade` first")
 
