@@ -21,7 +21,7 @@ from ..deletions import service as deletions
 from ..masks.claims import claimed_keys, parse_key
 from ..masks.keys import group_prefix
 from ..models import PendingDeletion
-from ..storage.base import ObjectInfo, ObjectStorage, StorageError
+from ..storage.base import ObjectInfo, ObjectStorage, StorageError, delete_refusing_none
 from . import repository as repo
 from .report import JanitorReport
 
@@ -256,13 +256,16 @@ class _Run:
             )
         if self.report.apply and orphans:
             try:
-                await self.storage.delete_many([o.key for o in orphans])
+                refused = await delete_refusing_none(self.storage, [o.key for o in orphans])
             except StorageError as exc:
                 finding.failed += len(orphans)
                 self.report.errors.append(f"deleting orphans: {exc}")
             else:
-                finding.acted += len(orphans)
-                self.report.objects_deleted += len(orphans)
+                # A key storage refuses is reported and left; the others are deleted.
+                finding.failed += len(refused)
+                self.report.errors.extend(f"orphan skipped, {r}" for r in refused)
+                finding.acted += len(orphans) - len(refused)
+                self.report.objects_deleted += len(orphans) - len(refused)
 
     def _missing(self, mask_id: int, group_id: int, key: str) -> None:
         self.report.missing_objects.add({"mask_id": mask_id, "group_id": group_id, "key": key})
