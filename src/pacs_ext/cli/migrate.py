@@ -45,6 +45,11 @@ def migrate_cmd(
     use_db: bool = typer.Option(
         True, "--register/--no-register", help="record files of known mask groups as masks"
     ),
+    follow_symlinks: bool = typer.Option(
+        False,
+        "--follow-symlinks",
+        help="also copy files symlinked from outside SOURCE_DIR (by default they are ignored)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Copy a local mask tree into object storage under the key prefix; safe to re-run."""
@@ -66,6 +71,7 @@ def migrate_cmd(
         dry_run=dry_run,
         delete=delete,
         part_size=settings.object_storage.multipart_part_size,
+        follow_symlinks=follow_symlinks,
     )
     if use_db and not check:
         check_database(settings, " (or use --no-register)")
