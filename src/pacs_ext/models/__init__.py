@@ -7,6 +7,7 @@ from .idempotency_key import IdempotencyKey
 from .mask import Mask
 from .mask_group import MaskGroup
 from .mask_group_file import MaskGroupFile
+from .metadata_outbox import MetadataOutbox
 from .pending_deletion import PendingDeletion
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "Mask",
     "MaskGroup",
     "MaskGroupFile",
+    "MetadataOutbox",
     "PendingDeletion",
 ]
