@@ -24,9 +24,9 @@ from ..models.mask_group import COMPLETE, PENDING
 from ..observability import metrics
 from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
-from . import multipart
+from . import multipart, outbox
 from . import repository as repo
-from .keys import METADATA_NAME, group_prefix, object_key
+from .keys import group_prefix
 from .schemas import (
     FileSpec,
     MaskGroupCreate,
@@ -34,7 +34,7 @@ from .schemas import (
     MaskGroupUpdate,
 )
 from .uploads import Target, check_specs, file_row, resolve_ttl, single_target, uses_multipart
-from .verify import mask_row, metadata_document, verify
+from .verify import mask_row, verify
 
 log = structlog.get_logger(__name__)
 
@@ -176,8 +176,10 @@ async def upload_urls(
 async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     """Verify every declared object by listing the prefix, then record masks in one go."""
     started = time.perf_counter()
-    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    _, group = await writable_group(ctx, annotation_id, group_id)
     if group.status == COMPLETE:
+        # A retry after a completion whose metadata.json was not written yet finishes it.
+        await _write_metadata_after_commit(ctx, group_id)
         return group
     if group.status != PENDING:
         raise Conflict(f"mask group {group_id} is {group.status} and cannot be completed")
@@ -227,13 +229,8 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     await repo.insert_masks(ctx.session, rows)
     await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     await ctx.session.refresh(group)
-    # metadata.json last: if writing it fails, the transaction rolls back and a retry redoes all.
-    async with translate_storage_errors("complete (writing metadata.json)"):
-        await ctx.storage.put_bytes(
-            object_key(ctx.key_prefix, annotation_id, group_id, METADATA_NAME),
-            metadata_document(annotation, group, rows),
-            "application/json",
-        )
+    await outbox.request(ctx.session, annotation_id, group_id)
+    await _write_metadata_after_commit(ctx, group_id, commit=True)
     elapsed = time.perf_counter() - started
     total_bytes = sum(int(r["file_size"]) for r in rows)
     metrics.record_completion(len(rows), total_bytes, elapsed)
@@ -252,7 +249,7 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
 async def update_group(
     ctx: Ctx, annotation_id: int, group_id: int, body: MaskGroupUpdate
 ) -> MaskGroup:
-    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    _, group = await writable_group(ctx, annotation_id, group_id)
     changes = body.model_dump(exclude_unset=True)
     for k, v in changes.items():
         if v is None and k == "mask_type":
@@ -264,18 +261,23 @@ async def update_group(
         ctx, AuditAction.MASK_GROUP_UPDATE, annotation_id, group_id, fields=sorted(changes)
     )
     if group.status == COMPLETE:
-        await write_metadata(ctx, annotation, group)
+        await outbox.request(ctx.session, annotation_id, group_id)
+        await _write_metadata_after_commit(ctx, group_id, commit=True)
     return group
 
 
-async def write_metadata(ctx: Ctx, annotation: Annotation, group: MaskGroup) -> None:
-    masks = await repo.all_masks(ctx.session, group.id)
-    async with translate_storage_errors("writing metadata.json"):
-        await ctx.storage.put_bytes(
-            object_key(ctx.key_prefix, annotation.id, group.id, METADATA_NAME),
-            metadata_document(annotation, group, masks),
-            "application/json",
-        )
+async def _write_metadata_after_commit(ctx: Ctx, group_id: int, *, commit: bool = False) -> None:
+    """metadata.json from committed state only (masks/outbox.py): commit the change and its
+    outbox row first (here, inside the request, on purpose), then write the document. If
+    writing fails the change stands, and a retry or the janitor writes it."""
+    if commit:
+        await ctx.session.commit()
+    bind = ctx.session.bind
+
+    def new_session() -> AsyncSession:
+        return AsyncSession(bind, expire_on_commit=False, autoflush=False)
+
+    await outbox.flush_quietly(new_session, ctx.storage, ctx.key_prefix, group_id)
 
 
 async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
@@ -319,7 +321,7 @@ async def readable_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: in
 
 async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int) -> None:
     resource = f"annotations/{annotation_id}/mask-groups/{group_id}/masks/{mask_id}"
-    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    _, group = await writable_group(ctx, annotation_id, group_id)
     mask = await repo.get_mask(ctx.session, group_id, mask_id)
     if mask is None:
         await _resume_or_not_found(
@@ -344,8 +346,10 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
         mask_id=mask_id,
         object_key=mask.object_key,
     )
-    # metadata.json before the commit: if writing it fails nothing has changed yet.
-    await write_metadata(ctx, annotation, group)
+    if group.status == COMPLETE:
+        await outbox.request(ctx.session, annotation_id, group_id)
+        # Committed with its deletion record; the document follows before the object goes.
+        await _write_metadata_after_commit(ctx, group_id, commit=True)
     await deletions.run_now(ctx.session, ctx.storage, ctx.key_prefix, [pending], f"mask {mask_id}")
 
 
