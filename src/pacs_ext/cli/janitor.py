@@ -28,6 +28,8 @@ LABELS = {
     "orphan_objects": ("objects with no database record", "deleted"),
     "missing_objects": ("masks whose object is gone", "(reported only)"),
     "idempotency_keys": ("idempotency keys past retention", "forgotten"),
+    "metadata_outbox": ("metadata.json writes left unfinished", "written"),
+    "metadata_mismatch": ("metadata.json differing from the database", "rewritten"),
 }
 
 

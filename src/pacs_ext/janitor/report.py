@@ -36,6 +36,10 @@ class JanitorReport:
     orphan_objects: Finding = field(default_factory=Finding)
     missing_objects: Finding = field(default_factory=Finding)
     idempotency_keys: Finding = field(default_factory=Finding)
+    # metadata.json writes requested by a change that committed but never finished them.
+    metadata_outbox: Finding = field(default_factory=Finding)
+    # Complete groups whose stored metadata.json says something else than the database.
+    metadata_mismatch: Finding = field(default_factory=Finding)
     orphan_bytes: int = 0
     objects_deleted: int = 0
     multipart_supported: bool = False
@@ -48,6 +52,8 @@ class JanitorReport:
         "orphan_objects",
         "missing_objects",
         "idempotency_keys",
+        "metadata_outbox",
+        "metadata_mismatch",
     )
 
     def finding(self, name: str) -> Finding:
