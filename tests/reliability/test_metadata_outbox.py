@@ -233,3 +233,16 @@ def test_the_janitor_finishes_writes_and_rewrites_differing_documents(
         assert after["group"]["description"] == "second"
         assert len(after["files"]) == 3
         assert _janitor(srv)["metadata_mismatch"]["found"] == 0
+
+
+def test_an_annotation_patch_rewrites_its_groups_documents(faulty_server: ServerProcess) -> None:
+    srv = faulty_server
+    set_faults(srv.data_dir)
+    with srv.client("alice") as alice:
+        a, g = _complete_group(alice)
+        r = alice.patch(f"/api/annotations/{a}", json={"series_instance_uid": "1.2.3.99"})
+        assert r.status_code == 200, r.text
+        assert r.json()["series_instance_uid"] == "1.2.3.99"
+    doc = json.loads(_meta_path(srv, a, g).read_text())
+    assert doc["annotation"]["series_instance_uid"] == "1.2.3.99"
+    assert _janitor(srv)["metadata_mismatch"]["found"] == 0

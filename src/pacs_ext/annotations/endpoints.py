@@ -47,10 +47,19 @@ async def get_annotation(
 
 @router.patch("/{annotation_id}", response_model=AnnotationRead)
 async def update_annotation(
-    annotation_id: ResourceId, body: AnnotationUpdate, user: CurrentUser, session: SessionDep
+    annotation_id: ResourceId,
+    body: AnnotationUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
 ) -> AnnotationRead:
     """Change some fields of an annotation (owner or admin)."""
-    return AnnotationRead.model_validate(await service.update(session, user, annotation_id, body))
+    annotation = await service.update(session, user, annotation_id, body)
+    read = AnnotationRead.model_validate(annotation)
+    key_prefix = settings.object_storage.key_prefix
+    await service.write_documents(session, storage, key_prefix, annotation_id)
+    return read
 
 
 @router.delete("/{annotation_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -70,6 +70,20 @@ async def request(session: AsyncSession, annotation_id: int, group_id: int) -> N
     )
 
 
+async def request_for_annotation(session: AsyncSession, annotation_id: int) -> list[int]:
+    """request() for every complete group of the annotation (its documents name its UIDs)."""
+    ids = list(
+        await session.scalars(
+            select(MaskGroup.id).where(
+                MaskGroup.annotation_id == annotation_id, MaskGroup.status == COMPLETE
+            )
+        )
+    )
+    for group_id in ids:
+        await request(session, annotation_id, group_id)
+    return ids
+
+
 async def flush(
     new_session: SessionFactory, storage: ObjectStorage, key_prefix: str, group_id: int
 ) -> bool:
@@ -135,6 +149,13 @@ async def requested(session: AsyncSession) -> Sequence[int]:
     """Groups whose metadata.json is still to be written."""
     rows = await session.scalars(select(MetadataOutbox.group_id).order_by(MetadataOutbox.group_id))
     return rows.all()
+
+
+async def requested_for_annotation(session: AsyncSession, annotation_id: int) -> list[int]:
+    rows = await session.scalars(
+        select(MetadataOutbox.group_id).where(MetadataOutbox.annotation_id == annotation_id)
+    )
+    return list(rows)
 
 
 async def stored_differs(
