@@ -246,3 +246,35 @@ def test_an_annotation_patch_rewrites_its_groups_documents(faulty_server: Server
     doc = json.loads(_meta_path(srv, a, g).read_text())
     assert doc["annotation"]["series_instance_uid"] == "1.2.3.99"
     assert _janitor(srv)["metadata_mismatch"]["found"] == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.rgw
+def test_a_group_delete_racing_a_document_write_leaves_no_document(
+    paused_server: ServerProcess,
+) -> None:
+    """A PATCH holds its metadata.json write just before storage; the group is deleted
+    meanwhile. The document must not land after the deletion listed the group's prefix."""
+    srv = paused_server
+    assert srv.objects is not None
+    with srv.client("alice") as alice, srv.client("alice") as other:
+        a, g = _complete_group(alice)
+        arm(srv.data_dir, "before_put_bytes")
+        pool = ThreadPoolExecutor(2)
+        try:
+            patching = pool.submit(
+                lambda: alice.patch(group_url(a, g), json={"description": "second"})
+            )
+            wait_paused(srv.data_dir)
+            deleting: Future[httpx.Response] = pool.submit(lambda: other.delete(group_url(a, g)))
+            # The DELETE either finishes, or waits for the group's metadata writer.
+            while not deleting.done() and not _lock_waiters(srv.database_url):
+                time.sleep(0.05)
+            release(srv.data_dir)
+            assert patching.result(timeout=60).status_code == 200
+            assert deleting.result(timeout=60).status_code == 204
+        finally:
+            release(srv.data_dir)
+            pool.shutdown(wait=True)
+        assert alice.get(group_url(a, g)).status_code == 404
+    assert srv.objects.keys(f"mask/{a}/{g}/") == []

@@ -91,11 +91,10 @@ async def flush(
 
     True when a document was written. Raises StorageError (the row stays for a retry)."""
     async with _lock(group_id), new_session() as session:
-        token = await _lock_row(session, group_id)
+        group, token = await _lock_rows(session, group_id)
         if token is None:
             await session.rollback()
             return False
-        group = await session.get(MaskGroup, group_id)
         annotation = await session.get(Annotation, group.annotation_id) if group else None
         written = False
         if group is not None and annotation is not None and group.status == COMPLETE:
@@ -116,20 +115,29 @@ async def flush(
         return written
 
 
-async def _lock_row(session: AsyncSession, group_id: int) -> str | None:
-    """The row's token, with the row locked until this transaction ends."""
+async def _lock_rows(session: AsyncSession, group_id: int) -> tuple[MaskGroup | None, str | None]:
+    """The group and the outbox row's token, both locked until this transaction ends.
+
+    The group row first, then the outbox row: the order in which a change takes them (it
+    updates the group, then requests its document), so the two never wait on each other in
+    a cycle. Holding the group row also keeps a group DELETE from committing while its
+    document is being written (its deletion lists the prefix after its commit, and so
+    removes the document too)."""
     if (await session.connection()).dialect.name == "sqlite":
-        # A write first: it takes SQLite's write lock, which other writers (other
-        # processes too) wait for, so nobody changes the group while its document is made.
+        # A write first: it takes SQLite's write lock (even when no row matches), which other
+        # writers (other processes too) wait for, so nothing changes meanwhile.
         await session.execute(
             update(MetadataOutbox)
             .where(MetadataOutbox.group_id == group_id)
             .values(token=MetadataOutbox.token)
         )
+    group = await session.scalar(
+        select(MaskGroup).where(MaskGroup.id == group_id).with_for_update()
+    )
     token: str | None = await session.scalar(
         select(MetadataOutbox.token).where(MetadataOutbox.group_id == group_id).with_for_update()
     )
-    return token
+    return group, token
 
 
 async def flush_quietly(

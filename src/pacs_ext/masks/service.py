@@ -230,7 +230,7 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     await ctx.session.refresh(group)
     await outbox.request(ctx.session, annotation_id, group_id)
-    await _write_metadata_after_commit(ctx, group_id, commit=True)
+    await _write_metadata_after_commit(ctx, group_id)
     elapsed = time.perf_counter() - started
     total_bytes = sum(int(r["file_size"]) for r in rows)
     metrics.record_completion(len(rows), total_bytes, elapsed)
@@ -262,16 +262,16 @@ async def update_group(
     )
     if group.status == COMPLETE:
         await outbox.request(ctx.session, annotation_id, group_id)
-        await _write_metadata_after_commit(ctx, group_id, commit=True)
+        await _write_metadata_after_commit(ctx, group_id)
     return group
 
 
-async def _write_metadata_after_commit(ctx: Ctx, group_id: int, *, commit: bool = False) -> None:
+async def _write_metadata_after_commit(ctx: Ctx, group_id: int) -> None:
     """metadata.json from committed state only (masks/outbox.py): commit the change and its
     outbox row first (here, inside the request, on purpose), then write the document. If
-    writing fails the change stands, and a retry or the janitor writes it."""
-    if commit:
-        await ctx.session.commit()
+    writing fails the change stands, and a retry or the janitor writes it. (Committing also
+    returns the request's connection, so a request never holds two.)"""
+    await ctx.session.commit()
     bind = ctx.session.bind
 
     def new_session() -> AsyncSession:
@@ -349,7 +349,7 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
     if group.status == COMPLETE:
         await outbox.request(ctx.session, annotation_id, group_id)
         # Committed with its deletion record; the document follows before the object goes.
-        await _write_metadata_after_commit(ctx, group_id, commit=True)
+        await _write_metadata_after_commit(ctx, group_id)
     await deletions.run_now(ctx.session, ctx.storage, ctx.key_prefix, [pending], f"mask {mask_id}")
 
 
