@@ -106,31 +106,34 @@ def test_mask_delete_failing_keeps_metadata_consistent(
     annotation, group = _complete_group(alice, files=3)
     base = group_url(annotation["id"], group["id"])
     items = alice.get(f"{base}/masks").json()["items"]
-    victim = items[0]
+    first, victim = items[0], items[1]
+    meta_path = (
+        faulty_server.data_dir / "objects" / f"mask/{annotation['id']}/{group['id']}/metadata.json"
+    )
 
-    # metadata.json cannot be rewritten: nothing changes at all.
+    def listed() -> list[str]:
+        return [f["filename"] for f in json.loads(meta_path.read_text())["files"]]
+
+    # metadata.json cannot be rewritten: the deletion is committed first (with its outbox
+    # row), so it stands; the document follows once storage takes it (here: the janitor).
     set_faults(faulty_server.data_dir, put_bytes=True)
-    assert alice.delete(f"{base}/masks/{victim['id']}").status_code == 503
-    assert alice.get(f"{base}/masks/{victim['id']}").status_code == 200
+    assert alice.delete(f"{base}/masks/{first['id']}").status_code == 204
+    assert alice.get(f"{base}/masks/{first['id']}").status_code == 404
+    set_faults(faulty_server.data_dir)
+    assert _janitor(faulty_server, "--apply")["metadata_outbox"]["acted"] == 1
+    assert first["filename"] not in listed()
 
     # The object cannot be deleted: the mask is gone, metadata.json agrees, object on record.
     set_faults(faulty_server.data_dir, delete_after=0)
     assert alice.delete(f"{base}/masks/{victim['id']}").status_code == 503
     assert alice.get(f"{base}/masks/{victim['id']}").status_code == 404
-    meta = json.loads(
-        (
-            faulty_server.data_dir
-            / "objects"
-            / f"mask/{annotation['id']}/{group['id']}/metadata.json"
-        ).read_text()
-    )
-    assert victim["filename"] not in [f["filename"] for f in meta["files"]]
+    assert victim["filename"] not in listed()
     assert (faulty_server.data_dir / "objects" / victim["object_key"]).exists()
 
     set_faults(faulty_server.data_dir)
     assert _janitor(faulty_server, "--apply")["pending_deletions"]["acted"] >= 1
     assert not (faulty_server.data_dir / "objects" / victim["object_key"]).exists()
-    assert alice.get(f"{base}/masks").json()["total"] == 2
+    assert alice.get(f"{base}/masks").json()["total"] == 1
     assert alice.get(base).json()["status"] == "complete"
 
 
@@ -154,14 +157,15 @@ def test_complete_when_storage_fails_commits_nothing_and_succeeds_later(
     set_faults(faulty_server.data_dir, list=True)
     r = alice.post(f"{base}/complete")
     assert r.status_code == 503, r.text
-    # metadata.json cannot be written: the whole completion rolls back.
+    # metadata.json cannot be written: the completion is committed first, and the document
+    # (from committed state) follows on a retry.
     set_faults(faulty_server.data_dir, put_bytes=True)
-    assert alice.post(f"{base}/complete").status_code == 503
-    state = alice.get(base).json()
-    assert (state["status"], state["mask_count"]) == ("pending", 0)
-    assert alice.get(f"{base}/masks").json()["total"] == 0
+    assert alice.post(f"{base}/complete").status_code == 200
+    meta_path = faulty_server.data_dir / "objects" / f"mask/{annotation['id']}/{group['id']}"
+    assert not (meta_path / "metadata.json").exists()
 
     set_faults(faulty_server.data_dir)
     r = alice.post(f"{base}/complete")
     assert r.status_code == 200, r.text
     assert r.json()["mask_count"] == 4
+    assert len(json.loads((meta_path / "metadata.json").read_text())["files"]) == 4

@@ -53,11 +53,16 @@ async def update_annotation(
     body: AnnotationUpdate,
     user: CurrentUser,
     session: SessionDep,
+    storage: StorageDep,
     settings: SettingsDep,
 ) -> AnnotationRead:
     """Change some fields of an annotation (owner or admin)."""
     check_json_limits(body, settings.limits)
-    return AnnotationRead.model_validate(await service.update(session, user, annotation_id, body))
+    annotation = await service.update(session, user, annotation_id, body)
+    read = AnnotationRead.model_validate(annotation)
+    key_prefix = settings.object_storage.key_prefix
+    await service.write_documents(session, storage, key_prefix, annotation_id)
+    return read
 
 
 @router.delete("/{annotation_id}", status_code=status.HTTP_204_NO_CONTENT)

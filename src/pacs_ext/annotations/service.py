@@ -12,10 +12,14 @@ from ..auth import Principal, can_read, require_owner, require_project_member, r
 from ..deletions import service as deletions
 from ..deletions import tombstones
 from ..exceptions import Forbidden, NotFound
+from ..masks import outbox
 from ..models import Annotation, tombstone
 from ..storage.base import ObjectStorage
 from . import repository
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate
+
+# Annotation fields that each of its groups' metadata.json carries.
+IN_METADATA = frozenset({"study_instance_uid", "series_instance_uid", "sop_instance_uid"})
 
 
 async def create(session: AsyncSession, principal: Principal, body: AnnotationCreate) -> Annotation:
@@ -85,7 +89,27 @@ async def update(
         annotation_id=annotation_id,
         detail={"fields": sorted(changes)},
     )
+    if changes.keys() & IN_METADATA:
+        # Its groups' metadata.json name these: rewritten after the commit (see write_documents).
+        await outbox.request_for_annotation(session, annotation_id)
     return annotation
+
+
+async def write_documents(
+    session: AsyncSession, storage: ObjectStorage, key_prefix: str, annotation_id: int
+) -> None:
+    """Commit, then write the metadata.json that update() requested (masks/outbox.py)."""
+    group_ids = await outbox.requested_for_annotation(session, annotation_id)
+    if not group_ids:
+        return
+    await session.commit()
+    bind = session.bind
+
+    def new_session() -> AsyncSession:
+        return AsyncSession(bind, expire_on_commit=False, autoflush=False)
+
+    for group_id in group_ids:
+        await outbox.flush_quietly(new_session, storage, key_prefix, group_id)
 
 
 def _check_sharing_change(

@@ -71,3 +71,9 @@ def main() -> None:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        # Any command: a folder that cannot be read or created, a read-only destination.
+        from .common import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        sys.exit(1)

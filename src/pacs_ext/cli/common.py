@@ -21,3 +21,10 @@ def settings_or_exit() -> Settings:
 def fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'cannot write /x/y: Permission denied' rather than a traceback."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{where}: {reason}" if where else reason

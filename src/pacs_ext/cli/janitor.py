@@ -29,6 +29,8 @@ LABELS = {
     "missing_objects": ("masks whose object is gone", "(reported only)"),
     "idempotency_keys": ("idempotency keys past retention", "forgotten"),
     "tombstones": ("tombstones of deletions past retention", "forgotten"),
+    "metadata_outbox": ("metadata.json writes left unfinished", "written"),
+    "metadata_mismatch": ("metadata.json differing from the database", "rewritten"),
 }
 
 

@@ -45,6 +45,11 @@ def migrate_cmd(
     use_db: bool = typer.Option(
         True, "--register/--no-register", help="record files of known mask groups as masks"
     ),
+    follow_symlinks: bool = typer.Option(
+        False,
+        "--follow-symlinks",
+        help="also copy files symlinked from outside SOURCE_DIR (by default they are ignored)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Copy a local mask tree into object storage under the key prefix; safe to re-run."""
@@ -66,9 +71,10 @@ def migrate_cmd(
         dry_run=dry_run,
         delete=delete,
         part_size=settings.object_storage.multipart_part_size,
+        follow_symlinks=follow_symlinks,
     )
     if use_db and not check:
-        check_database(settings)
+        check_database(settings, " (or use --no-register)")
     out = Console(highlight=False, soft_wrap=True)
     try:
         if check:
@@ -90,11 +96,13 @@ def migrate_cmd(
     raise typer.Exit(1 if summary.failed or summary.gave_up else 0)
 
 
-def check_database(settings: Settings) -> None:
+def check_database(settings: Settings, hint: str = "") -> None:
+    """Exit with one line unless the database is reachable and migrated; hint is appended
+    to the unreachable message (only `migrate` has --no-register to offer)."""
     try:
         behind = pending_migrations(settings)
     except Exception as exc:
-        raise fail(f"cannot reach the database: {exc} (or use --no-register)") from None
+        raise fail(f"cannot reach the database: {exc}{hint}") from None
     if behind:
         raise fail("the database schema is not up to date: run `pacs-ext db upgrade` first")
 

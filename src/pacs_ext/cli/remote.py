@@ -19,7 +19,7 @@ from ..client import (
     ServerUnreachable,
     UploadFailed,
 )
-from .common import err_console
+from .common import describe_os_error, err_console
 
 T = TypeVar("T")
 
@@ -102,6 +102,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(1) from None
     except ClientError as exc:
         _error(str(exc))
+        raise typer.Exit(1) from None
+    except OSError as exc:  # a destination that cannot be created or written, a full disk
+        _error(describe_os_error(exc))
         raise typer.Exit(1) from None
 
 

@@ -49,6 +49,12 @@ def upload(
     new_group: Annotated[
         bool, typer.Option("--new-group", help="start a new group; ignore an earlier run")
     ] = False,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--follow-symlinks", help="also upload files symlinked from outside the folder"
+        ),
+    ] = False,
     concurrency: ConcurrencyOption = 16,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=10_000, help="files per URL request")
@@ -84,6 +90,7 @@ def upload(
                     ttl_seconds=ttl,
                     resume=not new_group,
                     progress=bars,
+                    follow_symlinks=follow_symlinks,
                 )
 
     result = run(go())

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,30 @@ async def _fetch_with_retries(
             raise _Failed(str(exc), retry=False) from None
 
 
+_PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
+
+
+def _open_part(tmp: Path) -> BinaryIO:
+    """A new .part file, never opened through a symlink planted at its name (which would
+    overwrite what it points to): a stale regular .part of an earlier run is removed first,
+    anything else there is refused."""
+    try:
+        fd = os.open(tmp, _PART_FLAGS, 0o666)
+    except FileExistsError:
+        if not stat.S_ISREG(os.lstat(tmp).st_mode):
+            raise _Failed(
+                f"{tmp} exists and is not a regular file (a symlink?): refusing to write "
+                "through it; remove it and run again",
+                retry=False,
+            ) from None
+        os.unlink(tmp)
+        try:
+            fd = os.open(tmp, _PART_FLAGS, 0o666)
+        except FileExistsError:
+            raise _Failed(f"{tmp} was created again meanwhile; refusing it", retry=False) from None
+    return os.fdopen(fd, "wb")
+
+
 async def _fetch(
     http: httpx.AsyncClient, url: str, m: MaskRead, dest: Path, progress: TransferProgress
 ) -> None:
@@ -155,7 +180,7 @@ async def _fetch(
     tmp = dest / f".{m.filename}.part"
     digest = hashlib.md5()  # noqa: S324 - integrity check against the recorded MD5
     received = 0
-    fh: BinaryIO = await asyncio.to_thread(open, tmp, "wb")
+    fh = await asyncio.to_thread(_open_part, tmp)
     try:
         try:
             async with http.stream("GET", url) as response:

@@ -75,8 +75,11 @@ def content_type_for(name: str) -> str:
     return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def scan(source: Path | Sequence[Path]) -> list[LocalFile]:
-    """A directory (its top-level files, hidden ones skipped) or a list of files, by name."""
+def scan(source: Path | Sequence[Path], follow_symlinks: bool = False) -> list[LocalFile]:
+    """A directory (its top-level files, hidden ones skipped) or a list of files, by name.
+
+    A directory's file that is a symlink to outside it is refused unless follow_symlinks:
+    uploading a folder must not send what the folder only points at (e.g. /etc/hostname)."""
     if isinstance(source, Path | str):
         root = Path(source)
         if not root.exists():
@@ -85,6 +88,8 @@ def scan(source: Path | Sequence[Path]) -> list[LocalFile]:
             paths = sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_file())
             if not paths:
                 raise LocalFileError(f"no files to upload in {root}")
+            if not follow_symlinks:
+                _refuse_symlinks_out(root, paths)
         else:
             paths = [root]
     else:
@@ -92,6 +97,25 @@ def scan(source: Path | Sequence[Path]) -> list[LocalFile]:
         if not paths:
             raise LocalFileError("no files to upload")
     return _describe(paths)
+
+
+def _refuse_symlinks_out(root: Path, paths: Sequence[Path]) -> None:
+    inside = root.resolve()
+    out = []
+    for p in paths:
+        if p.is_symlink():
+            try:
+                target = p.resolve(strict=True)
+            except (OSError, RuntimeError):
+                target = None
+            if target is None or not target.is_relative_to(inside):
+                out.append(p.name)
+    if out:
+        more = f" and {len(out) - 5} more" if len(out) > 5 else ""
+        raise LocalFileError(
+            f"symlink(s) to files outside {root}: {', '.join(out[:5])}{more}; "
+            "refusing to upload what the folder only points at (--follow-symlinks allows it)"
+        )
 
 
 def _describe(paths: Iterable[Path]) -> list[LocalFile]:

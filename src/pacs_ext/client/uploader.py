@@ -70,8 +70,12 @@ async def upload_mask_group(
     state_file: Path | None = None,
     resume: bool = True,
     progress: TransferProgress | None = None,
+    follow_symlinks: bool = False,
 ) -> UploadResult:
     """Upload every file of `source` into one mask group of `annotation_id` and complete it.
+
+    A file of a `source` folder that is a symlink to outside the folder is refused unless
+    `follow_symlinks`.
 
     Resumable: with `resume` (the default) a re-run after an interruption continues the same
     group and sends only what is missing; `resume=False` always starts a new group.
@@ -81,7 +85,7 @@ async def upload_mask_group(
     if concurrency < 1 or batch_size < 1:
         raise ValueError("concurrency and batch_size must be at least 1")
     started = time.perf_counter()
-    files = await asyncio.to_thread(scan, source)
+    files = await asyncio.to_thread(scan, source, follow_symlinks)
     path = state_file or default_state_path(source, client.server, annotation_id, files)
     run = _Run(client, annotation_id, files, sha256, concurrency, batch_size, ttl_seconds)
     run.progress = progress or TransferProgress()

@@ -19,7 +19,7 @@ from ..auth import Principal
 from ..exceptions import ServiceUnavailable
 from ..masks.claims import claimed_keys
 from ..models import PendingDeletion
-from ..storage.base import ObjectStorage, StorageError
+from ..storage.base import ObjectStorage, StorageError, delete_refusing_none
 from . import repository as repo
 
 log = structlog.get_logger(__name__)
@@ -61,7 +61,10 @@ async def execute(
     claimed = await claimed_keys(session, key_prefix, listed)
     doomed = [k for k in listed if k not in claimed]
     if doomed:
-        await storage.delete_many(doomed)
+        # A key storage refuses cannot be deleted through it, now or on any retry: log it
+        # and finish the rest, so the deletion is not retried (and failed) forever.
+        for refused in await delete_refusing_none(storage, doomed):
+            log.warning("deletion.key_refused", detail=refused[:300])
     if pending.prefix is not None and storage.capabilities.multipart:
         await _abort_uploads(session, storage, key_prefix, pending.prefix)
     await repo.remove(session, pending.id)

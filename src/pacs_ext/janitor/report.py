@@ -37,6 +37,10 @@ class JanitorReport:
     missing_objects: Finding = field(default_factory=Finding)
     idempotency_keys: Finding = field(default_factory=Finding)
     tombstones: Finding = field(default_factory=Finding)
+    # metadata.json writes requested by a change that committed but never finished them.
+    metadata_outbox: Finding = field(default_factory=Finding)
+    # Complete groups whose stored metadata.json says something else than the database.
+    metadata_mismatch: Finding = field(default_factory=Finding)
     orphan_bytes: int = 0
     objects_deleted: int = 0
     multipart_supported: bool = False
@@ -50,6 +54,8 @@ class JanitorReport:
         "missing_objects",
         "idempotency_keys",
         "tombstones",
+        "metadata_outbox",
+        "metadata_mismatch",
     )
 
     def finding(self, name: str) -> Finding:

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import IdempotencyKey, Mask, MaskGroup, MaskGroupFile
-from ..models.mask_group import EXPIRED, PENDING
+from ..models.mask_group import COMPLETE, EXPIRED, PENDING
 
 _CHUNK = 900
 
@@ -105,3 +105,14 @@ async def count_old_idempotency_keys(session: AsyncSession, older_than: datetime
         .where(IdempotencyKey.created_at < older_than)
     )
     return int(total or 0)
+
+
+async def complete_groups(session: AsyncSession, after: int, limit: int) -> Sequence[MaskGroup]:
+    """Complete groups with an id above `after`, in id order."""
+    rows = await session.scalars(
+        select(MaskGroup)
+        .where(MaskGroup.status == COMPLETE, MaskGroup.id > after)
+        .order_by(MaskGroup.id)
+        .limit(limit)
+    )
+    return rows.all()

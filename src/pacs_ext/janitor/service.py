@@ -19,18 +19,20 @@ from ..config import Settings
 from ..deletions import repository as deletions_repo
 from ..deletions import service as deletions
 from ..deletions import tombstones as tombstone_rows
+from ..masks import outbox
 from ..masks.claims import claimed_keys, parse_key
 from ..masks.keys import group_prefix
 from ..models import PendingDeletion
-from ..storage.base import ObjectInfo, ObjectStorage, StorageError
+from ..storage.base import ObjectInfo, ObjectStorage, StorageError, delete_refusing_none
 from . import repository as repo
-from .report import JanitorReport
+from .report import Finding, JanitorReport
 
 log = structlog.get_logger(__name__)
 
 JANITOR = "janitor"
 SCAN_CHUNK = 1000  # objects per claims query; a group is never split across chunks
 DELETION_BATCH = 500
+METADATA_BATCH = 200  # complete groups compared per transaction
 
 
 async def run(
@@ -47,7 +49,8 @@ async def run(
     report.multipart_supported = storage.capabilities.multipart
     cutoff = now - timedelta(seconds=grace)
     job = _Run(maker, storage, settings, report, cutoff, now)
-    for step in (job.expire_groups, job.pending_deletions, job.stale_multipart, job.scan):
+    steps = (job.expire_groups, job.pending_deletions, job.metadata, job.stale_multipart, job.scan)
+    for step in steps:
         await job.guarded(step)
     await job.guarded(job.idempotency_keys)
     await job.guarded(job.tombstones)
@@ -167,6 +170,45 @@ class _Run:
                         if finding.failed == failed_before:
                             finding.acted += 1
 
+    # ---- metadata.json: unfinished writes, and documents that differ from the database -----
+
+    async def metadata(self) -> None:
+        async with self.maker() as session:
+            requested = await outbox.requested(session)
+        for group_id in requested:
+            self.report.metadata_outbox.add({"group_id": group_id})
+            if self.report.apply:
+                await self._flush(group_id, self.report.metadata_outbox)
+        finding = self.report.metadata_mismatch
+        after = 0
+        while True:
+            differing: list[tuple[int, int]] = []
+            async with self.maker() as session:
+                groups = await repo.complete_groups(session, after, METADATA_BATCH)
+                for group in groups:
+                    if await outbox.stored_differs(session, self.storage, self.key_prefix, group):
+                        differing.append((group.annotation_id, group.id))
+            if not groups:
+                return
+            after = groups[-1].id
+            for annotation_id, group_id in differing:
+                finding.add({"annotation_id": annotation_id, "group_id": group_id})
+                if self.report.apply:
+                    # Through the outbox: serialized with the API's own writers of the group.
+                    async with self.maker() as session:
+                        await outbox.request(session, annotation_id, group_id)
+                        await session.commit()
+                    await self._flush(group_id, finding)
+
+    async def _flush(self, group_id: int, finding: Finding) -> None:
+        try:
+            await outbox.flush(self.maker, self.storage, self.key_prefix, group_id)
+        except StorageError as exc:
+            finding.failed += 1
+            self.report.errors.append(f"metadata.json of group {group_id}: {exc}")
+        else:
+            finding.acted += 1
+
     # ---- multipart uploads nobody will complete ---------------------------------------------
 
     async def stale_multipart(self) -> None:
@@ -258,13 +300,16 @@ class _Run:
             )
         if self.report.apply and orphans:
             try:
-                await self.storage.delete_many([o.key for o in orphans])
+                refused = await delete_refusing_none(self.storage, [o.key for o in orphans])
             except StorageError as exc:
                 finding.failed += len(orphans)
                 self.report.errors.append(f"deleting orphans: {exc}")
             else:
-                finding.acted += len(orphans)
-                self.report.objects_deleted += len(orphans)
+                # A key storage refuses is reported and left; the others are deleted.
+                finding.failed += len(refused)
+                self.report.errors.extend(f"orphan skipped, {r}" for r in refused)
+                finding.acted += len(orphans) - len(refused)
+                self.report.objects_deleted += len(orphans) - len(refused)
 
     def _missing(self, mask_id: int, group_id: int, key: str) -> None:
         self.report.missing_objects.add({"mask_id": mask_id, "group_id": group_id, "key": key})

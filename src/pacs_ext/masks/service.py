@@ -27,9 +27,9 @@ from ..models.mask_group import COMPLETE, PENDING
 from ..observability import metrics
 from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
-from . import multipart, signing
+from . import multipart, outbox, signing
 from . import repository as repo
-from .keys import METADATA_NAME, group_prefix, object_key
+from .keys import group_prefix
 from .schemas import (
     FileSpec,
     MaskGroupCreate,
@@ -38,7 +38,7 @@ from .schemas import (
     PartRange,
 )
 from .uploads import Target, check_specs, file_row, resolve_ttl, single_target
-from .verify import Verification, mask_row, metadata_document, verify
+from .verify import Verification, mask_row, verify
 
 log = structlog.get_logger(__name__)
 
@@ -219,8 +219,10 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     """Verify every declared object by listing the prefix, then record masks in one go."""
     started = time.perf_counter()
     # Locked until commit: files cannot be declared, nor the group deleted, while we verify.
-    annotation, group = await writable_group(ctx, annotation_id, group_id, lock=True)
+    _, group = await writable_group(ctx, annotation_id, group_id, lock=True)
     if group.status == COMPLETE:
+        # A retry after a completion whose metadata.json was not written yet finishes it.
+        await _write_metadata_after_commit(ctx, group_id)
         return group
     if group.status != PENDING:
         raise Conflict(f"mask group {group_id} is {group.status} and cannot be completed")
@@ -274,14 +276,8 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     await repo.insert_masks(ctx.session, rows)
     await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     await ctx.session.refresh(group)
-    # metadata.json last: if writing it fails, the transaction rolls back and a retry redoes all.
-    document = await anyio.to_thread.run_sync(metadata_document, annotation, group, rows)
-    async with translate_storage_errors("complete (writing metadata.json)"):
-        await ctx.storage.put_bytes(
-            object_key(ctx.key_prefix, annotation_id, group_id, METADATA_NAME),
-            document,
-            "application/json",
-        )
+    await outbox.request(ctx.session, annotation_id, group_id)
+    await _write_metadata_after_commit(ctx, group_id)
     elapsed = time.perf_counter() - started
     total_bytes = sum(int(r["file_size"]) for r in rows)
     metrics.record_completion(len(rows), total_bytes, elapsed)
@@ -324,7 +320,7 @@ def conflict_body(result: Verification, max_names: int) -> dict[str, Any]:
 async def update_group(
     ctx: Ctx, annotation_id: int, group_id: int, body: MaskGroupUpdate
 ) -> MaskGroup:
-    annotation, group = await writable_group(ctx, annotation_id, group_id)
+    _, group = await writable_group(ctx, annotation_id, group_id)
     changes = body.model_dump(exclude_unset=True)
     for k, v in changes.items():
         if v is None and k == "mask_type":
@@ -336,18 +332,23 @@ async def update_group(
         ctx, AuditAction.MASK_GROUP_UPDATE, annotation_id, group_id, fields=sorted(changes)
     )
     if group.status == COMPLETE:
-        await write_metadata(ctx, annotation, group)
+        await outbox.request(ctx.session, annotation_id, group_id)
+        await _write_metadata_after_commit(ctx, group_id)
     return group
 
 
-async def write_metadata(ctx: Ctx, annotation: Annotation, group: MaskGroup) -> None:
-    masks = await repo.all_masks(ctx.session, group.id)
-    async with translate_storage_errors("writing metadata.json"):
-        await ctx.storage.put_bytes(
-            object_key(ctx.key_prefix, annotation.id, group.id, METADATA_NAME),
-            metadata_document(annotation, group, masks),
-            "application/json",
-        )
+async def _write_metadata_after_commit(ctx: Ctx, group_id: int) -> None:
+    """metadata.json from committed state only (masks/outbox.py): commit the change and its
+    outbox row first (here, inside the request, on purpose), then write the document. If
+    writing fails the change stands, and a retry or the janitor writes it. (Committing also
+    returns the request's connection, so a request never holds two.)"""
+    await ctx.session.commit()
+    bind = ctx.session.bind
+
+    def new_session() -> AsyncSession:
+        return AsyncSession(bind, expire_on_commit=False, autoflush=False)
+
+    await outbox.flush_quietly(new_session, ctx.storage, ctx.key_prefix, group_id)
 
 
 async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
@@ -450,8 +451,10 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
         mask_id=mask_id,
         object_key=mask.object_key,
     )
-    # metadata.json before the commit: if writing it fails nothing has changed yet.
-    await write_metadata(ctx, annotation, group)
+    if group.status == COMPLETE:
+        await outbox.request(ctx.session, annotation_id, group_id)
+        # Committed with its deletion record; the document follows before the object goes.
+        await _write_metadata_after_commit(ctx, group_id)
     await deletions.run_now(ctx.session, ctx.storage, ctx.key_prefix, [pending], f"mask {mask_id}")
 
 

@@ -2,8 +2,9 @@
 
 Runs over every local file whose identical copy is in the bucket (copied now or earlier), so an
 interrupted migration converges on the next run. Each group is its own transaction; its
-metadata.json (rebuilt from the database, as `complete` writes it) is written before the commit,
-so a failure leaves the group as it was and the next run does it again.
+metadata.json (rebuilt from the database, as `complete` writes it) is written after the commit
+through the metadata outbox, so it never shows what the database does not hold; if writing it
+fails, the next run, the janitor or the API writes it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..masks import outbox
 from ..masks import repository as repo
 from ..masks.keys import METADATA_NAME, object_key, parse_slice_filename
-from ..masks.verify import metadata_document
 from ..models import Annotation, Mask, MaskGroup, MaskGroupFile
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
@@ -115,6 +116,8 @@ async def register(
                     dry_run=dry_run,
                 )
                 await (session.rollback() if dry_run else session.commit())
+            if not dry_run:
+                await outbox.flush(maker, storage, key_prefix, group_id)
         except StorageError as exc:
             result.failed.append((f"{annotation_id}/{group_id}/{METADATA_NAME}", str(exc)))
     return result
@@ -185,10 +188,8 @@ async def _register_group(
         group.completed_at = group.completed_at or now
     group.updated_at = now
     await session.flush()
-    await session.refresh(group)
-    await storage.put_bytes(
-        metadata_key, metadata_document(annotation, group, all_masks), "application/json"
-    )
+    # Written after the commit, from committed state (masks/outbox.py).
+    await outbox.request(session, annotation_id, group_id)
 
 
 def _mask_row(group_id: int, p: Present) -> dict[str, Any]:

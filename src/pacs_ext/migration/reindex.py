@@ -18,9 +18,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, text
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..masks import repository as repo
+from ..masks.claims import parse_key
 from ..masks.keys import METADATA_NAME
 from ..models import Annotation, MaskGroup
 from ..models.base import utcnow
@@ -88,35 +90,60 @@ async def reindex(
     docs = await _fetch(storage, keys, key_prefix, report, progress)
     group_keys: dict[tuple[int, int], list[str]] = defaultdict(list)
     for key in listing:
-        parts = key[len(key_prefix) :].split("/")
-        if len(parts) == 3 and parts[2] != METADATA_NAME:
-            group_keys[(_int(parts[0]), _int(parts[1]))].append(key)
+        parts = parse_key(key_prefix, key)
+        if parts is not None and parts.name != METADATA_NAME:
+            group_keys[(parts.annotation_id, parts.group_id)].append(key)
     by_annotation: dict[int, list[MetadataDoc]] = defaultdict(list)
     for doc in docs:
         by_annotation[doc.annotation.id].append(doc)
     progress.phase("restoring", total=len(by_annotation))
-    for annotation_id, group_docs in sorted(by_annotation.items()):
-        async with maker() as session:
-            await _restore_annotation(
-                session, annotation_id, group_docs, listing, group_keys, report
-            )
-            await (session.rollback() if dry_run else session.commit())
-        progress.advance(1)
-    if not dry_run:
-        # Past every id the bucket names too (groups left pending have objects but no
-        # metadata.json), so new groups never write under an old group's prefix.
-        floors = {
-            "annotations": max((a for a, _ in group_keys), default=0),
-            "mask_groups": max((g for _, g in group_keys), default=0),
-        }
-        async with maker() as session:
-            await reset_sequences(session, floors)
-            await session.commit()
+    try:
+        for annotation_id, group_docs in sorted(by_annotation.items()):
+            await _restore_one(maker, annotation_id, group_docs, listing, group_keys, report)
+            progress.advance(1)
+    finally:
+        if not dry_run:
+            # Also when restoring stopped half-way: rows already committed carry explicit
+            # ids, and the next insert through the API must not collide with them. Past
+            # every id the bucket names too (groups left pending have objects but no
+            # metadata.json), so new groups never write under an old group's prefix.
+            floors = {
+                "annotations": max((a for a, _ in group_keys), default=0),
+                "mask_groups": max((g for _, g in group_keys), default=0),
+            }
+            async with maker() as session:
+                await reset_sequences(session, floors)
+                await session.commit()
     return report
 
 
-def _int(text: str) -> int:
-    return int(text) if text.isdigit() else -1
+async def _restore_one(
+    maker: async_sessionmaker[AsyncSession],
+    annotation_id: int,
+    docs: list[MetadataDoc],
+    listing: dict[str, ObjectInfo],
+    group_keys: dict[tuple[int, int], list[str]],
+    report: ReindexReport,
+) -> None:
+    """One annotation with its groups in one transaction; one the database refuses is
+    reported and skipped, and the others are still restored."""
+    before = (report.annotations, report.groups, report.masks, len(report.problems))
+    async with maker() as session:
+        try:
+            await _restore_annotation(session, annotation_id, docs, listing, group_keys, report)
+            await (session.rollback() if report.dry_run else session.commit())
+        except SQLAlchemyError as exc:
+            if isinstance(exc, OperationalError | InterfaceError):
+                raise  # the database itself is in trouble: stop (sequences are still reset)
+            await session.rollback()
+            report.annotations, report.groups, report.masks = before[:3]
+            del report.problems[before[3] :]
+            orig = getattr(exc, "orig", None) or exc
+            reason = (str(orig).splitlines() or [type(orig).__name__])[0]
+            report.problems.append(
+                f"annotation {annotation_id}: the database refused it ({reason}); "
+                f"skipped with its {len(docs)} group(s)"
+            )
 
 
 def _is_metadata_key(key: str, prefix: str) -> bool:
@@ -139,7 +166,7 @@ async def _fetch(
                 data = await storage.get_bytes(key)
                 return parse(data, key, key_prefix)
             except (StorageError, BadMetadata) as exc:
-                report.problems.append(f"{key}: {exc}")
+                report.problems.append(f"{key}: {exc}; skipped")
                 return None
             finally:
                 progress.advance(1)

@@ -48,6 +48,7 @@ class Options:
     dry_run: bool = False
     delete: bool = False
     part_size: int = 16 * 1024 * 1024
+    follow_symlinks: bool = False  # also files symlinked from outside the source
 
 
 @dataclass
@@ -107,11 +108,11 @@ class Summary:
         }
 
 
-async def scan_source(source: Path) -> Tree:
+async def scan_source(source: Path, follow_symlinks: bool = False) -> Tree:
     if not await anyio.to_thread.run_sync(source.is_dir):
         raise MigrationError(f"{source} is not a folder")
     try:
-        return await anyio.to_thread.run_sync(scan, source)
+        return await anyio.to_thread.run_sync(scan, source, follow_symlinks)
     except OSError as exc:
         raise MigrationError(f"cannot read {source}: {exc}") from None
 
@@ -130,7 +131,7 @@ async def migrate(
     started = time.perf_counter()
     summary = Summary(dry_run=options.dry_run)
     progress.phase("scanning")
-    tree = await scan_source(options.source)
+    tree = await scan_source(options.source, options.follow_symlinks)
     summary.local_files = len(tree.files)
     summary.ignored = tree.ignored
     progress.phase("listing the bucket")

@@ -55,9 +55,11 @@ def _id(name: str) -> int | None:
     return None
 
 
-def scan(source: Path) -> Tree:
-    """Walk the source (blocking: call in a thread). Symlinked folders are not followed."""
+def scan(source: Path, follow_symlinks: bool = False) -> Tree:
+    """Walk the source (blocking: call in a thread). Symlinked folders are not followed; a
+    symlinked file is taken only when it points inside the source (or follow_symlinks)."""
     tree = Tree()
+    root = None if follow_symlinks else source.resolve()
     with os.scandir(source) as level1:
         for a in sorted(level1, key=lambda e: e.name):
             annotation_id = _id(a.name)
@@ -70,14 +72,20 @@ def scan(source: Path) -> Tree:
                     if group_id is None or not g.is_dir(follow_symlinks=False):
                         tree.ignored.append(f"{a.name}/{g.name}")
                         continue
-                    _scan_group(tree, annotation_id, group_id, Path(g.path))
+                    _scan_group(tree, annotation_id, group_id, Path(g.path), root)
     return tree
 
 
-def _scan_group(tree: Tree, annotation_id: int, group_id: int, folder: Path) -> None:
+def _scan_group(
+    tree: Tree, annotation_id: int, group_id: int, folder: Path, root: Path | None
+) -> None:
+    """root: the resolved source, when symlinks must not lead out of it."""
     with os.scandir(folder) as entries:
         for f in sorted(entries, key=lambda e: e.name):
             rel = f"{annotation_id}/{group_id}/{f.name}"
+            if root is not None and f.is_symlink() and not _inside(Path(f.path), root):
+                tree.ignored.append(f"{rel} (a symlink out of the source; --follow-symlinks)")
+                continue
             if not f.is_file():
                 tree.ignored.append(rel + ("/" if f.is_dir() else ""))
                 continue
@@ -88,6 +96,13 @@ def _scan_group(tree: Tree, annotation_id: int, group_id: int, folder: Path) -> 
                 tree.files.append(local)
             else:
                 tree.ignored.append(rel)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve(strict=True).is_relative_to(root)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        return False
 
 
 def content_type_for(name: str) -> str:

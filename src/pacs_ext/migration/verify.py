@@ -39,7 +39,7 @@ async def verify(
 ) -> VerifyReport:
     progress = progress or NoProgress()
     progress.phase("scanning")
-    tree = await scan_source(options.source)
+    tree = await scan_source(options.source, options.follow_symlinks)
     progress.phase("listing the bucket")
     remote = await list_remote(storage, options.key_prefix)
     progress.phase("comparing", total=len(tree.files))

@@ -7,6 +7,7 @@ from .idempotency_key import IdempotencyKey
 from .mask import Mask
 from .mask_group import MaskGroup
 from .mask_group_file import MaskGroupFile
+from .metadata_outbox import MetadataOutbox
 from .pending_deletion import PendingDeletion
 from .tombstone import Tombstone
 
@@ -18,6 +19,7 @@ __all__ = [
     "Mask",
     "MaskGroup",
     "MaskGroupFile",
+    "MetadataOutbox",
     "PendingDeletion",
     "Tombstone",
 ]

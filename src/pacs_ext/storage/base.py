@@ -222,6 +222,24 @@ def validate_key(key: str) -> str:
     return key
 
 
+async def delete_refusing_none(storage: ObjectStorage, keys: list[str]) -> list[str]:
+    """Delete keys; those storage refuses as keys (written by another tool, or named by a
+    hostile document) are skipped, one by one, instead of failing the whole batch.
+    Returns the refusals ("key: reason"); raises StorageError for any other failure."""
+    try:
+        await storage.delete_many(keys)
+        return []
+    except InvalidObjectKey:
+        pass
+    refused = []
+    for key in keys:
+        try:
+            await storage.delete_many([key])
+        except InvalidObjectKey as exc:
+            refused.append(f"{key!r}: {exc}")
+    return refused
+
+
 def multipart_etag(part_md5s: Sequence[bytes]) -> str:
     """S3's ETag of a multipart object: hex MD5 of the parts' binary MD5s, "-", part count."""
     digest = hashlib.md5(b"".join(part_md5s)).hexdigest()  # noqa: S324 - S3's ETag contract
