@@ -195,11 +195,13 @@ async def test_signed_put_then_signed_get(store: ObjectStorage, prefix: str) -> 
         info = await store.head(key)
         assert (info.size, info.etag) == (len(body), hashlib.md5(body).hexdigest())
 
-        get = store.sign_download(key, 60)
+        # Answered with the type it was signed for (S3: response-content-type), inline.
+        get = store.sign_download(key, 60, content_type="image/png")
         r = await http.get(get.url)
         assert r.status_code == 200
         assert r.content == body
         assert r.headers["content-type"] == "image/png"
+        assert r.headers["content-disposition"] == "inline"
         get = store.sign_download(key, 60, content_disposition='attachment; filename="a b.png"')
         r = await http.get(get.url)
         assert r.headers["content-disposition"] == 'attachment; filename="a b.png"'

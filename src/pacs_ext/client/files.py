@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import mimetypes
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,10 +14,16 @@ from ..masks.keys import check_filename, parse_slice_filename
 from .errors import LocalFileError
 
 CHUNK = 1024 * 1024
+# Types the server's default allow-list accepts; any other file goes as octet-stream (the
+# server refuses types off its list, and never serves bytes as a page).
 CONTENT_TYPES = {
     ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".dcm": "application/dicom",
     ".json": "application/json",
     ".nii": "application/octet-stream",
+    ".gz": "application/gzip",
 }
 
 
@@ -52,7 +57,7 @@ class LocalFile:
 
 def content_type_for(name: str) -> str:
     ext = os.path.splitext(name)[1].lower()
-    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return CONTENT_TYPES.get(ext, "application/octet-stream")
 
 
 def scan(source: Path | Sequence[Path]) -> list[LocalFile]:

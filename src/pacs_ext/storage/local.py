@@ -76,15 +76,23 @@ class LocalStorage(ObjectStorage):
         return SignedRequest("PUT", url, headers, datetime.fromtimestamp(expires, UTC))
 
     def sign_download(
-        self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
     ) -> SignedRequest:
         validate_key(key)
         expires = int(time.time()) + ttl_seconds
         disposition = content_disposition or ""
-        sig = self._signature("GET", key, expires, disposition)
+        served = content_type or ""  # "": the type stored with the object
+        sig = self._signature("GET", key, expires, *_get_bound(disposition, served))
         query = {"expires": str(expires), "signature": sig}
         if disposition:
             query["response-content-disposition"] = disposition
+        if served:
+            query["response-content-type"] = served
         url = f"{self._base}{quote(key, safe='/~')}?{urlencode(query, quote_via=quote)}"
         return SignedRequest("GET", url, {}, datetime.fromtimestamp(expires, UTC))
 
@@ -109,11 +117,12 @@ class LocalStorage(ObjectStorage):
                 "Content-Length and Content-MD5 must be exactly as issued)",
             )
 
-    def verify_get(self, key: str, expires: str, signature: str, disposition: str) -> None:
+    def verify_get(
+        self, key: str, expires: str, signature: str, disposition: str, content_type: str = ""
+    ) -> None:
         self._check(expires)
-        if not hmac.compare_digest(
-            self._signature("GET", key, int(expires), disposition), signature
-        ):
+        bound = _get_bound(disposition, content_type)
+        if not hmac.compare_digest(self._signature("GET", key, int(expires), *bound), signature):
             raise SignatureError(403, "SignatureDoesNotMatch", "signature does not match")
 
     @staticmethod
@@ -265,6 +274,11 @@ class LocalStorage(ObjectStorage):
         ok = await anyio.to_thread.run_sync(os.access, self.root, os.W_OK)
         if not ok:
             raise StorageError(f"storage root {self.root} is not writable")
+
+
+def _get_bound(disposition: str, content_type: str) -> tuple[str, ...]:
+    # The type is bound only when given, so URLs signed before it existed keep their meaning.
+    return (disposition, content_type) if content_type else (disposition,)
 
 
 def _walk_files(start: Path) -> Iterator[Path]:

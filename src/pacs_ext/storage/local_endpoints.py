@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from . import inert
 from .base import InvalidObjectKey
 from .local import ROUTE_PREFIX, LocalStorage, SignatureError, content_type_of
 
@@ -132,10 +133,11 @@ async def get_object(
     expires: Annotated[str, Query()] = "",
     signature: Annotated[str, Query()] = "",
     disposition: Annotated[str, Query(alias="response-content-disposition")] = "",
+    served_type: Annotated[str, Query(alias="response-content-type")] = "",
 ) -> Response:
     storage = _storage(request)
     try:
-        storage.verify_get(key, expires, signature, disposition)
+        storage.verify_get(key, expires, signature, disposition, served_type)
         path = storage.path_for(key)
     except SignatureError as exc:
         return _error(exc.status, exc.code, exc.detail)
@@ -143,6 +145,13 @@ async def get_object(
         return _error(400, "InvalidKey", str(exc))
     if not await anyio.to_thread.run_sync(path.is_file):
         return _error(404, "NoSuchKey", "the object does not exist")
-    extra = {"Content-Disposition": disposition} if disposition else None
-    media_type = await anyio.to_thread.run_sync(content_type_of, path)
-    return FileResponse(path, media_type=media_type, headers=extra)
+    # Served from the API's own origin: never as a page that could run (storage/inert.py).
+    if served_type:
+        media_type = inert.normalise(served_type)
+    else:
+        media_type = inert.served_type(await anyio.to_thread.run_sync(content_type_of, path))
+    headers = {
+        **inert.INERT_HEADERS,
+        "Content-Disposition": disposition or inert.disposition(media_type, key),
+    }
+    return FileResponse(path, media_type=media_type, headers=headers)
