@@ -238,8 +238,9 @@ class LoggingSettings(BaseModel):
 
 
 class JanitorSettings(BaseModel):
-    # Periodic janitor inside the server; 0: off (run `pacs-ext janitor` from cron instead).
-    interval_seconds: int = Field(0, ge=0)
+    # Periodic janitor inside the server (on by default: a signed PUT replayed after a DELETE
+    # can leave an orphan on S3, and nothing else removes it); 0: off (cron `pacs-ext janitor`).
+    interval_seconds: int = Field(900, ge=0)
     # How long past its URLs' expiry a pending group is kept, and how old an object with no
     # database record must be before it counts as an orphan.
     grace_seconds: int = Field(3600, ge=0)

@@ -18,6 +18,10 @@ class ObjectNotFound(StorageError):
     pass
 
 
+class ObjectExists(StorageError):
+    """A write-once PUT found the key taken (S3's 412 PreconditionFailed)."""
+
+
 class StorageAccessDenied(StorageError):
     pass
 

@@ -21,6 +21,7 @@ from .base import (
     Capabilities,
     ChecksumMismatch,
     InvalidObjectKey,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     ObjectStorage,
@@ -146,8 +147,11 @@ class LocalStorage(ObjectStorage):
     def temp_path(self) -> Path:
         return self.root / TMP_DIR / uuid.uuid4().hex
 
-    def commit_temp(self, tmp: Path, key: str, md5_hex: str, content_type: str) -> None:
-        """Atomically publish a fully written temp file under key (blocking: run in a thread)."""
+    def commit_temp(
+        self, tmp: Path, key: str, md5_hex: str, content_type: str, *, exclusive: bool = False
+    ) -> None:
+        """Atomically publish a fully written temp file under key (blocking: run in a thread).
+        exclusive: never replace an object (signed PUTs are write-once): ObjectExists."""
         dest = self.path_for(key)
         try:
             os.setxattr(tmp, MD5_XATTR, md5_hex.encode())
@@ -155,7 +159,15 @@ class LocalStorage(ObjectStorage):
         except OSError:
             pass  # filesystems without xattrs: the MD5 is recomputed when listing
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dest)
+        if not exclusive:
+            os.replace(tmp, dest)
+            return
+        # link() fails if dest exists: two racing PUTs of one key cannot both store.
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            raise ObjectExists(key) from None
+        os.unlink(tmp)
 
     # ---- I/O -----------------------------------------------------------------------------
 

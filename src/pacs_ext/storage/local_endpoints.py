@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -17,7 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from . import inert
-from .base import InvalidObjectKey
+from .base import InvalidObjectKey, ObjectExists
 from .local import ROUTE_PREFIX, LocalStorage, SignatureError, content_type_of
 
 log = structlog.get_logger(__name__)
@@ -26,6 +27,10 @@ router = APIRouter(prefix=ROUTE_PREFIX.rstrip("/"), include_in_schema=False)
 
 # Bodies below this are written in one go; larger ones stream to disk chunk by chunk.
 _BUFFER_LIMIT = 4 * 1024 * 1024
+
+
+# Given a key, None when a PUT may store it, else (status, error code, detail).
+UploadGuard = Callable[[str], Awaitable[tuple[int, str, str] | None]]
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -54,11 +59,19 @@ async def put_object(
     try:
         storage.verify_put(key, expires, signature, content_type, content_length, content_md5)
         tmp = storage.temp_path()
-        storage.path_for(key)
+        dest = storage.path_for(key)
     except SignatureError as exc:
         return _error(exc.status, exc.code, exc.detail)
     except InvalidObjectKey as exc:
         return _error(400, "InvalidKey", str(exc))
+    # Write-once, as S3 with a signed If-None-Match: * (checked again when the file is
+    # linked in place, for two PUTs racing): never overwrite, and nothing into a group that
+    # is complete or deleted (the app's guard asks the database).
+    guard: UploadGuard | None = getattr(request.app.state, "upload_guard", None)
+    if guard is not None and (refusal := await guard(key)) is not None:
+        return _error(*refusal)
+    if await anyio.to_thread.run_sync(dest.exists):
+        return _exists()
     expected = int(content_length)
 
     digest = hashlib.md5()  # noqa: S324 - the S3 Content-MD5 contract
@@ -89,6 +102,8 @@ async def put_object(
         await anyio.to_thread.run_sync(
             _finish, storage, out, tmp, bytes(pending), key, md5_hex, content_type
         )
+    except ObjectExists:
+        return _exists()
     except ClientDisconnect:
         return _error(400, "IncompleteBody", "client disconnected before the body was complete")
     except OSError as exc:
@@ -123,7 +138,16 @@ def _finish(
         os.fsync(out.fileno())
     finally:
         out.close()
-    storage.commit_temp(tmp, key, md5_hex, content_type)
+    storage.commit_temp(tmp, key, md5_hex, content_type, exclusive=True)
+
+
+def _exists() -> JSONResponse:
+    return _error(
+        412,
+        "PreconditionFailed",
+        "an object is already stored under this key and objects are write-once; "
+        "`complete` verifies what is stored",
+    )
 
 
 @router.api_route("/{key:path}", methods=["GET", "HEAD"])

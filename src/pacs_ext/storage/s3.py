@@ -223,6 +223,9 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             headers["x-amz-server-side-encryption"] = self._sse
         if spec.sha256_b64 and self.capabilities.checksum_sha256:
             headers["x-amz-checksum-sha256"] = spec.sha256_b64
+        # Write-once: a signed conditional PUT never replaces an object (412 if the key is
+        # taken: AWS S3 since 2024, MinIO, Ceph RGW as measured). Signed, so it cannot be left out.
+        headers["If-None-Match"] = "*"
         # Expiry read before signing: the reported time is never later than the real one.
         expires_at = expiry_at(ttl_seconds)
         url = self._signer().presign("PUT", spec.key, expires_in=ttl_seconds, headers=headers)
