@@ -185,3 +185,13 @@ async def test_rgw_enforces_a_signed_if_none_match(rgw: Rgw) -> None:
             assert (await s3.get_bytes("m/1/1/a.png")) == body
         finally:
             await s3.close()
+
+
+@pytest.mark.server_kinds("sqlite")
+def test_the_janitor_runs_inside_the_server_by_default(server: ServerProcess) -> None:
+    """What a replayed URL stores on S3 after a DELETE is removed without any cron job."""
+    lines = server.log_path.read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    (scheduled,) = [e for e in events if e.get("event") == "janitor.scheduled"][:1]
+    assert scheduled["interval_seconds"] > 0
+    assert scheduled["apply"] is True
