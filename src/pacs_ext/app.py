@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from .docs import install_docs
 from .errors_middleware import ErrorResponses
 from .exceptions import AppError
 from .janitor import periodic as periodic_janitor
+from .masks import upload_guard
 from .observability import listener as metrics_listener
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
@@ -61,6 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Every storage call is counted and timed for /metrics (observability/storage.py).
         app.state.storage = instrument(create_storage(settings))
         app.state.readiness = Readiness(engine, app.state.storage)
+        if settings.object_storage.provider == "local":
+            # The local store's PUTs are write-once and refused for groups no longer pending.
+            app.state.upload_guard = partial(
+                upload_guard.check, app.state.sessionmaker, settings.object_storage.key_prefix
+            )
         log.info(
             "server.started",
             storage=settings.object_storage.provider,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +18,20 @@ from pydantic_settings import (
 )
 
 MiB = 1024 * 1024
+# object_storage.allowed_content_types by default: masks as PNG/JPEG, DICOM (SEG exports), NIfTI
+# (.nii as octet-stream or x-nifti, .nii.gz as gzip), JSON documents. Never HTML or SVG: the
+# local store serves objects from the API's own origin.
+DEFAULT_ALLOWED_CONTENT_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "application/dicom",
+    "application/x-nifti",
+    "application/gzip",
+    "application/x-gzip",
+    "application/octet-stream",
+    "application/json",
+)
+_MEDIA_TYPE = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}"
 
 
 class ConfigError(Exception):
@@ -149,6 +164,19 @@ class ObjectStorageSettings(BaseModel):
     multipart_part_size: int = Field(16 * MiB, ge=5 * MiB, le=5 * 1024 * MiB)
     # Folder of a pre-migration local mask tree served for masks not yet in object storage.
     legacy_local_dir: str = ""
+    # Content types a file may be declared with; anything else is a 422 naming these.
+    allowed_content_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_CONTENT_TYPES), min_length=1
+    )
+
+    @field_validator("allowed_content_types")
+    @classmethod
+    def _content_types(cls, v: list[str]) -> list[str]:
+        out = [t.strip().lower() for t in v]
+        bad = [t for t in out if not re.fullmatch(_MEDIA_TYPE, t)]
+        if bad:
+            raise ValueError(f"not a media type such as image/png: {bad[0]!r}")
+        return out
 
     @field_validator("key_prefix")
     @classmethod
@@ -224,8 +252,9 @@ class LoggingSettings(BaseModel):
 
 
 class JanitorSettings(BaseModel):
-    # Periodic janitor inside the server; 0: off (run `pacs-ext janitor` from cron instead).
-    interval_seconds: int = Field(0, ge=0)
+    # Periodic janitor inside the server (on by default: a signed PUT replayed after a DELETE
+    # can leave an orphan on S3, and nothing else removes it); 0: off (cron `pacs-ext janitor`).
+    interval_seconds: int = Field(900, ge=0)
     # How long past its URLs' expiry a pending group is kept, and how old an object with no
     # database record must be before it counts as an orphan.
     grace_seconds: int = Field(3600, ge=0)

@@ -78,7 +78,12 @@ def test_seventy_mib_file_completes_and_downloads_identical(
     }
     assert single["upload_id"] is None
     assert single["url"]
-    assert set(single["headers"]) == {"Content-Type", "Content-Length", "Content-MD5"}
+    assert set(single["headers"]) == {
+        "Content-Type",
+        "Content-Length",
+        "Content-MD5",
+        "If-None-Match",  # write-once, signed
+    }
 
     put_parts(big, body)
     r = httpx.put(single["url"], content=small, headers=single["headers"])

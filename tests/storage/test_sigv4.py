@@ -256,6 +256,9 @@ def case_for(seed: int) -> Case:
             sha = base64.b64encode(rng.randbytes(32)).decode()
             case.params["ChecksumSHA256"] = sha
             case.headers[cased(rng, "x-amz-checksum-sha256")] = sha
+        if rng.random() < 0.5:  # write-once uploads
+            case.params["IfNoneMatch"] = "*"
+            case.headers[cased(rng, "if-none-match")] = "*"
         items = list(case.headers.items())
         rng.shuffle(items)  # the caller's order must not matter
         case.headers = dict(items)
@@ -268,6 +271,9 @@ def case_for(seed: int) -> Case:
             )
             case.params["ResponseContentDisposition"] = disposition
             case.query["response-content-disposition"] = disposition
+        if rng.random() < 0.5:  # what every download URL pins (storage/inert.py)
+            case.params["ResponseContentEncoding"] = "identity"
+            case.query["response-content-encoding"] = "identity"
         if rng.random() < 0.3:
             case.params["ResponseContentType"] = "application/dicom"
             case.query["response-content-type"] = "application/dicom"

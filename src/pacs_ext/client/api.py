@@ -34,6 +34,8 @@ from .retry import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+# Ask storage for the bytes as stored (no compression in transit) when fetching mask bytes.
+RAW_BYTES = {"Accept-Encoding": "identity"}
 FileLike = FileSpec | Mapping[str, Any]
 
 
@@ -315,10 +317,12 @@ class PacsClient:
     async def read_mask(self, annotation_id: int, group_id: int, mask_id: int) -> bytes:
         """The mask's bytes, fetched straight from storage through a signed URL."""
         signed = await self.download_url(annotation_id, group_id, mask_id)
-        resp = await self.storage.get(signed.url)
-        if resp.status_code != 200:
-            raise ApiError(resp.status_code, "StorageError", storage_message(resp))
-        return resp.content
+        async with self.storage.stream("GET", signed.url, headers=RAW_BYTES) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                raise ApiError(resp.status_code, "StorageError", storage_message(resp))
+            # As stored, never decoded: a stored Content-Encoding does not apply to mask bytes.
+            return b"".join([chunk async for chunk in resp.aiter_raw()])
 
 
 def _specs(files: Sequence[FileLike]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import httpx
 
 from ..masks.schemas import MaskGroupRead, MaskRead
-from .api import PacsClient, _describe, storage_message
+from .api import RAW_BYTES, PacsClient, _describe, storage_message
 from .errors import ClientError, DownloadFailed, FileFailure
 from .files import CHUNK
 from .progress import TransferProgress
@@ -183,7 +183,9 @@ async def _fetch(
     fh = await asyncio.to_thread(_open_part, tmp)
     try:
         try:
-            async with http.stream("GET", url) as response:
+            # Mask bytes exactly as stored: never decoded (a Content-Encoding stored beside the
+            # object would otherwise make httpx gunzip a PNG), so the MD5 check sees them.
+            async with http.stream("GET", url, headers=RAW_BYTES) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise _Failed(
@@ -191,17 +193,25 @@ async def _fetch(
                         retry=response.status_code in RETRYABLE_STATUSES
                         or response.status_code == 403,
                     )
-                async for chunk in response.aiter_bytes(CHUNK):
+                async for chunk in response.aiter_raw(CHUNK):
                     digest.update(chunk)
                     received += len(chunk)
                     await asyncio.to_thread(fh.write, chunk)
                     progress.advance(len(chunk))
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise _Failed(_describe(exc), retry=True) from None
         await asyncio.to_thread(fh.close)
         got = base64.b64encode(digest.digest()).decode()
-        if received != m.file_size or (m.md5 is not None and got != m.md5):
-            raise _Failed("the bytes received differ from the recorded size/MD5", retry=True)
+        if received != m.file_size:
+            raise _Failed(
+                f"storage sent {received} bytes, the mask has {m.file_size}; not saved",
+                retry=True,
+            )
+        if m.md5 is not None and got != m.md5:
+            raise _Failed(
+                f"MD5 of the bytes received ({got}) differs from the recorded {m.md5}; not saved",
+                retry=True,
+            )
         await asyncio.to_thread(os.replace, tmp, final)
     except BaseException:
         progress.advance(-received)

@@ -240,9 +240,13 @@ class Sender:
             except BaseException:  # cancelled (a sibling part failed): take the bytes back
                 self._progress.advance(-sent[0])
                 raise
-        if 200 <= response.status_code < 300:
+        # 412: write-once storage already holds an object under this key (a retried PUT whose
+        # first answer was lost, or a re-run): `complete` verifies what is stored.
+        if 200 <= response.status_code < 300 or response.status_code == 412:
             if length <= STREAM_THRESHOLD:
                 self._progress.advance(length)
+            elif response.status_code == 412:
+                self._progress.advance(length - sent[0])
             return
         self._progress.advance(-sent[0])
         reason = storage_message(response)

@@ -23,8 +23,17 @@ def start(
     storage: ObjectStorage,
     settings: Settings,
 ) -> asyncio.Task[None] | None:
-    if settings.janitor.interval_seconds <= 0:
+    j = settings.janitor
+    if j.interval_seconds <= 0:
+        log.info("janitor.off", hint="janitor.interval_seconds = 0; run `pacs-ext janitor` instead")
         return None
+    # Said at start-up so an operator sees what removes orphans and expired uploads.
+    log.info(
+        "janitor.scheduled",
+        interval_seconds=j.interval_seconds,
+        grace_seconds=j.grace_seconds,
+        apply=j.apply,
+    )
     return asyncio.create_task(_loop(engine, maker, storage, settings), name="janitor")
 
 

@@ -9,10 +9,12 @@ from pydantic_core import to_json
 
 from ..annotations import service as annotation_service
 from ..auth import CurrentUser, CurrentUserOrQueryToken
+from ..config import Settings
 from ..deps import SessionDep, SettingsDep, StorageDep
 from ..migration import legacy
 from ..params import ResourceId
 from ..schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
+from ..storage import inert
 from . import idempotency, service
 from . import repository as repo
 from .schemas import (
@@ -235,7 +237,12 @@ async def get_download_url(
     disposition = f'attachment; filename="{mask.filename}"' if attachment else None
     await service.prepare_signing(ctx)
     signed = await legacy.sign_download(
-        ctx.settings, ctx.storage, mask.object_key, ttl, content_disposition=disposition
+        ctx.settings,
+        ctx.storage,
+        mask.object_key,
+        ttl,
+        content_disposition=disposition,
+        content_type=served_type(ctx.settings, mask.mime_type),
     )
     await service.audit_download(ctx, annotation_id, mask, signed.expires_at)
     return DownloadUrl(url=signed.url, expires_at=signed.expires_at)
@@ -261,7 +268,16 @@ async def get_mask_content(
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
     await service.prepare_signing(ctx)
     signed = await legacy.sign_download(
-        ctx.settings, ctx.storage, mask.object_key, ctx.settings.signed_url.default_ttl
+        ctx.settings,
+        ctx.storage,
+        mask.object_key,
+        ctx.settings.signed_url.default_ttl,
+        content_type=served_type(ctx.settings, mask.mime_type),
     )
     await service.audit_download(ctx, annotation_id, mask, signed.expires_at)
     return RedirectResponse(signed.url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+def served_type(settings: Settings, mime_type: str) -> str:
+    """The type a download is answered with: the mask's, when it is on the allow-list."""
+    return inert.served_type(mime_type, settings.object_storage.allowed_content_types)

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..deletions import service as deletions
 from ..deletions import tombstones
 from ..exceptions import Conflict, InvalidInput, NotFound
-from ..models import Annotation, Mask, MaskGroup, tombstone
+from ..models import Annotation, Mask, MaskGroup, MaskGroupFile, tombstone
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
 from ..observability import metrics
@@ -179,6 +179,17 @@ async def upload_urls(
         old = existing.get(str(row["filename"]))
         if old is not None and (upload_id := multipart.carry_over(ctx, old, row, spec)):
             stale.append((old.object_key, upload_id))
+    # Objects are write-once: a file declared again with other bytes needs its old object
+    # gone before the new URL can store anything (and the old URL then stores nothing that
+    # `complete` would accept: it is signed for the old size and MD5).
+    changed = [
+        old.object_key
+        for row in rows
+        if (old := existing.get(str(row["filename"]))) is not None and _redeclared(old, row)
+    ]
+    if changed:
+        async with translate_storage_errors("removing the objects of re-declared files"):
+            await ctx.storage.delete_many(changed)
     targets = await _targets(ctx, group, rows, files, ttl, parts)
     new_rows = []
     for row in rows:
@@ -213,6 +224,15 @@ def _check_group_size(settings: Settings, files: int) -> None:
             "(limits.max_files_per_group); split the upload into several groups",
             extra={"field": "files", "limit": limit},
         )
+
+
+def _redeclared(old: MaskGroupFile, row: dict[str, Any]) -> bool:
+    return (old.size, old.md5, old.sha256, old.content_type) != (
+        row["size"],
+        row["md5"],
+        row["sha256"],
+        row["content_type"],
+    )
 
 
 async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
@@ -255,6 +275,14 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
                 f"{p.object_key}: {p.reason}" for p in (result.missing + result.mismatched)[:3]
             ),
         )
+        # Objects are write-once: a stored object that is not what was declared (a PUT of an
+        # old declaration's URL, say) would refuse the right bytes forever. It is never valid
+        # for this declaration, so it goes, and the file can be uploaded again.
+        single = {f.object_key for f in declared if not f.upload_id}
+        wrong = [p.object_key for p in result.mismatched if p.object_key in single]
+        if wrong:
+            async with translate_storage_errors("complete (removing mismatched objects)"):
+                await ctx.storage.delete_many(wrong)
         raise Conflict(
             f"{len(result.missing)} file(s) missing and {len(result.mismatched)} mismatched; "
             "upload them (upload-urls renews expired URLs) and call complete again",

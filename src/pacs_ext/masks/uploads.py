@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 from ..config import Settings
 from ..exceptions import InvalidInput
+from ..storage import inert
 from ..storage.base import ObjectStorage, UploadSpec
 from .keys import object_key
 from .schemas import FileSpec
@@ -32,7 +33,8 @@ def uses_multipart(settings: Settings, storage: ObjectStorage, size: int) -> boo
 
 
 def check_specs(settings: Settings, storage: ObjectStorage, files: Sequence[FileSpec]) -> None:
-    """Refuse duplicates and single-PUT files without an MD5, naming the field."""
+    """Refuse duplicates, types off the allow-list and single-PUT files without an MD5, naming
+    the field."""
     seen: dict[str, int] = {}
     for i, spec in enumerate(files):
         name = spec.name
@@ -42,6 +44,13 @@ def check_specs(settings: Settings, storage: ObjectStorage, files: Sequence[File
                 extra={"field": f"files[{i}]"},
             )
         seen[name] = i
+        allowed = settings.object_storage.allowed_content_types
+        if not inert.is_allowed(spec.content_type, allowed):
+            raise InvalidInput(
+                f"files[{i}].content_type: {spec.content_type!r} is not allowed; "
+                f"allowed types: {', '.join(allowed)}",
+                extra={"field": f"files[{i}].content_type", "allowed": list(allowed)},
+            )
         if spec.md5 is None and not uses_multipart(settings, storage, spec.size):
             raise InvalidInput(
                 f"files[{i}].md5: required (base64 MD5 of the body) for a single PUT upload",

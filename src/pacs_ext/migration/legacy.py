@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from ..config import Settings
 from ..masks.keys import METADATA_NAME
+from ..storage import inert
 from ..storage.base import (
     InvalidObjectKey,
     ObjectStorage,
@@ -93,14 +94,21 @@ class Fallback:
         self._migrated: dict[str, float] = {}  # group prefix → trusted until (inf: for good)
 
     async def sign_download(
-        self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
     ) -> SignedRequest:
         local = await anyio.to_thread.run_sync(self.legacy.existing, key)
         if local is not None and not await self._group_migrated(key.rsplit("/", 1)[0] + "/"):
             return self.legacy.sign_download(
                 key, ttl_seconds, content_disposition=content_disposition
             )
-        return self.storage.sign_download(key, ttl_seconds, content_disposition=content_disposition)
+        return self.storage.sign_download(
+            key, ttl_seconds, content_disposition=content_disposition, content_type=content_type
+        )
 
     async def _group_migrated(self, prefix: str) -> bool:
         now = time.monotonic()
@@ -151,15 +159,20 @@ async def sign_download(
     ttl_seconds: int,
     *,
     content_disposition: str | None = None,
+    content_type: str | None = None,
 ) -> SignedRequest:
     """Where the mask's bytes are read from: object storage, or the legacy folder (phase 2)."""
     legacy = legacy_files(settings)
     if legacy is None:
-        return storage.sign_download(key, ttl_seconds, content_disposition=content_disposition)
+        return storage.sign_download(
+            key, ttl_seconds, content_disposition=content_disposition, content_type=content_type
+        )
     entry = _fallbacks.get(id(storage))
     if entry is None or entry[0] is not storage or entry[1].legacy is not legacy:
         entry = _fallbacks[id(storage)] = (storage, Fallback(legacy, storage))
-    return await entry[1].sign_download(key, ttl_seconds, content_disposition=content_disposition)
+    return await entry[1].sign_download(
+        key, ttl_seconds, content_disposition=content_disposition, content_type=content_type
+    )
 
 
 router = APIRouter(prefix=ROUTE_PREFIX.rstrip("/"), include_in_schema=False)
@@ -184,6 +197,10 @@ async def get_legacy_file(
         return JSONResponse(
             {"error": "NoSuchKey", "detail": "the file does not exist"}, status_code=404
         )
-    media_type = mimetypes.guess_type(path.name, strict=False)[0] or "application/octet-stream"
-    extra = {"Content-Disposition": disposition} if disposition else None
-    return FileResponse(path, media_type=media_type, headers=extra)
+    # Served from the API's own origin: inert, like the local store (storage/inert.py).
+    media_type = inert.served_type(mimetypes.guess_type(path.name, strict=False)[0])
+    headers = {
+        **inert.INERT_HEADERS,
+        "Content-Disposition": disposition or inert.disposition(media_type, key),
+    }
+    return FileResponse(path, media_type=media_type, headers=headers)

@@ -327,17 +327,35 @@ def _file_problem(size: int, etag: str | None, obj: ObjectInfo | None) -> str | 
 
 
 async def reset_sequences(session: AsyncSession, floors: dict[str, int] | None = None) -> None:
-    """Rows inserted with explicit ids leave PostgreSQL's sequences behind: move them past the
-    largest id, or the next insert through the API collides. (SQLite takes max(rowid) + 1.)"""
-    if (await session.connection()).dialect.name != "postgresql":
-        return
+    """Move every id sequence past the largest id (and past `floors`, ids the bucket names),
+    never backwards: rows inserted with explicit ids leave PostgreSQL's sequences behind, and
+    an id handed out again would put a new user's objects under an old signed URL's key.
+    SQLite keeps its AUTOINCREMENT high-water mark in sqlite_sequence."""
+    dialect = (await session.connection()).dialect.name
     for table in SEQUENCES:
         floor = (floors or {}).get(table, 0)
-        await session.execute(
-            text(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - fixed names
-                f"GREATEST(COALESCE(MAX(id), 0), :floor, 1), "
-                f"COALESCE(MAX(id), 0) > 0 OR :floor > 0) FROM {table}"
-            ),
-            {"floor": floor},
-        )
+        if dialect == "postgresql":
+            seq = f"pg_get_serial_sequence('{table}', 'id')"
+            await session.execute(
+                text(
+                    f"SELECT setval({seq}, GREATEST(COALESCE(MAX(id), 0), :floor, "  # noqa: S608 - fixed names
+                    f"COALESCE(pg_sequence_last_value({seq}::regclass), 0), 1), "
+                    f"COALESCE(MAX(id), 0) > 0 OR :floor > 0 "
+                    f"OR pg_sequence_last_value({seq}::regclass) IS NOT NULL) FROM {table}"
+                ),
+                {"floor": floor},
+            )
+        elif dialect == "sqlite":
+            largest = await session.scalar(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}"))  # noqa: S608
+            high = max(int(largest or 0), floor)
+            if high <= 0:
+                continue
+            updated = await session.execute(
+                text("UPDATE sqlite_sequence SET seq = MAX(seq, :high) WHERE name = :name"),
+                {"high": high, "name": table},
+            )
+            if not updated.rowcount:  # type: ignore[attr-defined]
+                await session.execute(
+                    text("INSERT INTO sqlite_sequence (name, seq) VALUES (:name, :high)"),
+                    {"high": high, "name": table},
+                )

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import DEFAULT_ALLOWED_CONTENT_TYPES
 from ..masks.keys import FILENAME_RE, METADATA_NAME
 from ..storage.base import multipart_etag
 
@@ -106,8 +107,9 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def content_type_for(name: str) -> str:
+    """The guessed type when the default allow-list has it, else application/octet-stream."""
     guessed, _ = mimetypes.guess_type(name, strict=False)
-    return guessed or "application/octet-stream"
+    return guessed if guessed in DEFAULT_ALLOWED_CONTENT_TYPES else "application/octet-stream"
 
 
 def checksums(path: Path, part_sizes: Sequence[int] = ()) -> tuple[str, dict[int, str]]:

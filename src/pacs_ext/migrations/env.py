@@ -15,6 +15,13 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch migrations rebuild tables (copy, drop, rename); with foreign keys on, dropping
+        # a parent table cascade-deletes its children's rows. SQLite ignores this pragma inside
+        # a transaction, so it comes first (the driver opens none for a PRAGMA).
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()  # end SQLAlchemy's autobegun transaction: Alembic opens its own
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -23,6 +30,10 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+    if sqlite:
+        problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if problems:
+            raise RuntimeError(f"foreign key check failed after migrating: {problems[:5]}")
 
 
 async def _run_async() -> None:

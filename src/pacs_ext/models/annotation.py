@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Boolean, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, BigId, JsonType, TimestampMixin
+from .base import NEVER_REUSED, Base, BigId, JsonType, TimestampMixin
 
 if TYPE_CHECKING:
     from .mask_group import MaskGroup
@@ -17,6 +17,7 @@ class Annotation(TimestampMixin, Base):
         Index("ix_annotations_owner_created", "owner", "created_at"),
         Index("ix_annotations_study", "study_instance_uid"),
         Index("ix_annotations_project", "project_id"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -21,6 +21,11 @@ NAMING = {
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+# Tables whose ids appear in object keys and URLs: SQLite's AUTOINCREMENT never hands out an id
+# again, even after the row with the largest id is deleted (plain INTEGER PRIMARY KEY takes
+# max(rowid) + 1, so an old signed URL would reach the next user's object). PostgreSQL's
+# sequences never go back anyway.
+NEVER_REUSED = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, BigId, UTCDateTime, utcnow
+from .base import NEVER_REUSED, Base, BigId, UTCDateTime, utcnow
 
 if TYPE_CHECKING:
     from .mask_group import MaskGroup
@@ -19,6 +19,7 @@ class Mask(Base):
     __table_args__ = (
         UniqueConstraint("group_id", "object_key"),
         Index("ix_masks_group_slice", "group_id", "slice_index"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

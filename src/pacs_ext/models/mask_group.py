@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, BigId, TimestampMixin, UTCDateTime
+from .base import NEVER_REUSED, Base, BigId, TimestampMixin, UTCDateTime
 
 if TYPE_CHECKING:
     from .annotation import Annotation
@@ -23,6 +23,7 @@ class MaskGroup(TimestampMixin, Base):
     __table_args__ = (
         Index("ix_mask_groups_annotation", "annotation_id", "id"),
         Index("ix_mask_groups_status", "status", "upload_expires_at"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

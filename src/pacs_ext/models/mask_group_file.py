@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, BigId
+from .base import NEVER_REUSED, Base, BigId
 
 if TYPE_CHECKING:
     from .mask_group import MaskGroup
@@ -15,7 +15,7 @@ class MaskGroupFile(Base):
     """A file a group declared at creation (or via upload-urls); complete checks each one."""
 
     __tablename__ = "mask_group_files"
-    __table_args__ = (UniqueConstraint("group_id", "filename"),)
+    __table_args__ = (UniqueConstraint("group_id", "filename"), NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     group_id: Mapped[int] = mapped_column(

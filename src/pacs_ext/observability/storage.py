@@ -186,12 +186,20 @@ class InstrumentedStorage(ObjectStorage):
         return self._signed("PresignPutObject", lambda: self.wrapped.sign_upload(spec, ttl_seconds))
 
     def sign_download(
-        self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
     ) -> SignedRequest:
         signed = self._signed(
             "PresignGetObject",
             lambda: self.wrapped.sign_download(
-                key, ttl_seconds, content_disposition=content_disposition
+                key,
+                ttl_seconds,
+                content_disposition=content_disposition,
+                content_type=content_type,
             ),
         )
         # One per download request (uploads sign thousands: those are counted, not logged).

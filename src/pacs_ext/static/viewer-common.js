@@ -142,7 +142,8 @@
       }
       xhr.upload.onprogress = (e) => onProgress(e.loaded);
       xhr.onload = () => {
-        if (xhr.status >= 200 && xhr.status < 300) return resolve();
+        // 412: write-once storage already holds this file (a retried PUT); complete verifies it.
+        if ((xhr.status >= 200 && xhr.status < 300) || xhr.status === 412) return resolve();
         const error = new Error(`storage answered ${xhr.status} ${storageReason(xhr)}`);
         // Ceph RGW refuses an expired URL with AccessDenied and no message: ask the clock.
         const text = xhr.responseText || "";

@@ -19,6 +19,10 @@ class ObjectNotFound(StorageError):
     pass
 
 
+class ObjectExists(StorageError):
+    """A write-once PUT found the key taken (S3's 412 PreconditionFailed)."""
+
+
 class StorageAccessDenied(StorageError):
     pass
 
@@ -125,8 +129,16 @@ class ObjectStorage(abc.ABC):
 
     @abc.abstractmethod
     def sign_download(
-        self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
-    ) -> SignedRequest: ...
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
+    ) -> SignedRequest:
+        """A signed GET answered inert (storage/inert.py): with content_type (default: the
+        stored type on the local store, application/octet-stream on S3), no content encoding,
+        and content_disposition (default: inline for images, else an attachment)."""
 
     @abc.abstractmethod
     def list_prefix(self, prefix: str) -> AsyncIterator[ObjectInfo]:

@@ -22,6 +22,7 @@ from .base import (
     Capabilities,
     ChecksumMismatch,
     InvalidObjectKey,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     ObjectStorage,
@@ -92,15 +93,23 @@ class LocalStorage(ObjectStorage):
         return SignedRequest("PUT", url, headers, datetime.fromtimestamp(expires, UTC))
 
     def sign_download(
-        self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
     ) -> SignedRequest:
         validate_key(key)
         expires = int(time.time()) + ttl_seconds
         disposition = content_disposition or ""
-        sig = self._signature("GET", key, expires, disposition)
+        served = content_type or ""  # "": the type stored with the object
+        sig = self._signature("GET", key, expires, *_get_bound(disposition, served))
         query = {"expires": str(expires), "signature": sig}
         if disposition:
             query["response-content-disposition"] = disposition
+        if served:
+            query["response-content-type"] = served
         url = f"{self._base}{quote(key, safe='/~')}?{urlencode(query, quote_via=quote)}"
         return SignedRequest("GET", url, {}, datetime.fromtimestamp(expires, UTC))
 
@@ -123,9 +132,12 @@ class LocalStorage(ObjectStorage):
                 "Content-Length and Content-MD5 must be exactly as issued)",
             )
 
-    def verify_get(self, key: str, expires: str, signature: str, disposition: str) -> None:
+    def verify_get(
+        self, key: str, expires: str, signature: str, disposition: str, content_type: str = ""
+    ) -> None:
         expiry = self._check(expires)
-        if not hmac.compare_digest(self._signature("GET", key, expiry, disposition), signature):
+        bound = _get_bound(disposition, content_type)
+        if not hmac.compare_digest(self._signature("GET", key, expiry, *bound), signature):
             raise SignatureError(403, "SignatureDoesNotMatch", "signature does not match")
 
     @staticmethod
@@ -146,8 +158,11 @@ class LocalStorage(ObjectStorage):
     def temp_path(self) -> Path:
         return self.root / TMP_DIR / uuid.uuid4().hex
 
-    def commit_temp(self, tmp: Path, key: str, md5_hex: str, content_type: str) -> None:
-        """Atomically publish a fully written temp file under key (blocking: run in a thread)."""
+    def commit_temp(
+        self, tmp: Path, key: str, md5_hex: str, content_type: str, *, exclusive: bool = False
+    ) -> None:
+        """Atomically publish a fully written temp file under key (blocking: run in a thread).
+        exclusive: never replace an object (signed PUTs are write-once): ObjectExists."""
         dest = self.path_for(key)
         try:
             os.setxattr(tmp, MD5_XATTR, md5_hex.encode())
@@ -156,7 +171,15 @@ class LocalStorage(ObjectStorage):
             pass  # filesystems without xattrs: the MD5 is recomputed when listing
         private_dirs(dest.parent)
         os.chmod(tmp, 0o600)  # masks are patient data: the server's user only
-        os.replace(tmp, dest)
+        if not exclusive:
+            os.replace(tmp, dest)
+            return
+        # link() fails if dest exists: two racing PUTs of one key cannot both store.
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            raise ObjectExists(key) from None
+        os.unlink(tmp)
 
     # ---- I/O -----------------------------------------------------------------------------
 
@@ -275,6 +298,11 @@ class LocalStorage(ObjectStorage):
         ok = await anyio.to_thread.run_sync(os.access, self.root, os.W_OK)
         if not ok:
             raise StorageError(f"storage root {self.root} is not writable")
+
+
+def _get_bound(disposition: str, content_type: str) -> tuple[str, ...]:
+    # The type is bound only when given, so URLs signed before it existed keep their meaning.
+    return (disposition, content_type) if content_type else (disposition,)
 
 
 def _walk_files(start: Path) -> Iterator[Path]:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -16,7 +17,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from .base import InvalidObjectKey
+from . import inert
+from .base import InvalidObjectKey, ObjectExists
 from .local import ROUTE_PREFIX, LocalStorage, SignatureError, content_type_of
 
 log = structlog.get_logger(__name__)
@@ -25,6 +27,10 @@ router = APIRouter(prefix=ROUTE_PREFIX.rstrip("/"), include_in_schema=False)
 
 # Bodies below this are written in one go; larger ones stream to disk chunk by chunk.
 _BUFFER_LIMIT = 4 * 1024 * 1024
+
+
+# Given a key, None when a PUT may store it, else (status, error code, detail).
+UploadGuard = Callable[[str], Awaitable[tuple[int, str, str] | None]]
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -53,11 +59,19 @@ async def put_object(
     try:
         storage.verify_put(key, expires, signature, content_type, content_length, content_md5)
         tmp = storage.temp_path()
-        storage.path_for(key)
+        dest = storage.path_for(key)
     except SignatureError as exc:
         return _error(exc.status, exc.code, exc.detail)
     except InvalidObjectKey as exc:
         return _error(400, "InvalidKey", str(exc))
+    # Write-once, as S3 with a signed If-None-Match: * (checked again when the file is
+    # linked in place, for two PUTs racing): never overwrite, and nothing into a group that
+    # is complete or deleted (the app's guard asks the database).
+    guard: UploadGuard | None = getattr(request.app.state, "upload_guard", None)
+    if guard is not None and (refusal := await guard(key)) is not None:
+        return _error(*refusal)
+    if await anyio.to_thread.run_sync(dest.exists):
+        return _exists()
     expected = int(content_length)
 
     digest = hashlib.md5()  # noqa: S324 - the S3 Content-MD5 contract
@@ -88,6 +102,8 @@ async def put_object(
         await anyio.to_thread.run_sync(
             _finish, storage, out, tmp, bytes(pending), key, md5_hex, content_type
         )
+    except ObjectExists:
+        return _exists()
     except ClientDisconnect:
         return _error(400, "IncompleteBody", "client disconnected before the body was complete")
     except OSError as exc:
@@ -122,7 +138,16 @@ def _finish(
         os.fsync(out.fileno())
     finally:
         out.close()
-    storage.commit_temp(tmp, key, md5_hex, content_type)
+    storage.commit_temp(tmp, key, md5_hex, content_type, exclusive=True)
+
+
+def _exists() -> JSONResponse:
+    return _error(
+        412,
+        "PreconditionFailed",
+        "an object is already stored under this key and objects are write-once; "
+        "`complete` verifies what is stored",
+    )
 
 
 @router.api_route("/{key:path}", methods=["GET", "HEAD"])
@@ -132,10 +157,11 @@ async def get_object(
     expires: Annotated[str, Query()] = "",
     signature: Annotated[str, Query()] = "",
     disposition: Annotated[str, Query(alias="response-content-disposition")] = "",
+    served_type: Annotated[str, Query(alias="response-content-type")] = "",
 ) -> Response:
     storage = _storage(request)
     try:
-        storage.verify_get(key, expires, signature, disposition)
+        storage.verify_get(key, expires, signature, disposition, served_type)
         path = storage.path_for(key)
     except SignatureError as exc:
         return _error(exc.status, exc.code, exc.detail)
@@ -143,6 +169,13 @@ async def get_object(
         return _error(400, "InvalidKey", str(exc))
     if not await anyio.to_thread.run_sync(path.is_file):
         return _error(404, "NoSuchKey", "the object does not exist")
-    extra = {"Content-Disposition": disposition} if disposition else None
-    media_type = await anyio.to_thread.run_sync(content_type_of, path)
-    return FileResponse(path, media_type=media_type, headers=extra)
+    # Served from the API's own origin: never as a page that could run (storage/inert.py).
+    if served_type:
+        media_type = inert.normalise(served_type)
+    else:
+        media_type = inert.served_type(await anyio.to_thread.run_sync(content_type_of, path))
+    headers = {
+        **inert.INERT_HEADERS,
+        "Content-Disposition": disposition or inert.disposition(media_type, key),
+    }
+    return FileResponse(path, media_type=media_type, headers=headers)

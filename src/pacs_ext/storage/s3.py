@@ -28,6 +28,7 @@ from .base import (
     UploadSpec,
     validate_key,
 )
+from .inert import FALLBACK_TYPE, IDENTITY, disposition, normalise
 from .s3_errors import S3Failure
 from .s3_files import S3Files
 from .s3_multipart import S3Multipart, expiry_at
@@ -222,18 +223,32 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             headers["x-amz-server-side-encryption"] = self._sse
         if spec.sha256_b64 and self.capabilities.checksum_sha256:
             headers["x-amz-checksum-sha256"] = spec.sha256_b64
+        # Write-once: a signed conditional PUT never replaces an object (412 if the key is
+        # taken: AWS S3 since 2024, MinIO, Ceph RGW as measured). Signed, so it cannot be left out.
+        headers["If-None-Match"] = "*"
         # Expiry read before signing: the reported time is never later than the real one.
         expires_at = expiry_at(ttl_seconds)
         url = self._signer().presign("PUT", spec.key, expires_in=ttl_seconds, headers=headers)
         return SignedRequest("PUT", url, headers, expires_at)
 
     def sign_download(
-        self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
+        self,
+        key: str,
+        ttl_seconds: int,
+        *,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
     ) -> SignedRequest:
         validate_key(key)
-        query = None
-        if content_disposition:
-            query = {"response-content-disposition": content_disposition}
+        # Signed, so they hold whatever headers the object was stored with (a PUT may carry
+        # Content-Encoding or Content-Disposition beside its signed ones, and S3 keeps them).
+        # botocore's order (GetObject's members), which the signer keeps in the URL.
+        served = normalise(content_type) if content_type else FALLBACK_TYPE
+        query = {
+            "response-content-disposition": content_disposition or disposition(served, key),
+            "response-content-encoding": IDENTITY,
+            "response-content-type": served,
+        }
         expires_at = expiry_at(ttl_seconds)
         url = self._signer().presign("GET", key, expires_in=ttl_seconds, query=query)
         return SignedRequest("GET", url, {}, expires_at)

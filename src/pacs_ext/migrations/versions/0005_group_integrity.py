@@ -1,7 +1,7 @@
 """group integrity: tombstones, declared multipart ETags, signed-URL counts per group
 
 Revision ID: 0005_group_integrity
-Revises: 0003
+Revises: 0004_ids_never_reused
 Create Date: 2026-11-28 22:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_group_integrity"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004_ids_never_reused"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
