@@ -1,6 +1,6 @@
-"""An installation on the embedded local store moves to Ceph RGW in the three phases the README
-describes: new uploads to S3 with old masks served from the old folder, the folder migrated and
-verified, the folder removed."""
+"""An installation on the embedded local store moves to Ceph RGW in the three phases
+docs/migration.md describes: new uploads to S3 with old masks served from the old folder, the
+folder migrated and verified, the folder removed."""
 
 from __future__ import annotations
 

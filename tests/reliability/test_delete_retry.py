@@ -1,4 +1,4 @@
-"""A DELETE retried after its answer was lost answers 204 again, as the README promises
+"""A DELETE retried after its answer was lost answers 204 again, as docs/operations.md promises
 (issue 18, item 10): deletions leave tombstones that the janitor forgets after
 `janitor.tombstone_retention_seconds`."""
 

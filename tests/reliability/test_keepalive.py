@@ -45,7 +45,7 @@ def test_the_server_keeps_idle_connections_75_s_by_default(
 ) -> None:
     config = _uvicorn_config(monkeypatch)
     assert config.timeout_keep_alive == 75
-    # Longer than the balancers the README names (AWS ALB 60 s, nginx 60 s upstream)...
+    # Longer than the balancers docs/operations.md names (AWS ALB 60 s, nginx 60 s upstream)...
     assert config.timeout_keep_alive > 60
     # ...and than the SDK's own pool, which also stays under uvicorn's 5 s default.
     assert KEEPALIVE_EXPIRY < 5 < config.timeout_keep_alive
