@@ -93,6 +93,30 @@ async def test_md5_in_the_browser_matches_hashlib(page: Page, viewer_target: Vie
         assert got == base64.b64encode(hashlib.md5(data).digest()).decode(), size
 
 
+# What the upload sends as Content-MD5: the page's own md5Base64 of a File, read in 4 MiB
+# slices (HASH_CHUNK in viewer-common.js), under the page's CSP (WebAssembly allowed).
+@pytest.mark.server_kinds("sqlite")
+async def test_the_pages_md5_of_a_file_is_hashlibs(page: Page, viewer_target: ViewerTarget) -> None:
+    await page.goto(viewer_target.page_url)
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    hash_chunk = 4 * 1024 * 1024
+    files = {
+        "empty": b"",
+        "small": os.urandom(20 * 1024),  # a PNG mask's size
+        "multi-chunk": os.urandom(2 * hash_chunk + 12_345),  # three slices
+    }
+    for name, data in files.items():
+        got = await page.evaluate(
+            """async ([b64, name]) => {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const file = new File([bytes], name + ".png", { type: "image/png" });
+                return window.PacsViewer.md5Base64(file);
+            }""",
+            [base64.b64encode(data).decode(), name],
+        )
+        assert got == base64.b64encode(hashlib.md5(data).digest()).decode(), name
+
+
 # On RGW too: there the PUTs leave the page's origin.
 @pytest.mark.server_kinds("sqlite", "postgres-rgw")
 async def test_a_failed_put_is_shown_and_can_be_retried(
