@@ -14,9 +14,11 @@ STATIC_DIR = Path(str(files("pacs_ext") / "static"))
 # The page holds a bearer token: only its own scripts run, nothing frames it, and no URL
 # (signed ones included) leaks through Referer. Storage may be another origin, so PUTs
 # (connect-src) and previews (img-src, after the content redirect) may go to any http(s) host.
+# 'wasm-unsafe-eval' lets those scripts compile WebAssembly (the vendored hash-wasm MD5, ~5x
+# the JS one); it allows no JS eval and no script from elsewhere.
 _HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
         "img-src 'self' data: blob: http: https:; connect-src 'self' http: https:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     ),

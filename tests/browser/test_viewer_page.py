@@ -82,15 +82,40 @@ async def test_md5_in_the_browser_matches_hashlib(page: Page, viewer_target: Vie
     for size in (0, 1, 55, 56, 63, 64, 65, 1000, 65_537, 3 * 1024 * 1024 + 5):
         data = os.urandom(size)
         got = await page.evaluate(
-            """([b64, step]) => {
+            """async ([b64, step]) => {
                 const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                const h = new MD5();
+                const h = await hashwasm.createMD5();
+                h.init();
                 for (let i = 0; i < bytes.length; i += step) h.update(bytes.subarray(i, i + step));
-                return MD5.base64(h.digest());
+                return btoa(String.fromCharCode(...h.digest("binary")));
             }""",
             [base64.b64encode(data).decode(), 1 + size % 97],
         )
         assert got == base64.b64encode(hashlib.md5(data).digest()).decode(), size
+
+
+# What the upload sends as Content-MD5: the page's own md5Base64 of a File, read in 4 MiB
+# slices (HASH_CHUNK in viewer-common.js), under the page's CSP (WebAssembly allowed).
+@pytest.mark.server_kinds("sqlite")
+async def test_the_pages_md5_of_a_file_is_hashlibs(page: Page, viewer_target: ViewerTarget) -> None:
+    await page.goto(viewer_target.page_url)
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    hash_chunk = 4 * 1024 * 1024
+    files = {
+        "empty": b"",
+        "small": os.urandom(20 * 1024),  # a PNG mask's size
+        "multi-chunk": os.urandom(2 * hash_chunk + 12_345),  # three slices
+    }
+    for name, data in files.items():
+        got = await page.evaluate(
+            """async ([b64, name]) => {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const file = new File([bytes], name + ".png", { type: "image/png" });
+                return window.PacsViewer.md5Base64(file);
+            }""",
+            [base64.b64encode(data).decode(), name],
+        )
+        assert got == base64.b64encode(hashlib.md5(data).digest()).decode(), name
 
 
 # On RGW too: there the PUTs leave the page's origin.
@@ -163,7 +188,9 @@ async def test_a_bad_token_is_a_readable_message(page: Page, viewer_target: View
 async def test_the_page_is_served_with_protective_headers(viewer_target: ViewerTarget) -> None:
     r = httpx.get(viewer_target.page_url)
     assert r.status_code == 200
-    assert "script-src 'self'" in r.headers["content-security-policy"]
+    csp = dict(d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";"))
+    # Only the page's own scripts; WebAssembly (the MD5) may compile, JS eval may not.
+    assert csp["script-src"].split() == ["'self'", "'wasm-unsafe-eval'"]
     assert r.headers["referrer-policy"] == "no-referrer"
     js = httpx.get(f"{viewer_target.server.url}/viewer/assets/viewer.js")
     assert js.status_code == 200

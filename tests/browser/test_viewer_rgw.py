@@ -58,7 +58,9 @@ async def test_a_disallowed_origin_fails_visibly(
     await expect(page.locator("#file-table tbody tr[data-status='failed']")).to_have_count(2)
     await page.screenshot(path=str(artifacts / "viewer-cors-refused-rgw.png"), full_page=True)
 
-    assert len(failed) == 2  # the browser itself refused them (no storage answer to read)
+    # The browser itself refused them (no storage answer to read); a PUT with no answer is
+    # sent once more before the file is marked failed, so each file's PUT failed twice.
+    assert len(failed) == 4
     with viewer_target.server.client("alice") as api:
         (group,) = api.get(f"/api/annotations/{annotation_id}/mask-groups").json()["items"]
     assert group["status"] == "pending"

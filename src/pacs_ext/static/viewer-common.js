@@ -105,13 +105,18 @@
     return `${n.toFixed(1)} ${units[i]}`;
   }
 
+  // Content-MD5 of a File, read in HASH_CHUNK slices so a large file is never whole in memory.
+  // MD5 is hash-wasm's (static/vendor/, WebAssembly: the page's CSP allows 'wasm-unsafe-eval').
   async function md5Base64(file) {
-    const hasher = new MD5();
+    const hasher = await global.hashwasm.createMD5();
+    hasher.init();
     for (let offset = 0; offset < file.size; offset += HASH_CHUNK) {
       const chunk = await file.slice(offset, offset + HASH_CHUNK).arrayBuffer();
       hasher.update(new Uint8Array(chunk));
     }
-    return MD5.base64(hasher.digest());
+    let binary = "";
+    for (const b of hasher.digest("binary")) binary += String.fromCharCode(b);
+    return btoa(binary);
   }
 
   function storageReason(xhr) {
