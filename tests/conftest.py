@@ -25,6 +25,16 @@ SERVER_KINDS = {
 RGW_SERVER_SETTINGS = {"multipart_threshold": 8 * MiB}
 
 
+BROWSER_TESTS = Path(__file__).parent / "browser"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `-m "not postgres and not rgw and not browser"` (make test-fast) leaves out Chromium.
+    for item in items:
+        if BROWSER_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.browser)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "server" not in metafunc.fixturenames:
         return
