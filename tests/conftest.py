@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from fixtures.databases import database
-from fixtures.inprocess import AppFactory, Apps, InProcess
+from fixtures.inprocess import AppFactory, Apps, InProcess, migrate
 from fixtures.objects import StoredObjects
 from fixtures.rgw import Rgw, started_rgw, suite_rgw
 from fixtures.server import ServerProcess, s3_server
@@ -30,7 +30,8 @@ TESTS = Path(__file__).parent
 IN_PROCESS_FIXTURES = {"make_app", "inproc"}
 # What makes a test an end-to-end one: a real server process (the `server` fixture or one of
 # its own), the CLI in a subprocess, or Ceph RGW.
-E2E_FIXTURES = {"server", "srv", "rgw", "outage_rgw"}
+E2E_FIXTURES = {"server", "srv", "rgw", "outage_rgw", "idp", "target", "faulty_server"}
+E2E_FIXTURES |= {"outage_server"}
 E2E_NAMES = {"own_server", "ServerProcess", "s3_server", "BIN", "subprocess", "started_rgw"}
 
 
@@ -163,19 +164,29 @@ def objects_root(server: ServerProcess) -> Path:
 # ---- in-process apps (httpx over ASGITransport on SQLite + the local store, a FakeClock) ----
 
 
+@pytest.fixture(scope="session")
+def migrated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with the database migrated once; in-process apps start on copies."""
+    folder = tmp_path_factory.mktemp("migrated")
+    migrate(folder)
+    return folder
+
+
 @pytest.fixture
-async def make_app(tmp_path: Path) -> AsyncIterator[AppFactory]:
+async def make_app(tmp_path: Path, migrated_data_dir: Path) -> AsyncIterator[AppFactory]:
     """make_app(clock=None, **sections) → a started in-process app with those settings
     overridden; its `clock` is a FakeClock the test advances."""
-    apps = Apps(tmp_path)
+    apps = Apps(tmp_path, migrated_data_dir)
     yield apps.start
     await apps.stop()
 
 
 @pytest.fixture(scope="module")
-async def inproc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcess]:
+async def inproc(
+    tmp_path_factory: pytest.TempPathFactory, migrated_data_dir: Path
+) -> AsyncIterator[InProcess]:
     """An in-process app with the default settings, shared by a module's tests."""
-    apps = Apps(tmp_path_factory.mktemp("inproc"))
+    apps = Apps(tmp_path_factory.mktemp("inproc"), migrated_data_dir)
     yield await apps.start()
     await apps.stop()
 
