@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint format bench docs clean
+.PHONY: run test test-fast install lint format bench docs clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+)"; exit 1; }
@@ -23,6 +23,11 @@ run: install
 ## Set up, start what the tests need, lint, and run the whole suite.
 test: install lint
 	scripts/test.sh
+
+## The fast layer: unit and in-process API tests only (no PostgreSQL, Ceph RGW, browser,
+## server process or CLI subprocess); under a minute. `make test` runs everything.
+test-fast: install
+	$(BIN)/pytest -q -p no:cacheprovider -m "not postgres and not rgw and not browser and not e2e"
 
 lint: install
 	$(BIN)/ruff check src tests bench

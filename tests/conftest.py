@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fixtures.databases import database
+from fixtures.inprocess import AppFactory, Apps, InProcess, migrate
 from fixtures.objects import StoredObjects
 from fixtures.rgw import Rgw, started_rgw, suite_rgw
 from fixtures.server import ServerProcess, s3_server
@@ -23,6 +24,48 @@ SERVER_KINDS = {
 # Multipart above 8 MiB on the RGW server, so multipart tests can use 10 MiB files; the parts
 # keep the default size (16 MiB), which the 70 MiB test exercises.
 RGW_SERVER_SETTINGS = {"multipart_threshold": 8 * MiB}
+
+
+TESTS = Path(__file__).parent
+IN_PROCESS_FIXTURES = {"make_app", "inproc"}
+# What makes a test an end-to-end one: a real server process (the `server` fixture or one of
+# its own), the CLI in a subprocess, or Ceph RGW.
+E2E_FIXTURES = {"server", "srv", "rgw", "outage_rgw", "idp", "target", "faulty_server"}
+E2E_FIXTURES |= {"outage_server"}
+E2E_NAMES = {"own_server", "ServerProcess", "s3_server", "BIN", "subprocess", "started_rgw"}
+
+
+def _is_e2e(item: pytest.Item) -> bool:
+    if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    module = getattr(item, "module", None)
+    return module is not None and bool(E2E_NAMES & set(vars(module)))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # `make test-fast` is -m "not postgres and not rgw and not browser and not e2e".
+        if TESTS / "browser" in item.path.parents:
+            item.add_marker(pytest.mark.browser)
+        if _is_e2e(item):
+            item.add_marker(pytest.mark.e2e)
+        if TESTS / "security" in item.path.parents or IN_PROCESS_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        ):
+            # The app runs inside the test process, under filterwarnings=error: SQLAlchemy
+            # 2.1's deprecation of Result.tuples() (masks/repository.py) would turn into a
+            # 500, and the garbage collector's warnings land on whichever test runs.
+            item.add_marker(
+                pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
+            )
+            # Now and then an aiosqlite connection of an app already shut down is collected
+            # unclosed during a later test (seen once in ~150 tests; cause not found yet).
+            item.add_marker(
+                pytest.mark.filterwarnings(
+                    "ignore:Exception ignored in. <function Connection.__del__"
+                    ":pytest.PytestUnraisableExceptionWarning"
+                )
+            )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -116,3 +159,51 @@ def objects_root(server: ServerProcess) -> Path:
     """The local store's folder (tests marked server_kinds with local kinds only)."""
     assert server.storage == "local", "objects_root is only meaningful for the local store"
     return server.data_dir / "objects"
+
+
+# ---- in-process apps (httpx over ASGITransport on SQLite + the local store, a FakeClock) ----
+
+
+@pytest.fixture(scope="session")
+def migrated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with the database migrated once; in-process apps start on copies."""
+    folder = tmp_path_factory.mktemp("migrated")
+    migrate(folder)
+    return folder
+
+
+@pytest.fixture
+async def make_app(tmp_path: Path, migrated_data_dir: Path) -> AsyncIterator[AppFactory]:
+    """make_app(clock=None, **sections) → a started in-process app with those settings
+    overridden; its `clock` is a FakeClock the test advances."""
+    apps = Apps(tmp_path, migrated_data_dir)
+    yield apps.start
+    await apps.stop()
+
+
+@pytest.fixture(scope="module")
+async def inproc(
+    tmp_path_factory: pytest.TempPathFactory, migrated_data_dir: Path
+) -> AsyncIterator[InProcess]:
+    """An in-process app with the default settings, shared by a module's tests."""
+    apps = Apps(tmp_path_factory.mktemp("inproc"), migrated_data_dir)
+    yield await apps.start()
+    await apps.stop()
+
+
+@pytest.fixture
+async def alice_client(inproc: InProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with inproc.client("alice") as c:
+        yield c
+
+
+@pytest.fixture
+async def bob_client(inproc: InProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with inproc.client("bob") as c:
+        yield c
+
+
+@pytest.fixture
+async def admin_client(inproc: InProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with inproc.client("root", admin=True) as c:
+        yield c

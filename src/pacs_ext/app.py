@@ -20,6 +20,7 @@ from . import __version__
 from .api import api_router
 from .auth import TokenVerifier
 from .body_limit import BodyLimit
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Settings, get_settings
 from .db import create_engine, create_sessionmaker, no_answer
 from .docs import install_docs
@@ -50,7 +51,8 @@ Errors are JSON `{"error": "<Name>", "detail": "..."}`.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+    """clock: the time signed-URL expiry and the janitor decide against (tests pass a fake)."""
     settings = settings or get_settings()
     configure_logging(settings.logging)
     register_secrets(_secrets(settings))
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         # Every storage call is counted and timed for /metrics (observability/storage.py).
-        app.state.storage = instrument(create_storage(settings))
+        app.state.storage = instrument(create_storage(settings, clock))
         app.state.readiness = Readiness(engine, app.state.storage)
         if settings.object_storage.provider == "local":
             # The local store's PUTs are write-once and refused for groups no longer pending.
@@ -75,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             version=__version__,
         )
         janitor_task = periodic_janitor.start(
-            engine, app.state.sessionmaker, app.state.storage, settings
+            engine, app.state.sessionmaker, app.state.storage, settings, clock
         )
         metrics_task = await metrics_listener.start(app, settings)
         try:

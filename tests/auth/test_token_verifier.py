@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,13 @@ async def test_a_slow_refresh_does_not_hold_up_requests_with_known_keys(
     )
     await keys.key_for("k1", "RS256")
     now[0] += 301
-    jwks.delay = 1.0
+    jwks.hold = threading.Event()  # the provider answers the refresh only when released
     refreshing = asyncio.create_task(keys.key_for("k1", "RS256"))
     while jwks.fetches < 2:  # the refresh has reached the provider and holds the lock
         await asyncio.sleep(0.01)
     assert (await keys.key_for("k2", "ES256")).algorithm_name == "ES256"
     assert not refreshing.done()
+    jwks.hold.set()
     await refreshing
     assert jwks.fetches == 2
 

@@ -10,6 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -19,11 +20,13 @@ from fixtures.databases import sqlite_database
 from fixtures.factories import png_like
 from fixtures.rgw import Rgw
 from fixtures.server import ServerProcess
+from pacs_ext.clock import FakeClock
 from pacs_ext.storage.base import (
     InvalidObjectKey,
     ObjectInfo,
     ObjectNotFound,
     ObjectStorage,
+    SignedRequest,
     UploadSpec,
 )
 from pacs_ext.storage.local import LocalStorage
@@ -255,16 +258,35 @@ async def test_bent_signed_put_is_refused_and_nothing_stored(
     assert await listed(store, prefix) == []
 
 
+def signed_an_hour_ago(store: ObjectStorage, spec: UploadSpec) -> SignedRequest:
+    """A 1 s upload URL signed an hour ago: expired by the store's own clock, without waiting."""
+    past = datetime.now(UTC) - timedelta(hours=1)
+    if isinstance(store, LocalStorage):
+        now, store.clock = store.clock, FakeClock(past)
+        try:
+            return store.sign_upload(spec, 1)
+        finally:
+            store.clock = now
+    assert isinstance(store, S3Storage)
+    headers = store.sign_upload(spec, 1).headers  # exactly the headers the store signs
+    # The store's own presigner, at a signing time an hour back (the service judges expiry).
+    url = store._signer().presign("PUT", spec.key, expires_in=1, headers=headers, now=past)
+    return SignedRequest("PUT", url, headers, past + timedelta(seconds=1))
+
+
 async def test_expired_signed_put_is_refused(store: ObjectStorage, prefix: str) -> None:
     body = png_like(1000, 4)
     key = prefix + "late.png"
-    signed = store.sign_upload(UploadSpec(key, "image/png", len(body), md5_b64(body)), 1)
-    await asyncio.sleep(2.1)
+    spec = UploadSpec(key, "image/png", len(body), md5_b64(body))
+    signed = signed_an_hour_ago(store, spec)
     async with httpx.AsyncClient(timeout=30) as http:
         r = await http.put(signed.url, content=body, headers=signed.headers)
-    assert r.status_code == 403, r.text
-    assert error_code(r) == "AccessDenied"
-    assert await listed(store, prefix) == []
+        assert r.status_code == 403, r.text
+        assert error_code(r) == "AccessDenied"
+        assert await listed(store, prefix) == []
+        # The same request signed now is taken: only the time made the difference.
+        fresh = store.sign_upload(spec, 60)
+        assert (await http.put(fresh.url, content=body, headers=fresh.headers)).status_code == 200
 
 
 async def test_ping(store: ObjectStorage) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -11,6 +13,10 @@ import httpx
 import pytest
 
 from fixtures.factories import MaskFile, create_annotation, create_group, png_like
+from fixtures.server import ServerProcess
+from pacs_ext.clock import FakeClock
+from pacs_ext.storage.base import UploadSpec
+from pacs_ext.storage.local import LocalStorage
 
 # The embedded store's own protocol; RGW's refusals are in test_rgw_refusals.py.
 pytestmark = pytest.mark.server_kinds("sqlite", "postgres")
@@ -35,6 +41,12 @@ def _with_query(url: str, **changes: str) -> str:
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     query.update(changes)
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _wait_until(condition: Callable[[], bool], *, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -94,13 +106,28 @@ def test_bent_put_is_refused_and_nothing_stored(
     assert not any((objects_root / ".tmp").iterdir())
 
 
-def test_expired_url_is_refused(alice: httpx.Client, mask: MaskFile, objects_root: Path) -> None:
+def _signed_at(server: ServerProcess, when: datetime) -> LocalStorage:
+    """The server's own store (same folder and secret), signing as if the time were `when`:
+    the server judges expiry on its clock, so a URL signed an hour ago is expired now."""
+    secret = (server.data_dir / ".local_storage_secret").read_text().strip().encode()
+    return LocalStorage(server.data_dir / "objects", secret, server.url, clock=FakeClock(when))
+
+
+def test_expired_url_is_refused(
+    alice: httpx.Client, mask: MaskFile, objects_root: Path, server: ServerProcess
+) -> None:
     target = _one_target(alice, mask, ttl_seconds=1)
-    time.sleep(2.1)
-    r = httpx.put(target["url"], content=mask.body, headers=target["headers"])
+    headers = target["headers"]
+    spec = UploadSpec(target["object_key"], headers["Content-Type"], len(mask.body), mask.md5)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    late = _signed_at(server, an_hour_ago).sign_upload(spec, 1)
+    r = httpx.put(late.url, content=mask.body, headers=late.headers)
     assert r.status_code == 403
     assert "expired" in r.json()["detail"]
     assert not (objects_root / target["object_key"]).exists()
+    # Signed the same way at the current time, the request is taken: only the time differed.
+    now = _signed_at(server, datetime.now(UTC)).sign_upload(spec, 60)
+    assert httpx.put(now.url, content=mask.body, headers=now.headers).status_code == 200
 
 
 def test_connection_dropped_mid_body_publishes_nothing(
@@ -110,28 +137,44 @@ def test_connection_dropped_mid_body_publishes_nothing(
     parts = urlsplit(target["url"])
     head = f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in target["headers"].items()) + "\r\n"
+    tmp = objects_root / ".tmp"
     with socket.create_connection((parts.hostname, parts.port)) as sock:
         sock.sendall(head.encode() + mask.body[:1000])
-        time.sleep(0.3)
-    time.sleep(0.5)
+        # Until the server is writing the body to a temp file (or has had ample time to).
+        _wait_until(lambda: any(tmp.iterdir()), seconds=5)
+    # The server notices the drop and removes its temp file.
+    _wait_until(lambda: not any(tmp.iterdir()), seconds=30)
     assert not (objects_root / target["object_key"]).exists()
-    assert not any((objects_root / ".tmp").iterdir())
+    assert not any(tmp.iterdir())
     # The same URL still works for a complete body afterwards.
     r = httpx.put(target["url"], content=mask.body, headers=target["headers"])
     assert r.status_code == 200
 
 
-def test_signed_get_refuses_tampering_and_expiry(alice: httpx.Client, mask: MaskFile) -> None:
+def test_signed_get_refuses_tampering_and_expiry(
+    alice: httpx.Client, mask: MaskFile, server: ServerProcess
+) -> None:
     target = _one_target(alice, mask)
     httpx.put(target["url"], content=mask.body, headers=target["headers"]).raise_for_status()
     annotation_id, group_id = target["object_key"].split("/")[1:3]
     base = f"/api/annotations/{annotation_id}/mask-groups/{group_id}"
     assert alice.post(f"{base}/complete").status_code == 200
     mask_id = alice.get(f"{base}/masks").json()["items"][0]["id"]
-    # 2 s: expiry is whole seconds, so a 1 s URL may have only milliseconds left.
     url = alice.get(f"{base}/masks/{mask_id}/download-url", params={"ttl_seconds": 2}).json()["url"]
     assert httpx.get(url).status_code == 200
     assert httpx.get(_with_query(url, signature="0" * 64)).status_code == 403
     assert httpx.get(url.replace("0001_liver", "0002_liver")).status_code == 403
-    time.sleep(3.1)
-    assert httpx.get(url).status_code == 403
+    # The same URL signed an hour ago (same key, disposition and type) has expired.
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    bound = {
+        "content_disposition": query.get("response-content-disposition"),
+        "content_type": query.get("response-content-type"),
+    }
+    key = target["object_key"]
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    late = _signed_at(server, an_hour_ago).sign_download(key, 2, **bound)
+    r = httpx.get(late.url)
+    assert r.status_code == 403
+    assert "expired" in r.json()["detail"]
+    now = _signed_at(server, datetime.now(UTC)).sign_download(key, 2, **bound)
+    assert httpx.get(now.url).status_code == 200

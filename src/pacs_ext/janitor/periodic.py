@@ -8,6 +8,7 @@ import contextlib
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..config import Settings
 from ..storage.base import ObjectStorage
 from . import metrics
@@ -22,6 +23,7 @@ def start(
     maker: async_sessionmaker[AsyncSession],
     storage: ObjectStorage,
     settings: Settings,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> asyncio.Task[None] | None:
     j = settings.janitor
     if j.interval_seconds <= 0:
@@ -34,7 +36,7 @@ def start(
         grace_seconds=j.grace_seconds,
         apply=j.apply,
     )
-    return asyncio.create_task(_loop(engine, maker, storage, settings), name="janitor")
+    return asyncio.create_task(_loop(engine, maker, storage, settings, clock), name="janitor")
 
 
 async def stop(task: asyncio.Task[None] | None) -> None:
@@ -49,6 +51,7 @@ async def run_once(
     maker: async_sessionmaker[AsyncSession],
     storage: ObjectStorage,
     settings: Settings,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> None:
     apply = settings.janitor.apply
     async with single_run(engine, settings.server.data_dir) as mine:
@@ -56,7 +59,7 @@ async def run_once(
             metrics.RUNS.labels(mode=metrics.mode(apply), outcome="skipped").inc()
             log.info("janitor.skipped", reason="another run holds the lock")
             return
-        report = await run(maker, storage, settings, apply=apply)
+        report = await run(maker, storage, settings, apply=apply, clock=clock)
     metrics.publish(report)
 
 
@@ -65,12 +68,13 @@ async def _loop(
     maker: async_sessionmaker[AsyncSession],
     storage: ObjectStorage,
     settings: Settings,
+    clock: Clock,
 ) -> None:
     interval = settings.janitor.interval_seconds
     while True:
         await asyncio.sleep(interval)
         try:
-            await run_once(engine, maker, storage, settings)
+            await run_once(engine, maker, storage, settings, clock)
         except Exception:
             # The database or storage being down must not end the loop: next time may work.
             metrics.RUNS.labels(mode=metrics.mode(settings.janitor.apply), outcome="error").inc()

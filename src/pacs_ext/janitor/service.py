@@ -10,11 +10,12 @@ transactions, so a failure in one leaves the others' work done and the next run 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..config import Settings
 from ..deletions import repository as deletions_repo
 from ..deletions import service as deletions
@@ -24,6 +25,7 @@ from ..masks.claims import claimed_keys, parse_key
 from ..masks.keys import group_prefix
 from ..models import PendingDeletion
 from ..storage.base import ObjectInfo, ObjectStorage, StorageError, delete_refusing_none
+from . import decisions
 from . import repository as repo
 from .report import Finding, JanitorReport
 
@@ -42,19 +44,21 @@ async def run(
     *,
     apply: bool,
     now: datetime | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> JanitorReport:
-    now = now or datetime.now(UTC)
+    """now: the time the run decides against (expiry, grace, retentions); default clock.now()."""
+    now = now or clock.now()
     grace = settings.janitor.grace_seconds
     report = JanitorReport(apply=apply, grace_seconds=grace, started_at=now)
     report.multipart_supported = storage.capabilities.multipart
-    cutoff = now - timedelta(seconds=grace)
+    cutoff = decisions.cutoff(now, grace)
     job = _Run(maker, storage, settings, report, cutoff, now)
     steps = (job.expire_groups, job.pending_deletions, job.metadata, job.stale_multipart, job.scan)
     for step in steps:
         await job.guarded(step)
     await job.guarded(job.idempotency_keys)
     await job.guarded(job.tombstones)
-    report.finished_at = datetime.now(UTC)
+    report.finished_at = clock.now()
     log.info("janitor.finished", apply=apply, **report.summary())
     return report
 
@@ -224,13 +228,14 @@ class _Run:
             if upload.upload_id in live:
                 continue
             # An upload of unknown age may belong to a group being created right now.
-            if upload.initiated is None or upload.initiated >= self.cutoff:
+            initiated = upload.initiated
+            if initiated is None or not decisions.stale_upload(initiated, self.cutoff):
                 continue
             finding.add(
                 {
                     "key": upload.key,
                     "upload_id": upload.upload_id,
-                    "initiated": upload.initiated.isoformat(),
+                    "initiated": initiated.isoformat(),
                 }
             )
             if self.report.apply:
@@ -281,13 +286,7 @@ class _Run:
             for mask_id, group_id, key in await repo.masks_of(session, groups, self.now):
                 if key not in listed:
                     self._missing(mask_id, group_id, key)
-        orphans = [
-            o
-            for o in chunk
-            if o.key not in claimed
-            and o.last_modified is not None
-            and o.last_modified < self.cutoff
-        ]
+        orphans = decisions.orphans(chunk, claimed, self.cutoff)
         finding = self.report.orphan_objects
         for o in orphans:
             self.report.orphan_bytes += o.size
@@ -317,9 +316,7 @@ class _Run:
     # ---- idempotency keys past their retention ----------------------------------------------
 
     async def idempotency_keys(self) -> None:
-        older_than = self.now - timedelta(
-            seconds=self.settings.janitor.idempotency_retention_seconds
-        )
+        older_than = decisions.cutoff(self.now, self.settings.janitor.idempotency_retention_seconds)
         async with self.maker() as session:
             finding = self.report.idempotency_keys
             if self.report.apply:
@@ -333,7 +330,7 @@ class _Run:
     # ---- tombstones past their retention ----------------------------------------------------
 
     async def tombstones(self) -> None:
-        older_than = self.now - timedelta(seconds=self.settings.janitor.tombstone_retention_seconds)
+        older_than = decisions.cutoff(self.now, self.settings.janitor.tombstone_retention_seconds)
         async with self.maker() as session:
             finding = self.report.tombstones
             if self.report.apply:

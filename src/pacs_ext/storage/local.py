@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import hmac
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 import anyio.to_thread
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..private_files import private_dirs
 from .base import (
     Capabilities,
@@ -54,12 +54,12 @@ class SignatureError(Exception):
 _EXPIRY_DIGITS = 12
 
 
-def check_expiry(expires: str) -> int:
-    """The expiry of a signed URL as a number; 403 when malformed or past."""
+def check_expiry(expires: str, clock: Clock = SYSTEM_CLOCK) -> int:
+    """The expiry of a signed URL as a number; 403 when malformed or past (on `clock`)."""
     if not (0 < len(expires) <= _EXPIRY_DIGITS and expires.isascii() and expires.isdigit()):
         raise SignatureError(403, "AccessDenied", "missing or malformed expiry")
     expiry = int(expires)
-    if expiry < time.time():
+    if expiry < clock.time():
         raise SignatureError(403, "AccessDenied", "the signed URL has expired")
     return expiry
 
@@ -68,8 +68,17 @@ class LocalStorage(ObjectStorage):
     name = "local"
     capabilities = Capabilities()
 
-    def __init__(self, root: Path, secret: bytes, base_url: str, bucket: str = "local") -> None:
+    def __init__(
+        self,
+        root: Path,
+        secret: bytes,
+        base_url: str,
+        bucket: str = "local",
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.root = root.resolve()
+        self.clock = clock  # signs and checks URL expiry
         self.bucket = bucket
         self._secret = secret
         self._base = base_url.rstrip("/") + ROUTE_PREFIX
@@ -83,7 +92,7 @@ class LocalStorage(ObjectStorage):
 
     def sign_upload(self, spec: UploadSpec, ttl_seconds: int) -> SignedRequest:
         validate_key(spec.key)
-        expires = int(time.time()) + ttl_seconds
+        expires = int(self.clock.time()) + ttl_seconds
         md5 = spec.md5_b64 or ""
         sig = self._signature("PUT", spec.key, expires, spec.content_type, str(spec.size), md5)
         headers = {"Content-Type": spec.content_type, "Content-Length": str(spec.size)}
@@ -101,7 +110,7 @@ class LocalStorage(ObjectStorage):
         content_type: str | None = None,
     ) -> SignedRequest:
         validate_key(key)
-        expires = int(time.time()) + ttl_seconds
+        expires = int(self.clock.time()) + ttl_seconds
         disposition = content_disposition or ""
         served = content_type or ""  # "": the type stored with the object
         sig = self._signature("GET", key, expires, *_get_bound(disposition, served))
@@ -140,9 +149,8 @@ class LocalStorage(ObjectStorage):
         if not hmac.compare_digest(self._signature("GET", key, expiry, *bound), signature):
             raise SignatureError(403, "SignatureDoesNotMatch", "signature does not match")
 
-    @staticmethod
-    def _check(expires: str) -> int:
-        return check_expiry(expires)
+    def _check(self, expires: str) -> int:
+        return check_expiry(expires, self.clock)
 
     # ---- paths ---------------------------------------------------------------------------
 

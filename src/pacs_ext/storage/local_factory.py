@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..config import Settings
 from .local import LocalStorage
 
 
-def create(settings: Settings) -> LocalStorage:
+def create(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> LocalStorage:
     return LocalStorage(
         root=settings.server.data_dir / "objects",
         secret=settings.local_storage_secret(),
         base_url=settings.object_storage.public_endpoint or settings.server.base_url(),
         bucket=settings.object_storage.bucket_name,
+        clock=clock,
     )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..config import Settings
 from .base import ObjectStorage
 
-# provider name → "module:factory"; the factory takes Settings and returns an ObjectStorage.
+# provider name → "module:factory"; the factory takes Settings and a Clock (for the expiry
+# decisions the backend makes itself) and returns an ObjectStorage.
 BACKENDS: dict[str, str] = {
     "local": "pacs_ext.storage.local_factory:create",
     "s3": "pacs_ext.storage.s3:create",
@@ -16,7 +18,7 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def create_storage(settings: Settings) -> ObjectStorage:
+def create_storage(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> ObjectStorage:
     provider = settings.object_storage.provider
     try:
         target = BACKENDS[provider]
@@ -26,7 +28,7 @@ def create_storage(settings: Settings) -> ObjectStorage:
             f"object_storage.provider: unknown provider {provider!r} ({known})"
         ) from None
     module_name, _, attr = target.partition(":")
-    factory: Callable[[Settings], ObjectStorage] = getattr(
+    factory: Callable[[Settings, Clock], ObjectStorage] = getattr(
         importlib.import_module(module_name), attr
     )
-    return factory(settings)
+    return factory(settings, clock)
