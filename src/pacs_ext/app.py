@@ -18,25 +18,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .api import api_router
-from .auth import TokenVerifier
-from .body_limit import BodyLimit
-from .config import Settings, get_settings
-from .db import create_engine, create_sessionmaker, no_answer
-from .docs import install_docs
-from .errors_middleware import ErrorResponses
-from .exceptions import AppError
+from .core.auth import TokenVerifier
+from .core.config import Settings, get_settings
+from .core.db import create_engine, create_sessionmaker, no_answer
+from .core.errors import AppError
+from .core.logging import configure_logging, register_secrets
+from .http.body_limit import BodyLimit
+from .http.docs import install_docs
+from .http.errors import ErrorResponses
+from .http.observability import RequestObservability
+from .http.security_headers import SecurityHeaders
+from .http.viewer import install_viewer
 from .janitor import periodic as periodic_janitor
 from .masks import upload_guard
 from .observability import listener as metrics_listener
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
-from .observability.logging import configure_logging, register_secrets
-from .observability.middleware import RequestObservability
-from .observability.storage import instrument
-from .security_headers import SecurityHeaders
 from .storage.base import StorageError
+from .storage.instrumented import instrument
 from .storage.registry import create_storage
-from .viewer import install_viewer
 
 log = structlog.get_logger(__name__)
 
@@ -119,12 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_viewer(app)  # the /viewer page for people
     install_docs(app)
     if settings.object_storage.provider == "local":
-        from .storage.local_endpoints import router as local_storage_router
+        from .storage.local.endpoints import router as local_storage_router
 
         app.include_router(local_storage_router)
     if settings.object_storage.legacy_local_dir:
         # Migration phase 2: masks not yet in object storage are served from the old folder.
-        from .migration.legacy import router as legacy_router
+        from .legacy.serving import router as legacy_router
 
         app.include_router(legacy_router)
     return app

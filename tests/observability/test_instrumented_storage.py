@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from pacs_ext.observability.storage import InstrumentedStorage, instrument, unwrap
 from pacs_ext.storage.base import (
     Capabilities,
     CompletedPart,
@@ -27,7 +26,8 @@ from pacs_ext.storage.base import (
     StorageUnavailable,
     UploadSpec,
 )
-from pacs_ext.storage.local import LocalStorage
+from pacs_ext.storage.instrumented import InstrumentedStorage, instrument, unwrap
+from pacs_ext.storage.local.store import LocalStorage
 
 
 class Counts:
@@ -275,7 +275,7 @@ def test_methods_added_to_the_interface_later_reach_the_backend(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A new ObjectStorage method with a default must not shadow the backend's own version."""
-    from pacs_ext.observability import storage as module
+    from pacs_ext.storage import instrumented as module
 
     def copy_object(self: ObjectStorage, src: str, dst: str) -> str:
         raise NotImplementedError("this backend cannot copy")
@@ -302,7 +302,7 @@ def test_methods_added_to_the_interface_later_reach_the_backend(
 async def test_list_parts_is_timed_where_the_interface_has_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pacs_ext.observability import storage as module
+    from pacs_ext.storage import instrumented as module
 
     async def list_parts(self: ObjectStorage, key: str, upload_id: str) -> list[int]:
         raise NotImplementedError

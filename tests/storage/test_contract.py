@@ -26,8 +26,8 @@ from pacs_ext.storage.base import (
     ObjectStorage,
     UploadSpec,
 )
-from pacs_ext.storage.local import LocalStorage
-from pacs_ext.storage.s3 import S3Storage
+from pacs_ext.storage.local.store import LocalStorage
+from pacs_ext.storage.s3.client import S3Storage
 
 BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.rgw)]
 

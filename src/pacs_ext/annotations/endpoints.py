@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from ..auth import CurrentUser
-from ..deps import SessionDep, SettingsDep, StorageDep
-from ..params import ResourceId
-from ..schemas import ERROR_RESPONSES, MAX_BIGINT, Page
+from ..core.auth import CurrentUser
+from ..core.schemas import ERROR_RESPONSES, MAX_BIGINT, Page
+from ..http.deps import SessionDep, SettingsDep, StorageDep
+from ..http.params import ResourceId
 from . import service
 from .limits import check_json_limits
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationRead, AnnotationUpdate

@@ -8,12 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit import service as audit
 from ..audit.schemas import AuditAction
-from ..auth import Principal, can_read, require_owner, require_project_member, require_write
-from ..deletions import service as deletions
-from ..deletions import tombstones
-from ..exceptions import Forbidden, NotFound
-from ..masks import outbox
+from ..core.auth import Principal, can_read, require_owner, require_project_member, require_write
+from ..core.errors import Forbidden, NotFound
 from ..models import Annotation, tombstone
+from ..objects import outbox
+from ..objects.deletions import service as deletions
+from ..objects.deletions import tombstones
 from ..storage.base import ObjectStorage
 from . import repository
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate

@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ..auth import CurrentUser
-from ..deps import SessionDep
-from ..schemas import ERROR_RESPONSES, MAX_BIGINT, Page
+from ..core.auth import CurrentUser
+from ..core.schemas import ERROR_RESPONSES, MAX_BIGINT, Page
+from ..http.deps import SessionDep
 from . import service
 from .schemas import AuditAction, AuditEventRead, AuditFilters
 

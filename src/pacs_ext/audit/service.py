@@ -14,8 +14,8 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..auth import Principal
-from ..exceptions import Forbidden
+from ..core.auth import Principal
+from ..core.errors import Forbidden
 from ..models import AuditEvent
 from ..models.base import utcnow
 from . import batch, repository

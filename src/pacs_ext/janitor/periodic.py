@@ -8,7 +8,7 @@ import contextlib
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ..config import Settings
+from ..core.config import Settings
 from ..storage.base import ObjectStorage
 from . import metrics
 from .lock import single_run

@@ -8,12 +8,12 @@ from pydantic import BaseModel
 from pydantic_core import to_json
 
 from ..annotations import service as annotation_service
-from ..auth import CurrentUser, CurrentUserOrQueryToken
-from ..config import Settings
-from ..deps import SessionDep, SettingsDep, StorageDep
-from ..migration import legacy
-from ..params import ResourceId
-from ..schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
+from ..core.auth import CurrentUser, CurrentUserOrQueryToken
+from ..core.config import Settings
+from ..core.schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
+from ..http.deps import SessionDep, SettingsDep, StorageDep
+from ..http.params import ResourceId
+from ..legacy import serving as legacy
 from ..storage import inert
 from . import idempotency, service
 from . import repository as repo

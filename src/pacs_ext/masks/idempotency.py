@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..annotations import service as annotation_service
-from ..exceptions import Conflict, InvalidInput
+from ..core.errors import Conflict, InvalidInput
 from ..models import IdempotencyKey, MaskGroup
 from ..models.mask_group import PENDING
 from . import repository as repo

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from ..config import Settings
-from ..exceptions import InvalidInput
+from ..core.config import Settings
+from ..core.errors import InvalidInput
 from ..models import MaskGroupFile
 from ..storage.base import (
     CompletedPart,

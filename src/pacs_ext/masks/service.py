@@ -16,20 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..annotations import service as annotation_service
 from ..audit import service as audit
 from ..audit.schemas import AuditAction
-from ..auth import Principal
-from ..config import Settings
-from ..deletions import service as deletions
-from ..deletions import tombstones
-from ..exceptions import Conflict, InvalidInput, NotFound
+from ..core import metrics
+from ..core.auth import Principal
+from ..core.config import Settings
+from ..core.errors import Conflict, InvalidInput, NotFound
 from ..models import Annotation, Mask, MaskGroup, MaskGroupFile, tombstone
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
-from ..observability import metrics
+from ..objects import outbox
+from ..objects.deletions import service as deletions
+from ..objects.deletions import tombstones
+from ..objects.keys import group_prefix
 from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
-from . import multipart, outbox, signing
+from . import multipart, signing
 from . import repository as repo
-from .keys import group_prefix
 from .schemas import (
     FileSpec,
     MaskGroupCreate,

@@ -14,11 +14,11 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ..db import no_answer
+from ..core import metrics
+from ..core.db import no_answer
+from ..core.logging import redact_text
 from ..masks.repository import count_groups_by_status
 from ..storage.base import ObjectStorage
-from . import metrics
-from .logging import redact_text
 
 log = structlog.get_logger(__name__)
 

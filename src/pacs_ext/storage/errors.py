@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ..exceptions import InvalidInput, NotFound, ServiceUnavailable
+from ..core.errors import InvalidInput, NotFound, ServiceUnavailable
 from .base import (
     InvalidObjectKey,
     ObjectNotFound,

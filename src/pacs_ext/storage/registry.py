@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from ..config import Settings
+from ..core.config import Settings
 from .base import ObjectStorage
 
 # provider name → "module:factory"; the factory takes Settings and returns an ObjectStorage.
 BACKENDS: dict[str, str] = {
-    "local": "pacs_ext.storage.local_factory:create",
-    "s3": "pacs_ext.storage.s3:create",
-    "minio": "pacs_ext.storage.s3:create",
+    "local": "pacs_ext.storage.local.factory:create",
+    "s3": "pacs_ext.storage.s3.client:create",
+    "minio": "pacs_ext.storage.s3.client:create",
 }
 
 

@@ -1,0 +1,142 @@
+"""S3Storage's multipart uploads: part URLs (SigV4Presigner) and the multipart calls."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..base import (
+    CompletedPart,
+    MultipartUploadInfo,
+    MultipartUploadNotFound,
+    ObjectNotFound,
+    PartInfo,
+    SignedRequest,
+    validate_key,
+)
+from .sigv4 import MAX_EXPIRES, SigV4Presigner
+
+
+class S3Multipart:
+    """Mixed into S3Storage, which provides bucket, _sse, _call() and _signer()."""
+
+    bucket: str
+    _sse: str | None
+
+    async def _call(self, operation: str, key: str | None, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def _signer(self) -> SigV4Presigner:
+        raise NotImplementedError
+
+    def sign_upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        ttl_seconds: int,
+        *,
+        size: int | None = None,
+        md5_b64: str | None = None,
+    ) -> SignedRequest:
+        validate_key(key)
+        if not 1 <= part_number <= 10_000:
+            raise ValueError(f"part_number must be 1..10000: {part_number}")
+        headers = {} if size is None else {"Content-Length": str(size)}
+        if md5_b64:
+            headers["Content-MD5"] = md5_b64
+        expires_at = expiry_at(ttl_seconds)
+        url = self._signer().presign(
+            "PUT",
+            key,
+            expires_in=ttl_seconds,
+            headers=headers,
+            query={"partNumber": str(part_number), "uploadId": upload_id},
+        )
+        return SignedRequest("PUT", url, headers, expires_at)
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        validate_key(key)
+        kwargs: dict[str, Any] = {"Key": key, "ContentType": content_type}
+        if self._sse:
+            kwargs["ServerSideEncryption"] = self._sse
+        resp = await self._call("CreateMultipartUpload", key, **kwargs)
+        return str(resp["UploadId"])
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        validate_key(key)
+        parts: list[PartInfo] = []
+        kwargs: dict[str, Any] = {"Key": key, "UploadId": upload_id, "MaxParts": 1000}
+        while True:
+            try:
+                page = await self._call("ListParts", key, **kwargs)
+            except ObjectNotFound as exc:  # Ceph RGW answers NoSuchKey for a finished upload
+                raise MultipartUploadNotFound(
+                    f"multipart upload of {key!r} no longer exists in bucket {self.bucket!r}"
+                ) from exc
+            parts.extend(
+                PartInfo(
+                    part_number=int(p["PartNumber"]),
+                    size=int(p["Size"]),
+                    etag=str(p.get("ETag", "")).strip('"'),
+                )
+                for p in page.get("Parts", ())
+            )
+            marker = page.get("NextPartNumberMarker")
+            if not page.get("IsTruncated") or not marker:
+                break
+            kwargs["PartNumberMarker"] = marker
+        parts.sort(key=lambda p: p.part_number)
+        return parts
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+    ) -> None:
+        validate_key(key)
+        await self._call(
+            "CompleteMultipartUpload",
+            key,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": p.part_number, "ETag": f'"{p.etag}"'} for p in parts]
+            },
+        )
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        validate_key(key)
+        # Already completed or aborted: nothing left to free.
+        with contextlib.suppress(MultipartUploadNotFound):
+            await self._call("AbortMultipartUpload", key, Key=key, UploadId=upload_id)
+
+    async def list_multipart_uploads(self, prefix: str) -> AsyncIterator[MultipartUploadInfo]:
+        kwargs: dict[str, Any] = {"Prefix": prefix, "MaxUploads": 1000}
+        while True:
+            page = await self._call("ListMultipartUploads", None, **kwargs)
+            for u in page.get("Uploads", ()):
+                yield MultipartUploadInfo(
+                    key=u["Key"], upload_id=u["UploadId"], initiated=u.get("Initiated")
+                )
+            key_marker = page.get("NextKeyMarker")
+            if not page.get("IsTruncated") or not key_marker:
+                return
+            kwargs["KeyMarker"] = key_marker
+            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+
+_last_expiry: tuple[int, datetime] = (-1, datetime.min.replace(tzinfo=UTC))
+
+
+def expiry_at(ttl_seconds: int) -> datetime:
+    """now + ttl, with the datetime reused within a second (thousands of URLs per batch)."""
+    global _last_expiry
+    if not 1 <= ttl_seconds <= MAX_EXPIRES:
+        raise ValueError(f"ttl_seconds must be 1..{MAX_EXPIRES}: {ttl_seconds}")
+    at = int(time.time()) + ttl_seconds
+    cached = _last_expiry
+    if cached[0] != at:
+        cached = _last_expiry = (at, datetime.fromtimestamp(at, UTC))
+    return cached[1]
