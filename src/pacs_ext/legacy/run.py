@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import anyio.to_thread
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..objects import metadata
 from ..storage.base import ObjectInfo, ObjectStorage, StorageError
+from . import metadata
 from .copy import copy_files
 from .plan import Plan, compare, remote_only, split_deletions
 from .register import Registration, keys_in_database, known_groups, register

@@ -21,6 +21,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..legacy.metadata import BadMetadata, MetadataDoc, parse
 from ..legacy.register import CHUNK
 from ..legacy.run import NoProgress, Progress
 from ..masks import repository as repo
@@ -29,7 +30,6 @@ from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
 from ..objects.claims import parse_key
 from ..objects.keys import METADATA_NAME
-from ..objects.metadata import BadMetadata, MetadataDoc, parse
 from ..storage.base import ObjectInfo, ObjectStorage, StorageError
 
 FETCH_CONCURRENCY = 16

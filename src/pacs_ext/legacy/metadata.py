@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from ..core.schemas import MAX_BIGINT, DicomUID, Text
 from ..masks.schemas import FileSpec, MaskGroupBase
-from .keys import METADATA_NAME
+from ..objects.keys import METADATA_NAME
 
 MAX_INT32 = 2**31 - 1  # slice_count, width, height are INTEGER columns
 
