@@ -14,6 +14,7 @@ from ..models import Annotation, tombstone
 from ..objects import outbox
 from ..objects.deletions import service as deletions
 from ..objects.deletions import tombstones
+from ..objects.keys import annotation_prefix
 from ..storage.base import ObjectStorage
 from . import repository
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate
@@ -163,7 +164,7 @@ async def delete(
         resource=resource,
         requested_by=principal.subject,
         reason="annotation deleted",
-        prefix=f"{key_prefix}{annotation_id}/",
+        prefix=annotation_prefix(key_prefix, annotation_id),
     )
     await repository.delete_by_id(session, annotation_id)
     await audit.record(

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from ..core.schemas import MAX_BIGINT, DicomUID, Text
 from ..masks.schemas import FileSpec, MaskGroupBase
-from ..objects.keys import METADATA_NAME
+from ..objects.keys import METADATA_NAME, object_key
 
 MAX_INT32 = 2**31 - 1  # slice_count, width, height are INTEGER columns
 
@@ -96,7 +96,7 @@ def parse(data: bytes, key: str, key_prefix: str) -> MetadataDoc:
         doc = MetadataDoc.model_validate_json(data)
     except ValidationError as exc:
         raise BadMetadata(f"not a pacs-ext metadata.json ({_first_error(exc)})") from None
-    expected = f"{key_prefix}{doc.annotation.id}/{doc.group.id}/{METADATA_NAME}"
+    expected = object_key(key_prefix, doc.annotation.id, doc.group.id, METADATA_NAME)
     if key != expected:
         raise BadMetadata(
             f"names annotation {doc.annotation.id} / group {doc.group.id}, "

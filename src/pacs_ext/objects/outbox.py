@@ -27,13 +27,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..masks import repository as repo
-from ..masks.verify import metadata_document
-from ..models import Annotation, MaskGroup, MetadataOutbox
+from ..models import Annotation, Mask, MaskGroup, MetadataOutbox
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
 from ..storage.base import ObjectNotFound, ObjectStorage
 from .keys import METADATA_NAME, object_key
+from .metadata import metadata_document
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +97,7 @@ async def flush(
         annotation = await session.get(Annotation, group.annotation_id) if group else None
         written = False
         if group is not None and annotation is not None and group.status == COMPLETE:
-            document = metadata_document(annotation, group, await repo.all_masks(session, group_id))
+            document = metadata_document(annotation, group, await _masks_of(session, group_id))
             await storage.put_bytes(
                 object_key(key_prefix, annotation.id, group_id, METADATA_NAME),
                 document,
@@ -173,7 +172,7 @@ async def stored_differs(
     annotation = await session.get(Annotation, group.annotation_id)
     if annotation is None:
         return False
-    expected = metadata_document(annotation, group, await repo.all_masks(session, group.id))
+    expected = metadata_document(annotation, group, await _masks_of(session, group.id))
     try:
         stored = await storage.get_bytes(
             object_key(key_prefix, group.annotation_id, group.id, METADATA_NAME)
@@ -184,3 +183,8 @@ async def stored_differs(
         return bool(json.loads(stored) != json.loads(expected))
     except ValueError:
         return True
+
+
+async def _masks_of(session: AsyncSession, group_id: int) -> Sequence[Mask]:
+    rows = await session.scalars(select(Mask).where(Mask.group_id == group_id).order_by(Mask.id))
+    return rows.all()
