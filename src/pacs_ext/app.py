@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -34,9 +34,13 @@ from .masks import upload_guard
 from .observability import listener as metrics_listener
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
-from .storage.base import StorageError
+from .storage.base import ObjectStorage, StorageError
+from .storage.downloads import DirectDownloads, DownloadSigner
 from .storage.instrumented import instrument
 from .storage.registry import create_storage
+
+if TYPE_CHECKING:
+    from .legacy.serving import LegacyFiles
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +52,15 @@ call `complete`, and the server verifies every object before recording the masks
 Every `/api` route needs `Authorization: Bearer <JWT>` (`pacs-ext token SUBJECT` prints one).
 Errors are JSON `{"error": "<Name>", "detail": "..."}`.
 """
+
+
+def _downloads(legacy: LegacyFiles | None, storage: ObjectStorage) -> DownloadSigner:
+    """Who signs downloads: the storage, or the legacy fallback during migration phase 2."""
+    if legacy is None:
+        return DirectDownloads(storage)
+    from .legacy.serving import Fallback
+
+    return Fallback(legacy, storage)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Every storage call is counted and timed for /metrics (observability/storage.py).
         app.state.storage = instrument(create_storage(settings))
         app.state.readiness = Readiness(engine, app.state.storage)
+        app.state.downloads = _downloads(app.state.legacy_files, app.state.storage)
         if settings.object_storage.provider == "local":
             # The local store's PUTs are write-once and refused for groups no longer pending.
             app.state.upload_guard = partial(
@@ -122,10 +136,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from .storage.local.endpoints import router as local_storage_router
 
         app.include_router(local_storage_router)
+    app.state.legacy_files = None
     if settings.object_storage.legacy_local_dir:
         # Migration phase 2: masks not yet in object storage are served from the old folder.
+        from .legacy.serving import legacy_files
         from .legacy.serving import router as legacy_router
 
+        app.state.legacy_files = legacy_files(settings)
         app.include_router(legacy_router)
     return app
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..core.config import Settings
 from ..core.db import session_scope
 from ..storage.base import ObjectStorage
+from ..storage.downloads import DownloadSigner
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -23,6 +24,11 @@ def _storage(request: Request) -> ObjectStorage:
     return storage
 
 
+def _downloads(request: Request) -> DownloadSigner:
+    downloads: DownloadSigner = request.app.state.downloads
+    return downloads
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -33,3 +39,4 @@ def _settings(request: Request) -> Settings:
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 StorageDep = Annotated[ObjectStorage, Depends(_storage)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+DownloadsDep = Annotated[DownloadSigner, Depends(_downloads)]

@@ -88,6 +88,10 @@ class LegacyFiles:
 
 
 class Fallback:
+    """Downloads during phase 2: the legacy folder for groups not migrated yet, else storage.
+
+    A DownloadSigner (storage/downloads.py), built once in the app's lifespan."""
+
     def __init__(self, legacy: LegacyFiles, storage: ObjectStorage) -> None:
         self.legacy = legacy
         self.storage = storage
@@ -129,49 +133,18 @@ class Fallback:
         return migrated
 
 
-# One per app's settings and storage objects (the app builds each once in its lifetime).
-_legacy: dict[int, tuple[Settings, LegacyFiles]] = {}
-_fallbacks: dict[int, tuple[ObjectStorage, Fallback]] = {}
-
-
 def legacy_files(settings: Settings) -> LegacyFiles | None:
+    """The legacy folder's signer, or None when none is configured; app.py builds it once."""
     folder = settings.object_storage.legacy_local_dir
     if not folder:
         return None
-    entry = _legacy.get(id(settings))
-    if entry is None or entry[0] is not settings:
-        configured = settings.object_storage.secret_key.get_secret_value()
-        secret = configured.encode() if configured else settings.jwt_secret().encode()
-        files = LegacyFiles(
-            Path(folder),
-            secret,
-            settings.server.base_url(),
-            settings.object_storage.key_prefix,
-        )
-        entry = _legacy[id(settings)] = (settings, files)
-    return entry[1]
-
-
-async def sign_download(
-    settings: Settings,
-    storage: ObjectStorage,
-    key: str,
-    ttl_seconds: int,
-    *,
-    content_disposition: str | None = None,
-    content_type: str | None = None,
-) -> SignedRequest:
-    """Where the mask's bytes are read from: object storage, or the legacy folder (phase 2)."""
-    legacy = legacy_files(settings)
-    if legacy is None:
-        return storage.sign_download(
-            key, ttl_seconds, content_disposition=content_disposition, content_type=content_type
-        )
-    entry = _fallbacks.get(id(storage))
-    if entry is None or entry[0] is not storage or entry[1].legacy is not legacy:
-        entry = _fallbacks[id(storage)] = (storage, Fallback(legacy, storage))
-    return await entry[1].sign_download(
-        key, ttl_seconds, content_disposition=content_disposition, content_type=content_type
+    configured = settings.object_storage.secret_key.get_secret_value()
+    secret = configured.encode() if configured else settings.jwt_secret().encode()
+    return LegacyFiles(
+        Path(folder),
+        secret,
+        settings.server.base_url(),
+        settings.object_storage.key_prefix,
     )
 
 
@@ -186,8 +159,7 @@ async def get_legacy_file(
     signature: Annotated[str, Query()] = "",
     disposition: Annotated[str, Query(alias="response-content-disposition")] = "",
 ) -> Response:
-    legacy = legacy_files(request.app.state.settings)
-    assert legacy is not None
+    legacy: LegacyFiles = request.app.state.legacy_files
     try:
         legacy.verify_get(key, expires, signature, disposition)
     except SignatureError as exc:

@@ -11,9 +11,8 @@ from ..annotations import service as annotation_service
 from ..core.auth import CurrentUser, CurrentUserOrQueryToken
 from ..core.config import Settings
 from ..core.schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
-from ..http.deps import SessionDep, SettingsDep, StorageDep
+from ..http.deps import DownloadsDep, SessionDep, SettingsDep, StorageDep
 from ..http.params import ResourceId
-from ..legacy import serving as legacy
 from ..storage import inert
 from . import idempotency, service
 from . import repository as repo
@@ -225,6 +224,7 @@ async def get_download_url(
     group_id: ResourceId,
     mask_id: ResourceId,
     ctx: CtxDep,
+    downloads: DownloadsDep,
     # Bounded here for the schema; resolve_ttl then names the configured range.
     ttl_seconds: Annotated[int | None, Query(ge=-MAX_BIGINT, le=MAX_BIGINT)] = None,
     attachment: Annotated[
@@ -236,9 +236,7 @@ async def get_download_url(
     ttl = resolve_ttl(ctx.settings, ttl_seconds)
     disposition = f'attachment; filename="{mask.filename}"' if attachment else None
     await service.prepare_signing(ctx)
-    signed = await legacy.sign_download(
-        ctx.settings,
-        ctx.storage,
+    signed = await downloads.sign_download(
         mask.object_key,
         ttl,
         content_disposition=disposition,
@@ -262,14 +260,13 @@ async def get_mask_content(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    downloads: DownloadsDep,
 ) -> RedirectResponse:
     """Redirect to a short-lived signed GET (usable as an <img src> with ?access_token=)."""
     ctx = service.Ctx(session=session, storage=storage, settings=settings, principal=user)
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
     await service.prepare_signing(ctx)
-    signed = await legacy.sign_download(
-        ctx.settings,
-        ctx.storage,
+    signed = await downloads.sign_download(
         mask.object_key,
         ctx.settings.signed_url.default_ttl,
         content_type=served_type(ctx.settings, mask.mime_type),
