@@ -25,7 +25,7 @@ from .core.errors import AppError
 from .core.logging import configure_logging, register_secrets
 from .http.body_limit import BodyLimit
 from .http.docs import install_docs
-from .http.errors import ErrorResponses
+from .http.errors import ErrorResponses, storage_answer
 from .http.observability import RequestObservability
 from .http.security_headers import SecurityHeaders
 from .http.viewer import install_viewer
@@ -210,7 +210,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StorageError)
     async def storage_error(_: Request, exc: StorageError) -> JSONResponse:
         log.warning("storage.error", error=str(exc), kind=type(exc).__name__)
-        return _error(503, "StorageUnavailable", f"object storage failed: {exc}")
+        return _error(*storage_answer(exc))
 
     @app.exception_handler(sa_exc.IntegrityError)
     async def integrity_error(_: Request, exc: sa_exc.IntegrityError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""The last answer to an error nothing else handled: a JSON 500 (or 503), connection kept.
+"""The last answer to an error nothing else handled: a JSON 500 (or 503), connection kept;
+and the one mapping of storage-neutral errors to HTTP (`storage_answer`).
 
 A handler registered for `Exception` runs in Starlette's ServerErrorMiddleware, which sends
 the handler's response and then re-raises: uvicorn logs "Exception in ASGI application" and
@@ -14,7 +15,13 @@ import structlog
 from sqlalchemy import exc as sa_exc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..storage.base import StorageError
+from ..storage.base import (
+    InvalidObjectKey,
+    ObjectNotFound,
+    StorageAccessDenied,
+    StorageError,
+    StorageUnavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -58,8 +65,10 @@ def answer(exc: Exception) -> tuple[int, bytes]:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         status, error = 503, "DatabaseUnavailable"
         detail = "the database connection was lost; retry"
-    elif isinstance(exc, ConnectionError | OSError) and not isinstance(exc, StorageError):
-        # TimeoutError is an OSError: a dependency that did not answer in time.
+    elif isinstance(exc, ConnectionError | TimeoutError) and not isinstance(exc, StorageError):
+        # A dependency that dropped the connection or did not answer in time: retryable.
+        # Any other OSError (a FileNotFoundError, a PermissionError) is a bug or a broken
+        # installation, not a passing outage: a 500 with the request id, below.
         log.warning("dependency.unavailable", error=repr(exc)[:200])
         status, error, detail = 503, "ServiceUnavailable", "a backing service is unavailable; retry"
     else:
@@ -70,3 +79,23 @@ def answer(exc: Exception) -> tuple[int, bytes]:
             detail += f"; quote request id {request_id}"
     body = {"error": error, "detail": detail, "request_id": request_id}
     return status, json.dumps(body).encode()
+
+
+def storage_answer(exc: StorageError) -> tuple[int, str, str]:
+    """Status, error name and detail for a storage-neutral error: the only such table.
+
+    With an operation recorded (storage/errors.py), the answer names it; without one, the
+    historical "StorageUnavailable" answer is kept (HTTP contract unchanged)."""
+    op = exc.operation
+    if op is None:
+        return 503, "StorageUnavailable", f"object storage failed: {exc}"
+    if isinstance(exc, ObjectNotFound):
+        return 404, "NotFound", f"object not found in storage: {exc}"
+    if isinstance(exc, InvalidObjectKey):
+        return 422, "ValidationError", str(exc)
+    if isinstance(exc, StorageAccessDenied):
+        # The server's own credentials were refused: an operator problem, not the caller's.
+        return 503, "ServiceUnavailable", f"storage refused access during {op}: {exc}"
+    if isinstance(exc, StorageUnavailable):
+        return 503, "ServiceUnavailable", f"storage unavailable during {op}: {exc}"
+    return 503, "ServiceUnavailable", f"storage error during {op}: {exc}"
