@@ -518,3 +518,8 @@ async def _audit_urls(ctx: Ctx, annotation_id: int, group_id: int, targets: Sequ
     await audit.record_upload_targets(
         ctx.session, ctx.principal, targets, annotation_id=annotation_id, group_id=group_id
     )
+
+
+async def group_counts(session: AsyncSession) -> dict[str, int]:
+    """Mask groups per status, for /metrics (routes call services, not repositories)."""
+    return await repo.count_groups_by_status(session)
