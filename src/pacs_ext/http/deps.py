@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..context import Ctx
+from ..core.auth import CurrentUser
 from ..core.config import Settings
 from ..core.db import session_scope
 from ..storage.base import ObjectStorage
@@ -40,3 +42,11 @@ SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 StorageDep = Annotated[ObjectStorage, Depends(_storage)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DownloadsDep = Annotated[DownloadSigner, Depends(_downloads)]
+
+
+def _ctx(session: SessionDep, storage: StorageDep, settings: SettingsDep, user: CurrentUser) -> Ctx:
+    return Ctx(session=session, storage=storage, settings=settings, principal=user)
+
+
+# The request context every domain service takes first (context.py).
+CtxDep = Annotated[Ctx, Depends(_ctx)]

@@ -36,7 +36,7 @@ from .uploads import Target, multipart_target, part_sizes, single_target, uses_m
 from .verify import Verification
 
 if TYPE_CHECKING:
-    from .service import Ctx
+    from ..context import Ctx
 
 log = structlog.get_logger(__name__)
 
