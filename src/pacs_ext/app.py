@@ -73,8 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        # Every storage call is counted and timed for /metrics (observability/storage.py).
-        app.state.storage = instrument(create_storage(settings))
+        # Every storage call is counted and timed for /metrics (storage/instrumented.py).
+        backend = create_storage(settings)
+        app.state.storage = instrument(backend)
+        # The local store's own routes serve its files: they are handed the store itself.
+        app.state.local_store = backend if settings.object_storage.provider == "local" else None
         app.state.readiness = Readiness(engine, app.state.storage)
         app.state.downloads = _downloads(app.state.legacy_files, app.state.storage)
         if settings.object_storage.provider == "local":

@@ -1,16 +1,19 @@
 """InstrumentedStorage: any ObjectStorage, with every call counted by S3 operation and outcome.
 
-It delegates everything to the backend it wraps: the interface's methods explicitly (to measure
-them), methods added to the interface later through generated pass-throughs, and anything else
-(a backend's own attributes) through __getattr__.
+An explicit wrapper: one method per method of the interface, each measuring its operation
+(signing counted, I/O counted and timed) and then calling the backend. Nothing is generated
+or looked up at run time, so reading this class tells what is measured; a method added to
+ObjectStorage must be added here too, and tests/observability/test_instrumented_storage.py
+fails until it is. A backend's own attributes are not reachable through the wrapper: code
+that needs the backend itself (the local store's routes) is handed it by the app.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -25,8 +28,10 @@ from .base import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStorage,
+    PartInfo,
     SignedRequest,
     StorageAccessDenied,
+    StoredFile,
     UploadSpec,
 )
 
@@ -111,12 +116,6 @@ class InstrumentedStorage(ObjectStorage):
     @capabilities.setter
     def capabilities(self, value: Capabilities) -> None:
         self.wrapped.capabilities = value
-
-    def __getattr__(self, attr: str) -> Any:
-        # Only reached for attributes this class lacks: a backend's own (LocalStorage.path_for…).
-        if attr == "wrapped":
-            raise AttributeError(attr)
-        return getattr(self.wrapped, attr)
 
     def __repr__(self) -> str:
         return f"InstrumentedStorage({self.wrapped!r})"
@@ -245,6 +244,14 @@ class InstrumentedStorage(ObjectStorage):
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         await self._timed("PutObject", lambda: self.wrapped.put_bytes(key, data, content_type))
 
+    async def put_file(
+        self, key: str, path: Path, content_type: str, md5_b64: str | None = None
+    ) -> StoredFile:
+        stored: StoredFile = await self._timed(
+            "PutObject", lambda: self.wrapped.put_file(key, path, content_type, md5_b64)
+        )
+        return stored
+
     async def delete_many(self, keys: Iterable[str]) -> None:
         await self._timed("DeleteObjects", lambda: self.wrapped.delete_many(keys))
 
@@ -258,6 +265,10 @@ class InstrumentedStorage(ObjectStorage):
 
     async def close(self) -> None:
         await self.wrapped.close()
+
+    async def prepare_signing(self) -> None:
+        # Loads rotating credentials, no bucket request: passed through, not an S3 operation.
+        await self.wrapped.prepare_signing()
 
     # ---- multipart ---------------------------------------------------------------------
 
@@ -280,55 +291,14 @@ class InstrumentedStorage(ObjectStorage):
             "AbortMultipartUpload", lambda: self.wrapped.abort_multipart(key, upload_id)
         )
 
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        parts: list[PartInfo] = await self._timed(
+            "ListParts", lambda: self.wrapped.list_parts(key, upload_id)
+        )
+        return parts
+
     def list_multipart_uploads(self, prefix: str) -> AsyncIterator[MultipartUploadInfo]:
         return self._iterate("ListMultipartUploads", self.wrapped.list_multipart_uploads(prefix))
-
-
-def _pass_through(attr: str) -> Callable[..., Any]:
-    def method(self: InstrumentedStorage, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.wrapped, attr)(*args, **kwargs)
-
-    method.__name__ = attr
-    return method
-
-
-def _timed_through(attr: str, operation: str) -> Callable[..., Any]:
-    async def method(self: InstrumentedStorage, *args: Any, **kwargs: Any) -> Any:
-        return await self._timed(operation, lambda: getattr(self.wrapped, attr)(*args, **kwargs))
-
-    method.__name__ = attr
-    return method
-
-
-# Interface methods that came with the S3 backend's multipart work: where ObjectStorage has
-# them, they are timed under these names like the others.
-LATER_OPERATIONS = {"list_parts": "ListParts"}
-
-
-def _read_through(attr: str) -> property:
-    return property(lambda self: getattr(self.wrapped, attr))
-
-
-def _delegate_the_rest() -> None:
-    """Methods and attributes added to ObjectStorage after this module was written reach the
-    backend too, instead of the interface's defaults (which for optional features raise)."""
-    for base in ObjectStorage.__mro__:
-        if base is object:
-            continue
-        for attr, value in vars(base).items():
-            if attr.startswith("_") or attr in vars(InstrumentedStorage):
-                continue
-            delegate: Any
-            if attr in LATER_OPERATIONS and inspect.iscoroutinefunction(value):
-                delegate = _timed_through(attr, LATER_OPERATIONS[attr])
-            elif callable(value):
-                delegate = _pass_through(attr)
-            else:
-                delegate = _read_through(attr)
-            setattr(InstrumentedStorage, attr, delegate)
-
-
-_delegate_the_rest()
 
 
 def instrument(storage: ObjectStorage) -> ObjectStorage:

@@ -38,9 +38,8 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
 
 
 def _storage(request: Request) -> LocalStorage:
-    # The app wraps its storage to measure it (observability/storage.py): unwrap it here.
-    storage = getattr(request.app.state.storage, "wrapped", request.app.state.storage)
-    assert isinstance(storage, LocalStorage)
+    # The store itself, as the app built it (its storage is wrapped to be measured).
+    storage: LocalStorage = request.app.state.local_store
     return storage
 
 
