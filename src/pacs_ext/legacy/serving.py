@@ -34,8 +34,8 @@ from ..storage.base import (
     StorageError,
     validate_key,
 )
+from ..storage.expiry import Expiries
 from ..storage.local.store import SignatureError, check_expiry
-from ..storage.s3.multipart import expiry_at
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +52,7 @@ class LegacyFiles:
         self.key_prefix = key_prefix
         self._secret = hmac.digest(secret, b"pacs-ext legacy files", "sha256")
         self._base = base_url.rstrip("/") + ROUTE_PREFIX
+        self._expiry = Expiries()
 
     def existing(self, key: str) -> Path | None:
         """The legacy file of an object key, if there is one inside the root (blocking)."""
@@ -72,7 +73,7 @@ class LegacyFiles:
     def sign_download(
         self, key: str, ttl_seconds: int, *, content_disposition: str | None = None
     ) -> SignedRequest:
-        expires_at = expiry_at(ttl_seconds)
+        expires_at = self._expiry.at(ttl_seconds)
         expires = int(expires_at.timestamp())
         disposition = content_disposition or ""
         query = {"expires": str(expires), "signature": self._signature(key, expires, disposition)}

@@ -28,10 +28,11 @@ from ..base import (
     UploadSpec,
     validate_key,
 )
+from ..expiry import Expiries
 from ..inert import FALLBACK_TYPE, IDENTITY, disposition, normalise
 from .errors import S3Failure
 from .files import S3Files
-from .multipart import S3Multipart, expiry_at
+from .multipart import S3Multipart
 from .sigv4 import SigV4Presigner
 
 # An outage must become a quick 503, not a minute of retries: a refused or black-holed
@@ -72,6 +73,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             )
         self.name = name
         self.bucket = bucket
+        self._expiry = Expiries()
         if multipart_threshold:
             self.multipart_threshold = multipart_threshold
         if multipart_part_size:
@@ -227,7 +229,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
         # taken: AWS S3 since 2024, MinIO, Ceph RGW as measured). Signed, so it cannot be left out.
         headers["If-None-Match"] = "*"
         # Expiry read before signing: the reported time is never later than the real one.
-        expires_at = expiry_at(ttl_seconds)
+        expires_at = self._expiry.at(ttl_seconds)
         url = self._signer().presign("PUT", spec.key, expires_in=ttl_seconds, headers=headers)
         return SignedRequest("PUT", url, headers, expires_at)
 
@@ -249,7 +251,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             "response-content-encoding": IDENTITY,
             "response-content-type": served,
         }
-        expires_at = expiry_at(ttl_seconds)
+        expires_at = self._expiry.at(ttl_seconds)
         url = self._signer().presign("GET", key, expires_in=ttl_seconds, query=query)
         return SignedRequest("GET", url, {}, expires_at)
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from ..base import (
@@ -17,7 +15,8 @@ from ..base import (
     SignedRequest,
     validate_key,
 )
-from .sigv4 import MAX_EXPIRES, SigV4Presigner
+from ..expiry import Expiries
+from .sigv4 import SigV4Presigner
 
 
 class S3Multipart:
@@ -25,6 +24,7 @@ class S3Multipart:
 
     bucket: str
     _sse: str | None
+    _expiry: Expiries
 
     async def _call(self, operation: str, key: str | None, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -48,7 +48,7 @@ class S3Multipart:
         headers = {} if size is None else {"Content-Length": str(size)}
         if md5_b64:
             headers["Content-MD5"] = md5_b64
-        expires_at = expiry_at(ttl_seconds)
+        expires_at = self._expiry.at(ttl_seconds)
         url = self._signer().presign(
             "PUT",
             key,
@@ -125,18 +125,3 @@ class S3Multipart:
                 return
             kwargs["KeyMarker"] = key_marker
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
-
-
-_last_expiry: tuple[int, datetime] = (-1, datetime.min.replace(tzinfo=UTC))
-
-
-def expiry_at(ttl_seconds: int) -> datetime:
-    """now + ttl, with the datetime reused within a second (thousands of URLs per batch)."""
-    global _last_expiry
-    if not 1 <= ttl_seconds <= MAX_EXPIRES:
-        raise ValueError(f"ttl_seconds must be 1..{MAX_EXPIRES}: {ttl_seconds}")
-    at = int(time.time()) + ttl_seconds
-    cached = _last_expiry
-    if cached[0] != at:
-        cached = _last_expiry = (at, datetime.fromtimestamp(at, UTC))
-    return cached[1]
