@@ -5,9 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ..core.auth import CurrentUser
 from ..core.schemas import ERROR_RESPONSES, MAX_BIGINT, Page
-from ..http.deps import SessionDep
+from ..http.deps import CtxDep
 from ..http.params import PageParams
 from . import service
 from .schemas import AuditAction, AuditEventRead, AuditFilters
@@ -17,8 +16,7 @@ router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
 
 @router.get("", response_model=Page[AuditEventRead])
 async def list_audit_events(
-    user: CurrentUser,
-    session: SessionDep,
+    ctx: CtxDep,
     page: PageParams,
     subject: Annotated[str | None, Query(max_length=255)] = None,
     action: Annotated[AuditAction | None, Query()] = None,
@@ -42,6 +40,6 @@ async def list_audit_events(
         since=since,
         until=until,
     )
-    rows, total = await service.list_events(session, user, filters, page.limit, page.offset)
+    rows, total = await service.list_events(ctx, filters, page)
     items = [AuditEventRead.model_validate(r) for r in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
