@@ -7,7 +7,8 @@ import asyncio
 import base64
 import hashlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
@@ -18,20 +19,24 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ...core.config import ConfigError, Settings
 from ..base import (
     Capabilities,
+    CompletedPart,
+    MultipartUploadInfo,
     ObjectInfo,
     ObjectNotFound,
     ObjectStorage,
+    PartInfo,
     SignedRequest,
     StorageAccessDenied,
     StorageError,
     StorageUnavailable,
+    StoredFile,
     UploadSpec,
     validate_key,
 )
 from ..expiry import Expiries
 from ..inert import FALLBACK_TYPE, IDENTITY, disposition, normalise
 from .errors import S3Failure
-from .files import S3Files
+from .files import MiB, S3Files
 from .multipart import S3Multipart
 from .sigv4 import SigV4Presigner
 
@@ -46,8 +51,15 @@ _DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _FAILURES = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-class S3Storage(S3Multipart, S3Files, ObjectStorage):
-    """One aiobotocore client per app (created on first use, closed by close())."""
+class S3Storage(ObjectStorage):
+    """One aiobotocore client per app (created on first use, closed by close()).
+
+    The one client object of the S3 backend: the multipart calls (multipart.py) and file
+    uploads (files.py) are helper objects that receive it, not mixins sharing its private
+    attributes; it delegates those interface methods to them."""
+
+    multipart_threshold: int = 64 * MiB
+    multipart_part_size: int = 16 * MiB
 
     def __init__(
         self,
@@ -73,7 +85,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             )
         self.name = name
         self.bucket = bucket
-        self._expiry = Expiries()
+        self.expiry = Expiries()
         if multipart_threshold:
             self.multipart_threshold = multipart_threshold
         if multipart_part_size:
@@ -81,50 +93,52 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
         self.capabilities = Capabilities(
             multipart=True, sse=bool(sse), checksum_sha256=checksum_sha256
         )
-        self._region = region
-        self._endpoint = endpoint
-        self._sse = sse or None
+        self.region = region
+        self.endpoint = endpoint
+        self.sse = sse or None
         self._signing_endpoint = public_endpoint or endpoint
-        self._public_endpoint_differs = self._signing_endpoint != endpoint
-        self._style: Literal["path", "virtual"]
+        self.public_endpoint_differs = self._signing_endpoint != endpoint
+        self.addressing_style: Literal["path", "virtual"]
         if addressing_style != "auto":
-            self._style = addressing_style
+            self.addressing_style = addressing_style
         elif endpoint or not _DNS_BUCKET.fullmatch(bucket):
             # S3-compatible stores rarely have wildcard DNS for buckets; dotted or odd bucket
             # names cannot be a TLS host name.
-            self._style = "path"
+            self.addressing_style = "path"
         else:
-            self._style = "virtual"
-        self._fail = S3Failure(bucket, endpoint or f"AWS S3 ({region})")
+            self.addressing_style = "virtual"
+        self.fail = S3Failure(bucket, endpoint or f"AWS S3 ({region})")
         self._session = AioSession()
         self._static = (access_key, secret_key, session_token or None) if access_key else None
         self._presigner: SigV4Presigner | None = None
-        self._frozen: tuple[str, str, str | None] | None = None
+        self.frozen_credentials: tuple[str, str, str | None] | None = None
         if self._static:
             self._presigner = self._new_presigner(*self._static)
         else:
             # Refuse a bad endpoint, region or bucket now rather than on the first upload.
             self._new_presigner("-", "-", None)
-            self._frozen = None
+            self.frozen_credentials = None
         self._client_cm: Any = None
         self._client_obj: Any = None
         self._lock = asyncio.Lock()
         # ping() lists one key under this prefix when HeadBucket is not granted.
         self._probe_prefix = probe_prefix
         self._ping_by_listing = False
+        self._multipart = S3Multipart(self)
+        self._files = S3Files(self)
 
     # ---- client and credentials ----------------------------------------------------------
 
     def _new_presigner(self, access: str, secret: str, token: str | None) -> SigV4Presigner:
-        self._frozen = (access, secret, token)
+        self.frozen_credentials = (access, secret, token)
         return SigV4Presigner(
             access_key=access,
             secret_key=secret,
             session_token=token,
-            region=self._region,
+            region=self.region,
             endpoint=self._signing_endpoint,
             bucket=self.bucket,
-            addressing_style=self._style,
+            addressing_style=self.addressing_style,
         )
 
     async def client(self) -> Any:
@@ -138,9 +152,9 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             if self._client_obj is None:
                 static = self._static or (None, None, None)
                 config = AioConfig(
-                    region_name=self._region,
+                    region_name=self.region,
                     signature_version="s3v4",
-                    s3={"addressing_style": self._style},
+                    s3={"addressing_style": self.addressing_style},
                     connect_timeout=CONNECT_TIMEOUT,
                     read_timeout=READ_TIMEOUT,
                     retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
@@ -154,8 +168,8 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
                 )
                 cm = self._session.create_client(
                     "s3",
-                    region_name=self._region,
-                    endpoint_url=self._endpoint or None,
+                    region_name=self.region,
+                    endpoint_url=self.endpoint or None,
                     aws_access_key_id=static[0],
                     aws_secret_access_key=static[1],
                     aws_session_token=static[2],
@@ -164,7 +178,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
                 try:
                     self._client_obj = await cm.__aenter__()
                 except _FAILURES as exc:
-                    raise self._fail.translate(exc, "creating the S3 client") from exc
+                    raise self.fail.translate(exc, "creating the S3 client") from exc
                 self._client_cm = cm
         return self._client_obj
 
@@ -175,7 +189,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             credentials = await self._session.get_credentials()
             frozen = None if credentials is None else await credentials.get_frozen_credentials()
         except _FAILURES as exc:
-            raise self._fail.translate(exc, "loading credentials") from exc
+            raise self.fail.translate(exc, "loading credentials") from exc
         if frozen is None or not frozen.access_key or not frozen.secret_key:
             raise StorageAccessDenied(
                 f"no credentials to sign URLs for bucket {self.bucket!r}: "
@@ -183,7 +197,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
                 "(environment, shared profile, web identity, IAM role) found none"
             )
         current = (frozen.access_key, frozen.secret_key, frozen.token or None)
-        if current == self._frozen:
+        if current == self.frozen_credentials:
             return
         if self._presigner is None:
             self._presigner = self._new_presigner(*current)
@@ -191,9 +205,9 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             # Rotated (refreshable credentials: role, SSO, credential_process): URLs signed
             # from here on use the new set; earlier ones stay valid while the old set is.
             self._presigner.set_credentials(*current)
-            self._frozen = current
+            self.frozen_credentials = current
 
-    def _signer(self) -> SigV4Presigner:
+    def signer(self) -> SigV4Presigner:
         if self._presigner is None:
             raise StorageUnavailable(
                 "S3 signing credentials are not loaded yet (prepare_signing() was not awaited)"
@@ -201,18 +215,18 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
         return self._presigner
 
     async def close(self) -> None:
-        await self._close_http()
+        await self._files.close()
         cm, self._client_cm, self._client_obj = self._client_cm, None, None
         if cm is not None:
             await cm.__aexit__(None, None, None)
 
-    async def _call(self, operation: str, key: str | None, **kwargs: Any) -> Any:
+    async def call(self, operation: str, key: str | None, **kwargs: Any) -> Any:
         client = await self._client()
         method: Callable[..., Awaitable[Any]] = getattr(client, _METHODS[operation])
         try:
             return await method(Bucket=self.bucket, **kwargs)
         except _FAILURES as exc:
-            raise self._fail.translate(exc, operation, key) from exc
+            raise self.fail.translate(exc, operation, key) from exc
 
     # ---- signing (pure CPU) --------------------------------------------------------------
 
@@ -221,16 +235,16 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
         headers = {"Content-Type": spec.content_type, "Content-Length": str(spec.size)}
         if spec.md5_b64:
             headers["Content-MD5"] = spec.md5_b64
-        if self._sse:
-            headers["x-amz-server-side-encryption"] = self._sse
+        if self.sse:
+            headers["x-amz-server-side-encryption"] = self.sse
         if spec.sha256_b64 and self.capabilities.checksum_sha256:
             headers["x-amz-checksum-sha256"] = spec.sha256_b64
         # Write-once: a signed conditional PUT never replaces an object (412 if the key is
         # taken: AWS S3 since 2024, MinIO, Ceph RGW as measured). Signed, so it cannot be left out.
         headers["If-None-Match"] = "*"
         # Expiry read before signing: the reported time is never later than the real one.
-        expires_at = self._expiry.at(ttl_seconds)
-        url = self._signer().presign("PUT", spec.key, expires_in=ttl_seconds, headers=headers)
+        expires_at = self.expiry.at(ttl_seconds)
+        url = self.signer().presign("PUT", spec.key, expires_in=ttl_seconds, headers=headers)
         return SignedRequest("PUT", url, headers, expires_at)
 
     def sign_download(
@@ -251,8 +265,8 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             "response-content-encoding": IDENTITY,
             "response-content-type": served,
         }
-        expires_at = self._expiry.at(ttl_seconds)
-        url = self._signer().presign("GET", key, expires_in=ttl_seconds, query=query)
+        expires_at = self.expiry.at(ttl_seconds)
+        url = self.signer().presign("GET", key, expires_in=ttl_seconds, query=query)
         return SignedRequest("GET", url, {}, expires_at)
 
     # ---- objects -------------------------------------------------------------------------
@@ -260,7 +274,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
     async def list_prefix(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         kwargs: dict[str, Any] = {"Prefix": prefix, "MaxKeys": 1000}
         while True:
-            page = await self._call("ListObjectsV2", None, **kwargs)
+            page = await self.call("ListObjectsV2", None, **kwargs)
             for obj in page.get("Contents", ()):
                 yield ObjectInfo(
                     key=obj["Key"],
@@ -276,12 +290,12 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
     async def head(self, key: str) -> ObjectInfo:
         validate_key(key)
         try:
-            resp = await self._call("HeadObject", key, Key=key)
+            resp = await self.call("HeadObject", key, Key=key)
         except StorageAccessDenied as denied:
             # A HEAD of a missing key is a 403 when the credentials may list only under the
             # key prefix (the least-privilege policy): the listing tells missing from refused.
             try:
-                page = await self._call("ListObjectsV2", key, Prefix=key, MaxKeys=1)
+                page = await self.call("ListObjectsV2", key, Prefix=key, MaxKeys=1)
             except StorageAccessDenied:
                 raise denied from None
             if not any(o.get("Key") == key for o in page.get("Contents", ())):
@@ -296,12 +310,12 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
 
     async def get_bytes(self, key: str) -> bytes:
         validate_key(key)
-        resp = await self._call("GetObject", key, Key=key)
+        resp = await self.call("GetObject", key, Key=key)
         try:
             async with resp["Body"] as body:
                 data: bytes = await body.read()
         except _FAILURES as exc:
-            raise self._fail.translate(exc, "GetObject (reading the body)", key) from exc
+            raise self.fail.translate(exc, "GetObject (reading the body)", key) from exc
         return data
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
@@ -313,9 +327,9 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
             # Small server-written objects (metadata.json): storage checks what arrived.
             "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode(),  # noqa: S324
         }
-        if self._sse:
-            kwargs["ServerSideEncryption"] = self._sse
-        await self._call("PutObject", key, **kwargs)
+        if self.sse:
+            kwargs["ServerSideEncryption"] = self.sse
+        await self.call("PutObject", key, **kwargs)
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         wanted = [validate_key(k) for k in keys]
@@ -326,7 +340,7 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
 
         async def one(batch: list[str]) -> list[dict[str, Any]]:
             async with gate:
-                resp = await self._call(
+                resp = await self.call(
                     "DeleteObjects",
                     batch[0],
                     Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
@@ -370,11 +384,11 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
         refused: StorageAccessDenied | None = None
         if not self._ping_by_listing:
             try:
-                await self._call("HeadBucket", None)
+                await self.call("HeadBucket", None)
                 return
             except ObjectNotFound:  # HEAD has no body: a bare 404 means no such bucket
                 raise StorageUnavailable(
-                    f"bucket {self.bucket!r} does not exist at {self._fail.endpoint}; "
+                    f"bucket {self.bucket!r} does not exist at {self.fail.endpoint}; "
                     "create it or fix object_storage.bucket_name"
                 ) from None
             except StorageAccessDenied as exc:
@@ -382,13 +396,51 @@ class S3Storage(S3Multipart, S3Files, ObjectStorage):
                     raise
                 refused = exc
         try:
-            await self._call("ListObjectsV2", None, Prefix=self._probe_prefix, MaxKeys=1)
+            await self.call("ListObjectsV2", None, Prefix=self._probe_prefix, MaxKeys=1)
         except StorageAccessDenied as exc:
             if refused is None:
                 raise
             raise StorageAccessDenied(f"HeadBucket refused (403), and {exc}") from None
         if refused is not None:
             self._ping_by_listing = True
+
+    # ---- delegated to the helpers that receive this client ---------------------------------
+
+    def sign_upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        ttl_seconds: int,
+        *,
+        size: int | None = None,
+        md5_b64: str | None = None,
+    ) -> SignedRequest:
+        return self._multipart.sign_upload_part(
+            key, upload_id, part_number, ttl_seconds, size=size, md5_b64=md5_b64
+        )
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        return await self._multipart.create_multipart(key, content_type)
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        return await self._multipart.list_parts(key, upload_id)
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[CompletedPart]
+    ) -> None:
+        await self._multipart.complete_multipart(key, upload_id, parts)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self._multipart.abort_multipart(key, upload_id)
+
+    def list_multipart_uploads(self, prefix: str) -> AsyncIterator[MultipartUploadInfo]:
+        return self._multipart.list_multipart_uploads(prefix)
+
+    async def put_file(
+        self, key: str, path: Path, content_type: str, md5_b64: str | None = None
+    ) -> StoredFile:
+        return await self._files.put_file(key, path, content_type, md5_b64)
 
 
 _METHODS = {

@@ -17,9 +17,8 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio.to_thread
@@ -28,14 +27,12 @@ from botocore.exceptions import ClientError
 from ..base import (
     ChecksumMismatch,
     CompletedPart,
-    ObjectInfo,
     StorageError,
     StorageUnavailable,
     StoredFile,
     multipart_etag,
     validate_key,
 )
-from .errors import S3Failure
 from .sigv4 import SigV4Presigner
 
 MiB = 1024 * 1024
@@ -46,35 +43,19 @@ PUT_ATTEMPTS = 3
 PUT_URL_TTL = 900
 PARTS_IN_FLIGHT = 4  # per file: bounds memory to PARTS_IN_FLIGHT x part size
 
+if TYPE_CHECKING:
+    from .client import S3Storage
+
 
 class S3Files:
-    """Mixed into S3Storage, which provides _call(), _sse, the multipart calls and head()."""
+    """S3Storage.put_file; receives the client object it works through, and keeps its own
+    HTTP session and I/O presigner."""
 
-    bucket: str
-    _sse: str | None
-    _fail: S3Failure
-    _endpoint: str
-    _region: str
-    _style: Literal["path", "virtual"]
-    _frozen: tuple[str, str, str | None] | None
-    _public_endpoint_differs: bool = False
-    _http: aiohttp.ClientSession | None = None
-    _io_presigner: SigV4Presigner | None = None
-    _io_credentials: tuple[str, str, str | None] | None = None
-    multipart_threshold: int = 64 * MiB
-    multipart_part_size: int = 16 * MiB
-
-    if TYPE_CHECKING:  # provided by S3Storage and S3Multipart
-
-        async def _call(self, operation: str, key: str | None, **kwargs: Any) -> Any: ...
-        async def prepare_signing(self) -> None: ...
-        def _signer(self) -> SigV4Presigner: ...
-        async def create_multipart(self, key: str, content_type: str) -> str: ...
-        async def complete_multipart(
-            self, key: str, upload_id: str, parts: Sequence[CompletedPart]
-        ) -> None: ...
-        async def abort_multipart(self, key: str, upload_id: str) -> None: ...
-        async def head(self, key: str) -> ObjectInfo: ...
+    def __init__(self, client: S3Storage) -> None:
+        self.client = client
+        self._http: aiohttp.ClientSession | None = None
+        self._io_presigner: SigV4Presigner | None = None
+        self._io_credentials: tuple[str, str, str | None] | None = None
 
     async def put_file(
         self, key: str, path: Path, content_type: str, md5_b64: str | None = None
@@ -84,7 +65,7 @@ class S3Files:
             size = await anyio.to_thread.run_sync(os.path.getsize, path)
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc.strerror}") from None
-        if size >= self.multipart_threshold:
+        if size >= self.client.multipart_threshold:
             return await self._put_multipart(key, path, size, content_type, md5_b64)
         try:
             data = await anyio.to_thread.run_sync(path.read_bytes)
@@ -95,8 +76,8 @@ class S3Files:
         if md5_b64 is not None and md5_b64 != sent_b64:
             raise ChecksumMismatch(f"{path}: the bytes read differ from the declared MD5")
         headers = {"Content-Type": content_type, "Content-MD5": sent_b64}
-        if self._sse:
-            headers["x-amz-server-side-encryption"] = self._sse
+        if self.client.sse:
+            headers["x-amz-server-side-encryption"] = self.client.sse
         etag = await self._signed_put(key, data, headers)
         return StoredFile(key, len(data), etag, digest.hex())
 
@@ -112,7 +93,7 @@ class S3Files:
                     failure: BaseException = _client_error(resp.status, await resp.text())
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 failure = exc
-            error = self._fail.translate(failure, "PutObject", key)
+            error = self.client.fail.translate(failure, "PutObject", key)
             if not isinstance(error, StorageUnavailable) or attempt == PUT_ATTEMPTS - 1:
                 raise error
             await asyncio.sleep(0.2 * 2**attempt)
@@ -120,20 +101,20 @@ class S3Files:
 
     async def _io_signer(self) -> SigV4Presigner:
         """A presigner for the endpoint this process reaches (not the public one clients use)."""
-        await self.prepare_signing()
-        if not self._public_endpoint_differs:
-            return self._signer()
-        credentials = self._frozen
+        await self.client.prepare_signing()
+        if not self.client.public_endpoint_differs:
+            return self.client.signer()
+        credentials = self.client.frozen_credentials
         assert credentials is not None
         if self._io_presigner is None or self._io_credentials != credentials:
             self._io_presigner = SigV4Presigner(
                 access_key=credentials[0],
                 secret_key=credentials[1],
                 session_token=credentials[2],
-                region=self._region,
-                endpoint=self._endpoint,
-                bucket=self.bucket,
-                addressing_style=self._style,
+                region=self.client.region,
+                endpoint=self.client.endpoint,
+                bucket=self.client.bucket,
+                addressing_style=self.client.addressing_style,
             )
             self._io_credentials = credentials
         return self._io_presigner
@@ -149,7 +130,7 @@ class S3Files:
             )
         return self._http
 
-    async def _close_http(self) -> None:
+    async def close(self) -> None:
         http, self._http = self._http, None
         if http is not None:
             await http.close()
@@ -157,10 +138,10 @@ class S3Files:
     async def _put_multipart(
         self, key: str, path: Path, size: int, content_type: str, md5_b64: str | None
     ) -> StoredFile:
-        part_size = self.multipart_part_size
+        part_size = self.client.multipart_part_size
         while -(-size // part_size) > 10_000:
             part_size *= 2
-        upload_id = await self.create_multipart(key, content_type)
+        upload_id = await self.client.create_multipart(key, content_type)
         whole = hashlib.md5()  # noqa: S324 - the S3 Content-MD5 contract
         part_md5s: list[bytes] = []
         gate = asyncio.Semaphore(PARTS_IN_FLIGHT)
@@ -168,7 +149,7 @@ class S3Files:
 
         async def send(number: int, body: bytes, md5: bytes) -> CompletedPart:
             try:
-                resp = await self._call(
+                resp = await self.client.call(
                     "UploadPart",
                     key,
                     Key=key,
@@ -203,7 +184,7 @@ class S3Files:
             parts = list(await asyncio.gather(*tasks))
             if md5_b64 is not None and base64.b64encode(whole.digest()).decode() != md5_b64:
                 raise ChecksumMismatch(f"{path}: the bytes read differ from the declared MD5")
-            await self.complete_multipart(key, upload_id, parts)
+            await self.client.complete_multipart(key, upload_id, parts)
         except BaseException:
             for t in tasks:
                 t.cancel()
@@ -213,7 +194,7 @@ class S3Files:
             await asyncio.shield(self._abort_quietly(key, upload_id))
             raise
         # Ceph RGW's CompleteMultipartUpload answers an empty ETag: read the stored one.
-        info = await self.head(key)
+        info = await self.client.head(key)
         expected = multipart_etag(part_md5s)
         if info.etag and info.etag != expected:
             raise ChecksumMismatch(
@@ -223,7 +204,7 @@ class S3Files:
 
     async def _abort_quietly(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(StorageError):
-            await self.abort_multipart(key, upload_id)
+            await self.client.abort_multipart(key, upload_id)
 
 
 _CODE = re.compile(r"<Code>([^<]*)</Code>")

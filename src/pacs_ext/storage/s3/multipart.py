@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base import (
     CompletedPart,
@@ -15,22 +15,16 @@ from ..base import (
     SignedRequest,
     validate_key,
 )
-from ..expiry import Expiries
-from .sigv4 import SigV4Presigner
+
+if TYPE_CHECKING:
+    from .client import S3Storage
 
 
 class S3Multipart:
-    """Mixed into S3Storage, which provides bucket, _sse, _call() and _signer()."""
+    """S3Storage's multipart uploads; receives the client object it calls through."""
 
-    bucket: str
-    _sse: str | None
-    _expiry: Expiries
-
-    async def _call(self, operation: str, key: str | None, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-    def _signer(self) -> SigV4Presigner:
-        raise NotImplementedError
+    def __init__(self, client: S3Storage) -> None:
+        self.client = client
 
     def sign_upload_part(
         self,
@@ -48,8 +42,8 @@ class S3Multipart:
         headers = {} if size is None else {"Content-Length": str(size)}
         if md5_b64:
             headers["Content-MD5"] = md5_b64
-        expires_at = self._expiry.at(ttl_seconds)
-        url = self._signer().presign(
+        expires_at = self.client.expiry.at(ttl_seconds)
+        url = self.client.signer().presign(
             "PUT",
             key,
             expires_in=ttl_seconds,
@@ -61,9 +55,9 @@ class S3Multipart:
     async def create_multipart(self, key: str, content_type: str) -> str:
         validate_key(key)
         kwargs: dict[str, Any] = {"Key": key, "ContentType": content_type}
-        if self._sse:
-            kwargs["ServerSideEncryption"] = self._sse
-        resp = await self._call("CreateMultipartUpload", key, **kwargs)
+        if self.client.sse:
+            kwargs["ServerSideEncryption"] = self.client.sse
+        resp = await self.client.call("CreateMultipartUpload", key, **kwargs)
         return str(resp["UploadId"])
 
     async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
@@ -72,10 +66,10 @@ class S3Multipart:
         kwargs: dict[str, Any] = {"Key": key, "UploadId": upload_id, "MaxParts": 1000}
         while True:
             try:
-                page = await self._call("ListParts", key, **kwargs)
+                page = await self.client.call("ListParts", key, **kwargs)
             except ObjectNotFound as exc:  # Ceph RGW answers NoSuchKey for a finished upload
                 raise MultipartUploadNotFound(
-                    f"multipart upload of {key!r} no longer exists in bucket {self.bucket!r}"
+                    f"multipart upload of {key!r} no longer exists in bucket {self.client.bucket!r}"
                 ) from exc
             parts.extend(
                 PartInfo(
@@ -96,7 +90,7 @@ class S3Multipart:
         self, key: str, upload_id: str, parts: Sequence[CompletedPart]
     ) -> None:
         validate_key(key)
-        await self._call(
+        await self.client.call(
             "CompleteMultipartUpload",
             key,
             Key=key,
@@ -110,12 +104,12 @@ class S3Multipart:
         validate_key(key)
         # Already completed or aborted: nothing left to free.
         with contextlib.suppress(MultipartUploadNotFound):
-            await self._call("AbortMultipartUpload", key, Key=key, UploadId=upload_id)
+            await self.client.call("AbortMultipartUpload", key, Key=key, UploadId=upload_id)
 
     async def list_multipart_uploads(self, prefix: str) -> AsyncIterator[MultipartUploadInfo]:
         kwargs: dict[str, Any] = {"Prefix": prefix, "MaxUploads": 1000}
         while True:
-            page = await self._call("ListMultipartUploads", None, **kwargs)
+            page = await self.client.call("ListMultipartUploads", None, **kwargs)
             for u in page.get("Uploads", ()):
                 yield MultipartUploadInfo(
                     key=u["Key"], upload_id=u["UploadId"], initiated=u.get("Initiated")
