@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fixtures.databases import database
 from fixtures.server import ServerProcess
 from pacs_ext.audit import repository, service
-from pacs_ext.auth import Principal
-from pacs_ext.config import Settings
-from pacs_ext.db import create_engine
+from pacs_ext.core.auth import Principal
+from pacs_ext.core.config import Settings
+from pacs_ext.core.db import create_engine
 from pacs_ext.models.base import utcnow
 
 

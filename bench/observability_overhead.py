@@ -17,12 +17,12 @@ from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
 
-from pacs_ext.config import LoggingSettings
-from pacs_ext.observability.logging import configure_logging
-from pacs_ext.observability.middleware import RequestObservability
-from pacs_ext.observability.storage import InstrumentedStorage
+from pacs_ext.core.config import LoggingSettings
+from pacs_ext.core.logging import configure_logging
+from pacs_ext.http.observability import RequestObservability
 from pacs_ext.storage.base import ObjectStorage, UploadSpec
-from pacs_ext.storage.local import LocalStorage
+from pacs_ext.storage.instrumented import InstrumentedStorage
+from pacs_ext.storage.local.store import LocalStorage
 
 URLS = 20_000
 OBJECTS = 2_000

@@ -24,7 +24,7 @@ import boto3
 import botocore
 from botocore.config import Config
 
-from pacs_ext.storage.sigv4 import SigV4Presigner
+from pacs_ext.storage.s3.sigv4 import SigV4Presigner
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

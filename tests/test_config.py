@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.server import BIN
-from pacs_ext.config import ConfigError, load_settings
+from pacs_ext.core.config import ConfigError, load_settings
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from fastapi import APIRouter, Depends
 
 from .annotations.endpoints import router as annotations_router
 from .audit.endpoints import router as audit_router
+from .http.observability import bind_path_ids
 from .masks.endpoints import router as masks_router
-from .observability.middleware import bind_path_ids
 
 # bind_path_ids: annotation, group and mask ids from the path go on every log line.
 api_router = APIRouter(dependencies=[Depends(bind_path_ids)])

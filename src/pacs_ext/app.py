@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -18,26 +18,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .api import api_router
-from .auth import TokenVerifier
-from .body_limit import BodyLimit
-from .clock import SYSTEM_CLOCK, Clock
-from .config import Settings, get_settings
-from .db import create_engine, create_sessionmaker, no_answer
-from .docs import install_docs
-from .errors_middleware import ErrorResponses
-from .exceptions import AppError
+from .core.auth import TokenVerifier
+from .core.clock import SYSTEM_CLOCK, Clock
+from .core.config import Settings, get_settings
+from .core.db import create_engine, create_sessionmaker, no_answer
+from .core.errors import AppError
+from .core.logging import configure_logging, register_secrets
+from .http.body_limit import BodyLimit
+from .http.docs import install_docs
+from .http.errors import ErrorResponses, storage_answer
+from .http.observability import RequestObservability
+from .http.security_headers import SecurityHeaders
+from .http.viewer import install_viewer
 from .janitor import periodic as periodic_janitor
 from .masks import upload_guard
 from .observability import listener as metrics_listener
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
-from .observability.logging import configure_logging, register_secrets
-from .observability.middleware import RequestObservability
-from .observability.storage import instrument
-from .security_headers import SecurityHeaders
-from .storage.base import StorageError
+from .storage.base import ObjectStorage, StorageError
+from .storage.downloads import DirectDownloads, DownloadSigner
+from .storage.instrumented import instrument
 from .storage.registry import create_storage
-from .viewer import install_viewer
+
+if TYPE_CHECKING:
+    from .legacy.serving import LegacyFiles
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +55,15 @@ Errors are JSON `{"error": "<Name>", "detail": "..."}`.
 """
 
 
+def _downloads(legacy: LegacyFiles | None, storage: ObjectStorage) -> DownloadSigner:
+    """Who signs downloads: the storage, or the legacy fallback during migration phase 2."""
+    if legacy is None:
+        return DirectDownloads(storage)
+    from .legacy.serving import Fallback
+
+    return Fallback(legacy, storage)
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
     """clock: the time signed-URL expiry and the janitor decide against (tests pass a fake)."""
     settings = settings or get_settings()
@@ -62,9 +75,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        # Every storage call is counted and timed for /metrics (observability/storage.py).
-        app.state.storage = instrument(create_storage(settings, clock))
+        # Every storage call is counted and timed for /metrics (storage/instrumented.py).
+        backend = create_storage(settings, clock)
+        app.state.storage = instrument(backend)
+        # The local store's own routes serve its files: they are handed the store itself.
+        app.state.local_store = backend if settings.object_storage.provider == "local" else None
         app.state.readiness = Readiness(engine, app.state.storage)
+        app.state.downloads = _downloads(app.state.legacy_files, app.state.storage)
         if settings.object_storage.provider == "local":
             # The local store's PUTs are write-once and refused for groups no longer pending.
             app.state.upload_guard = partial(
@@ -121,13 +138,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     install_viewer(app)  # the /viewer page for people
     install_docs(app)
     if settings.object_storage.provider == "local":
-        from .storage.local_endpoints import router as local_storage_router
+        from .storage.local.endpoints import router as local_storage_router
 
         app.include_router(local_storage_router)
+    app.state.legacy_files = None
     if settings.object_storage.legacy_local_dir:
         # Migration phase 2: masks not yet in object storage are served from the old folder.
-        from .migration.legacy import router as legacy_router
+        from .legacy.serving import legacy_files
+        from .legacy.serving import router as legacy_router
 
+        app.state.legacy_files = legacy_files(settings)
         app.include_router(legacy_router)
     return app
 
@@ -195,7 +215,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StorageError)
     async def storage_error(_: Request, exc: StorageError) -> JSONResponse:
         log.warning("storage.error", error=str(exc), kind=type(exc).__name__)
-        return _error(503, "StorageUnavailable", f"object storage failed: {exc}")
+        return _error(*storage_answer(exc))
 
     @app.exception_handler(sa_exc.IntegrityError)
     async def integrity_error(_: Request, exc: sa_exc.IntegrityError) -> JSONResponse:

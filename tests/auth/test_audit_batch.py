@@ -14,7 +14,7 @@ from fixtures.databases import database
 from fixtures.server import ServerProcess
 from pacs_ext.audit import repository, service
 from pacs_ext.audit.schemas import AuditAction, AuditFilters
-from pacs_ext.auth import Principal
+from pacs_ext.core.auth import Principal
 from pacs_ext.masks.schemas import PartTarget, UploadTarget
 
 from .conftest import DB_KINDS

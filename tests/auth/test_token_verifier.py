@@ -14,10 +14,10 @@ import jwt
 import pytest
 
 from fixtures.oidc import AUDIENCE, ISSUER, JwksServer, claims, ec_key, forge, rsa_key
-from pacs_ext.auth import TokenVerifier, create_token
-from pacs_ext.config import ConfigError, Settings, load_settings
-from pacs_ext.exceptions import ServiceUnavailable, Unauthorized
-from pacs_ext.jwks import JwksKeys, JwksUnavailable, UnknownSigningKey
+from pacs_ext.core.auth import TokenVerifier, create_token
+from pacs_ext.core.config import ConfigError, Settings, load_settings
+from pacs_ext.core.errors import ServiceUnavailable, Unauthorized
+from pacs_ext.core.jwks import JwksKeys, JwksUnavailable, UnknownSigningKey
 
 SECRET = "in-process-test-secret-" + "s" * 30
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from pacs_ext.config import LoggingSettings
-from pacs_ext.observability import logging as obs_logging
-from pacs_ext.observability.logging import configure_logging, redact_text, register_secrets
+from pacs_ext.core import logging as obs_logging
+from pacs_ext.core.config import LoggingSettings
+from pacs_ext.core.logging import configure_logging, redact_text, register_secrets
 
 PRESIGNED = (
     "https://pacs-masks.s3.ap-northeast-2.amazonaws.com/mask/1/2/0001_liver.png"

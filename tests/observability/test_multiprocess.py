@@ -13,7 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from fixtures.databases import sqlite_database
 from fixtures.metrics import scrape
 from fixtures.server import ServerProcess, make_token
-from pacs_ext.observability.multiproc import MULTIPROC_ENV, prepare_multiprocess_dir
+from pacs_ext.core.multiproc import MULTIPROC_ENV, prepare_multiprocess_dir
 
 CREATED = {"method": "POST", "route": "/api/annotations", "status": "201"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pacs_ext.config import ConfigError, Settings, load_settings
+from pacs_ext.core.config import ConfigError, Settings, load_settings
 from pacs_ext.provisioning import documents as doc
 from pacs_ext.provisioning.diagnosis import region
 from pacs_ext.provisioning.s3calls import flavour_of

@@ -12,9 +12,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fixtures.rgw import Rgw
-from pacs_ext.config import Settings
+from pacs_ext.core.config import Settings
 from pacs_ext.provisioning.bucket_init import Provisioner
-from pacs_ext.storage.s3 import S3Storage
+from pacs_ext.storage.s3.client import S3Storage
 
 pytestmark = pytest.mark.rgw
 VIEWER = "http://viewer.test"

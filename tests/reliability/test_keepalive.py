@@ -26,7 +26,7 @@ from fixtures.tcp_proxy import TcpProxy
 from pacs_ext.cli.serve import uvicorn_options
 from pacs_ext.client import PacsClient
 from pacs_ext.client.connections import KEEPALIVE_EXPIRY
-from pacs_ext.config import load_settings
+from pacs_ext.core.config import load_settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from fixtures.inprocess import AppFactory, InProcess
-from pacs_ext.schemas import MAX_BIGINT
+from pacs_ext.core.schemas import MAX_BIGINT
 
 HOSTILE_EXPIRIES = ["²", "①", "٣٣٣٣٣٣٣٣٣٣", "9" * 5000, "", "-1", " 1", "1e9", "0x10"]
 

@@ -13,7 +13,7 @@ import pytest
 
 from fixtures.inprocess import InProcess
 from fixtures.server import make_token
-from pacs_ext.masks.keys import parse_slice_filename
+from pacs_ext.objects.keys import parse_slice_filename
 from pacs_ext.storage.base import InvalidObjectKey, validate_key
 
 MD5_EMPTY = "1B2M2Y8AsgTpgAmY7PhCfg=="

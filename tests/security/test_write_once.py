@@ -24,7 +24,7 @@ from pacs_ext.client.retry import RetryPolicy
 from pacs_ext.client.transfer import Renewer, Sender, TransferStats
 from pacs_ext.masks.schemas import UploadTarget
 from pacs_ext.storage.base import UploadSpec
-from pacs_ext.storage.s3 import S3Storage
+from pacs_ext.storage.s3.client import S3Storage
 
 pytestmark = pytest.mark.server_kinds("sqlite", "postgres-rgw")
 

@@ -20,7 +20,7 @@ from fixtures.databases import sqlite_database
 from fixtures.factories import png_like
 from fixtures.rgw import Rgw
 from fixtures.server import ServerProcess
-from pacs_ext.clock import FakeClock
+from pacs_ext.core.clock import FakeClock
 from pacs_ext.storage.base import (
     InvalidObjectKey,
     ObjectInfo,
@@ -29,8 +29,8 @@ from pacs_ext.storage.base import (
     SignedRequest,
     UploadSpec,
 )
-from pacs_ext.storage.local import LocalStorage
-from pacs_ext.storage.s3 import S3Storage
+from pacs_ext.storage.local.store import LocalStorage
+from pacs_ext.storage.s3.client import S3Storage
 
 BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.rgw)]
 

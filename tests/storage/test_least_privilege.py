@@ -14,7 +14,7 @@ import pytest
 from fixtures.rgw import Rgw
 from fixtures.storage_cli import check, run, statuses, storage_env
 from pacs_ext.storage.base import ObjectNotFound, StorageAccessDenied
-from pacs_ext.storage.s3 import S3Storage
+from pacs_ext.storage.s3.client import S3Storage
 
 pytestmark = pytest.mark.rgw
 

@@ -14,9 +14,9 @@ import pytest
 
 from fixtures.factories import MaskFile, create_annotation, create_group, png_like
 from fixtures.server import ServerProcess
-from pacs_ext.clock import FakeClock
+from pacs_ext.core.clock import FakeClock
 from pacs_ext.storage.base import UploadSpec
-from pacs_ext.storage.local import LocalStorage
+from pacs_ext.storage.local.store import LocalStorage
 
 # The embedded store's own protocol; RGW's refusals are in test_rgw_refusals.py.
 pytestmark = pytest.mark.server_kinds("sqlite", "postgres")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.rgw import Rgw
-from pacs_ext.migration.tree import checksums, same_content
+from pacs_ext.legacy.tree import checksums, same_content
 from pacs_ext.storage.base import ChecksumMismatch, ObjectNotFound, ObjectStorage
-from pacs_ext.storage.local import LocalStorage
-from pacs_ext.storage.s3 import S3Storage
+from pacs_ext.storage.local.store import LocalStorage
+from pacs_ext.storage.s3.client import S3Storage
 
 MiB = 1024 * 1024
 

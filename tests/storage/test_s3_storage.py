@@ -27,7 +27,7 @@ from pacs_ext.storage.base import (
     StorageUnavailable,
     UploadSpec,
 )
-from pacs_ext.storage.s3 import S3Storage
+from pacs_ext.storage.s3.client import S3Storage
 
 pytestmark = pytest.mark.rgw
 MiB = 1024 * 1024

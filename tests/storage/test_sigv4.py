@@ -24,7 +24,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from pacs_ext.storage.base import InvalidObjectKey
-from pacs_ext.storage.sigv4 import MAX_EXPIRES, SigV4Presigner
+from pacs_ext.storage.s3.sigv4 import MAX_EXPIRES, SigV4Presigner
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

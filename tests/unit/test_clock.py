@@ -1,4 +1,4 @@
-"""pacs_ext.clock: the fake clock tests advance instead of sleeping."""
+"""pacs_ext.core.clock: the fake clock tests advance instead of sleeping."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pacs_ext.clock import SYSTEM_CLOCK, FakeClock
+from pacs_ext.core.clock import SYSTEM_CLOCK, FakeClock
 
 
 def test_the_fake_clock_moves_only_when_advanced() -> None:

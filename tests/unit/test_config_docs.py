@@ -14,10 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, SecretStr
 
-try:  # the layout of issue 13 moves the settings into core/
-    from pacs_ext.core.config import Settings
-except ImportError:  # pragma: no cover - before the move
-    from pacs_ext.config import Settings  # type: ignore[no-redef]
+from pacs_ext.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "configuration.md").read_text()

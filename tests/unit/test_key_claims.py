@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pacs_ext.masks.claims import KeyParts, parse_key
+from pacs_ext.objects.claims import KeyParts, parse_key
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import hashlib
 import pytest
 
 from pacs_ext.client.files import PART_SIZE, needs_part_md5s, part_size
-from pacs_ext.config import Settings
-from pacs_ext.exceptions import InvalidInput
+from pacs_ext.core.config import Settings
+from pacs_ext.core.errors import InvalidInput
 from pacs_ext.masks.multipart import check_part_md5s, declared_etag, part_size_for
 from pacs_ext.masks.schemas import MAX_PARTS, MIN_PART_SIZE, FileSpec
 from pacs_ext.masks.uploads import part_sizes

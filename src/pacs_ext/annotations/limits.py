@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from ..config import LimitsSettings
-from ..exceptions import InvalidInput
+from ..core.config import LimitsSettings
+from ..core.errors import InvalidInput
 from .schemas import AnnotationCreate, AnnotationUpdate
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, delete, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..auth import Principal
+from ..core.auth import Principal
 from ..models import Annotation
 from .schemas import AnnotationFilters
 

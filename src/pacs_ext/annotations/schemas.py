@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ..schemas import DicomUID, JsonArray, JsonObject, Text
+from ..core.schemas import DicomUID, JsonArray, JsonObject, Text
 
 # A project as the identity provider names it in the token's projects claim.
 ProjectId = Annotated[str, StringConstraints(min_length=1, max_length=255)]

@@ -8,13 +8,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit import service as audit
 from ..audit.schemas import AuditAction
-from ..auth import Principal, can_read, require_owner, require_project_member, require_write
-from ..deletions import service as deletions
-from ..deletions import tombstones
-from ..exceptions import Forbidden, NotFound
-from ..masks import outbox
+from ..context import Ctx
+from ..core.auth import Principal, can_read, require_owner, require_project_member, require_write
+from ..core.errors import Forbidden, NotFound
+from ..core.schemas import Pagination
 from ..models import Annotation, tombstone
-from ..storage.base import ObjectStorage
+from ..objects import outbox
+from ..objects.deletions import service as deletions
+from ..objects.deletions import tombstones
+from ..objects.keys import annotation_prefix
 from . import repository
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate
 
@@ -22,7 +24,8 @@ from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate
 IN_METADATA = frozenset({"study_instance_uid", "series_instance_uid", "sop_instance_uid"})
 
 
-async def create(session: AsyncSession, principal: Principal, body: AnnotationCreate) -> Annotation:
+async def create(ctx: Ctx, body: AnnotationCreate) -> Annotation:
+    session, principal = ctx.session, ctx.principal
     require_project_member(principal, body.project_id)
     annotation = Annotation(owner=principal.subject, **body.model_dump())
     session.add(annotation)
@@ -33,10 +36,9 @@ async def create(session: AsyncSession, principal: Principal, body: AnnotationCr
     return annotation
 
 
-async def get_readable(
-    session: AsyncSession, principal: Principal, annotation_id: int
-) -> Annotation:
-    annotation = await repository.get(session, annotation_id)
+async def get_readable(ctx: Ctx, annotation_id: int) -> Annotation:
+    principal = ctx.principal
+    annotation = await repository.get(ctx.session, annotation_id)
     if annotation is None:
         raise NotFound(f"annotation {annotation_id} not found")
     if not can_read(principal, annotation.owner, annotation.is_shared, annotation.project_id):
@@ -47,28 +49,23 @@ async def get_readable(
     return annotation
 
 
-async def get_writable(
-    session: AsyncSession, principal: Principal, annotation_id: int
-) -> Annotation:
-    annotation = await get_readable(session, principal, annotation_id)
-    require_write(principal, annotation.owner, annotation.project_id)
+async def get_writable(ctx: Ctx, annotation_id: int) -> Annotation:
+    annotation = await get_readable(ctx, annotation_id)
+    require_write(ctx.principal, annotation.owner, annotation.project_id)
     return annotation
 
 
 async def list_(
-    session: AsyncSession,
-    principal: Principal,
-    filters: AnnotationFilters,
-    limit: int,
-    offset: int,
+    ctx: Ctx, filters: AnnotationFilters, page: Pagination
 ) -> tuple[Sequence[Annotation], int]:
-    return await repository.list_readable(session, principal, filters, limit, offset)
+    return await repository.list_readable(
+        ctx.session, ctx.principal, filters, page.limit, page.offset
+    )
 
 
-async def update(
-    session: AsyncSession, principal: Principal, annotation_id: int, body: AnnotationUpdate
-) -> Annotation:
-    annotation = await get_writable(session, principal, annotation_id)
+async def update(ctx: Ctx, annotation_id: int, body: AnnotationUpdate) -> Annotation:
+    session, principal = ctx.session, ctx.principal
+    annotation = await get_writable(ctx, annotation_id)
     changes = body.model_dump(exclude_unset=True)
     _check_sharing_change(principal, annotation, changes)
     for field, value in changes.items():
@@ -95,10 +92,9 @@ async def update(
     return annotation
 
 
-async def write_documents(
-    session: AsyncSession, storage: ObjectStorage, key_prefix: str, annotation_id: int
-) -> None:
-    """Commit, then write the metadata.json that update() requested (masks/outbox.py)."""
+async def write_documents(ctx: Ctx, annotation_id: int) -> None:
+    """Commit, then write the metadata.json that update() requested (objects/outbox.py)."""
+    session, storage, key_prefix = ctx.session, ctx.storage, ctx.key_prefix
     group_ids = await outbox.requested_for_annotation(session, annotation_id)
     if not group_ids:
         return
@@ -125,14 +121,10 @@ def _check_sharing_change(
         require_project_member(principal, project if isinstance(project, str) else None)
 
 
-async def delete(
-    session: AsyncSession,
-    storage: ObjectStorage,
-    key_prefix: str,
-    principal: Principal,
-    annotation_id: int,
-    tombstone_retention: int = 86400,
-) -> None:
+async def delete(ctx: Ctx, annotation_id: int) -> None:
+    session, storage, key_prefix = ctx.session, ctx.storage, ctx.key_prefix
+    principal = ctx.principal
+    tombstone_retention = ctx.settings.janitor.tombstone_retention_seconds
     resource = f"annotations/{annotation_id}"
     if await repository.get(session, annotation_id) is None:
         # A retry of a DELETE whose objects could not all be removed finishes the job.
@@ -149,7 +141,7 @@ async def delete(
         ):
             return
         raise NotFound(f"annotation {annotation_id} not found")
-    annotation = await get_writable(session, principal, annotation_id)
+    annotation = await get_writable(ctx, annotation_id)
     await tombstones.bury(
         session,
         tombstone.ANNOTATION,
@@ -163,7 +155,7 @@ async def delete(
         resource=resource,
         requested_by=principal.subject,
         reason="annotation deleted",
-        prefix=f"{key_prefix}{annotation_id}/",
+        prefix=annotation_prefix(key_prefix, annotation_id),
     )
     await repository.delete_by_id(session, annotation_id)
     await audit.record(

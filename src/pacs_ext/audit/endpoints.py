@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ..auth import CurrentUser
-from ..deps import SessionDep
-from ..schemas import ERROR_RESPONSES, MAX_BIGINT, Page
+from ..core.schemas import ERROR_RESPONSES, MAX_BIGINT, Page
+from ..http.deps import CtxDep
+from ..http.params import PageParams
 from . import service
 from .schemas import AuditAction, AuditEventRead, AuditFilters
 
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
 
 @router.get("", response_model=Page[AuditEventRead])
 async def list_audit_events(
-    user: CurrentUser,
-    session: SessionDep,
+    ctx: CtxDep,
+    page: PageParams,
     subject: Annotated[str | None, Query(max_length=255)] = None,
     action: Annotated[AuditAction | None, Query()] = None,
     annotation_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
@@ -30,8 +30,6 @@ async def list_audit_events(
         datetime | None,
         Query(alias="to", description="events before this time (ISO 8601; UTC if naive)"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> Page[AuditEventRead]:
     """The audit trail, newest first (admins only)."""
     filters = AuditFilters(
@@ -42,6 +40,6 @@ async def list_audit_events(
         since=since,
         until=until,
     )
-    rows, total = await service.list_events(session, user, filters, limit, offset)
+    rows, total = await service.list_events(ctx, filters, page)
     items = [AuditEventRead.model_validate(r) for r in rows]
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)

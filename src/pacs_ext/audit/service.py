@@ -14,8 +14,10 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..auth import Principal
-from ..exceptions import Forbidden
+from ..context import Ctx
+from ..core.auth import Principal
+from ..core.errors import Forbidden
+from ..core.schemas import Pagination
 from ..models import AuditEvent
 from ..models.base import utcnow
 from . import batch, repository
@@ -131,8 +133,8 @@ async def record_upload_targets(
 
 
 async def list_events(
-    session: AsyncSession, principal: Principal, filters: AuditFilters, limit: int, offset: int
+    ctx: Ctx, filters: AuditFilters, page: Pagination
 ) -> tuple[Sequence[AuditEvent], int]:
-    if not principal.is_admin:
+    if not ctx.principal.is_admin:
         raise Forbidden("the audit trail is for admins only")
-    return await repository.list_events(session, filters, limit, offset)
+    return await repository.list_events(ctx.session, filters, page.limit, page.offset)

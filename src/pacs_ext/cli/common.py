@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from ..config import ConfigError, Settings, load_settings
+from ..core.config import ConfigError, Settings, load_settings
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

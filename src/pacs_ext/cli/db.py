@@ -11,8 +11,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from ..config import Settings
-from ..db import create_engine
+from ..core.config import Settings
+from ..core.db import create_engine
 from .common import fail, settings_or_exit
 
 app = typer.Typer(help="Database migrations.", no_args_is_help=True)

@@ -11,13 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Settings
-from ..db import create_engine, create_sessionmaker
+from ..core.config import Settings
+from ..core.db import create_engine, create_sessionmaker
+from ..core.logging import configure_logging
 from ..janitor import metrics
 from ..janitor.lock import single_run
 from ..janitor.report import JanitorReport
 from ..janitor.service import run
-from ..observability.logging import configure_logging
 from ..storage.registry import create_storage
 from .common import fail, settings_or_exit
 

@@ -11,10 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Settings
-from ..db import create_engine, create_sessionmaker
-from ..migration.run import MigrationError, Options, Summary, migrate
-from ..migration.verify import VerifyReport, verify
+from ..core.config import Settings
+from ..core.db import create_engine, create_sessionmaker
+from ..legacy.run import MigrationError, Options, Summary, migrate
+from ..legacy.verify import VerifyReport, verify
 from ..storage.base import StorageError
 from ..storage.registry import create_storage
 from .common import err_console, fail, settings_or_exit

@@ -8,9 +8,9 @@ import json
 import typer
 from rich.console import Console
 
-from ..config import Settings
-from ..db import create_engine, create_sessionmaker
-from ..migration.reindex import ReindexRefused, ReindexReport, reindex
+from ..core.config import Settings
+from ..core.db import create_engine, create_sessionmaker
+from ..recovery.reindex import ReindexRefused, ReindexReport, reindex
 from ..storage.base import StorageError
 from ..storage.registry import create_storage
 from .common import err_console, fail, settings_or_exit

@@ -8,8 +8,8 @@ from typing import Any
 import typer
 import uvicorn
 
-from ..config import ConfigError, Settings
-from ..db import database_error_reason
+from ..core.config import ConfigError, Settings
+from ..core.db import database_error_reason
 from ..storage.registry import create_storage
 from .common import fail, settings_or_exit
 from .db import pending_migrations
@@ -44,7 +44,7 @@ def serve(
     workers = workers or settings.server.workers
     if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker records its metrics in files there; /metrics sums them all.
-        from ..observability.multiproc import prepare_multiprocess_dir
+        from ..core.multiproc import prepare_multiprocess_dir
 
         prepare_multiprocess_dir(settings.server.data_dir / "prometheus-multiproc")
     uvicorn.run("pacs_ext.app:create_app", **uvicorn_options(settings, workers))

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..config import ConfigError, Settings
+from ..core.config import ConfigError, Settings
 from ..storage.base import StorageError
 from ..storage.registry import create_storage
 from .common import err_console, fail, settings_or_exit

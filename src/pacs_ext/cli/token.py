@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..auth import create_token
+from ..core.auth import create_token
 from .common import fail, settings_or_exit
 
 

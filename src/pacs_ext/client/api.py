@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from .. import __version__
 from ..annotations.schemas import AnnotationRead
+from ..core.schemas import Page
 from ..masks.schemas import (
     DownloadUrl,
     FileSpec,
@@ -22,7 +23,6 @@ from ..masks.schemas import (
     UploadTarget,
     UploadUrlsResponse,
 )
-from ..schemas import Page
 from .connections import KEEPALIVE_EXPIRY, REPEATABLE, pooled_transport
 from .errors import ApiError, IncompleteUpload, ServerUnreachable
 from .retry import (

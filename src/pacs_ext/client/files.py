@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..masks.keys import check_filename, parse_slice_filename
 from ..masks.schemas import MAX_PARTS, MIN_PART_SIZE
+from ..objects.keys import check_filename, parse_slice_filename
 from .errors import LocalFileError
 
 CHUNK = 1024 * 1024

@@ -8,8 +8,8 @@ import contextlib
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ..clock import SYSTEM_CLOCK, Clock
-from ..config import Settings
+from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.config import Settings
 from ..storage.base import ObjectStorage
 from . import metrics
 from .lock import single_run

@@ -15,15 +15,15 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..clock import SYSTEM_CLOCK, Clock
-from ..config import Settings
-from ..deletions import repository as deletions_repo
-from ..deletions import service as deletions
-from ..deletions import tombstones as tombstone_rows
-from ..masks import outbox
-from ..masks.claims import claimed_keys, parse_key
-from ..masks.keys import group_prefix
+from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.config import Settings
 from ..models import PendingDeletion
+from ..objects import outbox
+from ..objects.claims import claimed_keys, parse_key
+from ..objects.deletions import repository as deletions_repo
+from ..objects.deletions import service as deletions
+from ..objects.deletions import tombstones as tombstone_rows
+from ..objects.keys import group_prefix
 from ..storage.base import ObjectInfo, ObjectStorage, StorageError, delete_refusing_none
 from . import decisions
 from . import repository as repo

@@ -7,16 +7,14 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from ..annotations import service as annotation_service
-from ..auth import CurrentUser, CurrentUserOrQueryToken
-from ..config import Settings
-from ..deps import SessionDep, SettingsDep, StorageDep
-from ..migration import legacy
-from ..params import ResourceId
-from ..schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
+from ..context import Ctx
+from ..core.auth import CurrentUserOrQueryToken
+from ..core.config import Settings
+from ..core.schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
+from ..http.deps import CtxDep, DownloadsDep, SessionDep, SettingsDep, StorageDep
+from ..http.params import MaskPageParams, PageParams, ResourceId
 from ..storage import inert
 from . import idempotency, service
-from . import repository as repo
 from .schemas import (
     DownloadUrl,
     MaskFilters,
@@ -42,15 +40,6 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "Storage or database unavailable; retry"}
 }
-
-
-def _ctx(
-    session: SessionDep, storage: StorageDep, settings: SettingsDep, user: CurrentUser
-) -> service.Ctx:
-    return service.Ctx(session=session, storage=storage, settings=settings, principal=user)
-
-
-CtxDep = Annotated[service.Ctx, Depends(_ctx)]
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
@@ -103,7 +92,7 @@ async def create_mask_group(
     if idempotency_key is None:
         group, targets = await service.create_group(ctx, annotation_id, body)
     else:
-        group, targets, replayed = await idempotency.create_once(
+        group, targets, replayed = await service.create_group_once(
             ctx, annotation_id, body, idempotency_key
         )
     (read,) = await service.to_read(ctx.session, [group])
@@ -117,14 +106,11 @@ async def create_mask_group(
 async def list_mask_groups(
     annotation_id: ResourceId,
     ctx: CtxDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+    page: PageParams,
 ) -> Page[MaskGroupRead]:
     """List the annotation's mask groups with their counts."""
-    await annotation_service.get_readable(ctx.session, ctx.principal, annotation_id)
-    groups, total = await repo.list_groups(ctx.session, annotation_id, limit, offset)
-    items = await service.to_read(ctx.session, groups)
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    items, total = await service.list_groups(ctx, annotation_id, page)
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{group_id}", response_model=MaskGroupRead)
@@ -189,16 +175,14 @@ async def list_masks(
     group_id: ResourceId,
     ctx: CtxDep,
     filters: Annotated[MaskFilters, Depends()],
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+    page: MaskPageParams,
 ) -> Response:
     """List a group's verified masks, filtered by label, SOP instance or slice."""
-    await service.readable_group(ctx, annotation_id, group_id)
-    rows, total = await repo.list_masks(ctx.session, group_id, filters, limit, offset)
-    page = Page[MaskRead](
-        items=[_mask_read(m) for m in rows], total=total, limit=limit, offset=offset
+    rows, total = await service.list_masks(ctx, annotation_id, group_id, filters, page)
+    listed = Page[MaskRead](
+        items=[_mask_read(m) for m in rows], total=total, limit=page.limit, offset=page.offset
     )
-    return _json(page)
+    return _json(listed)
 
 
 @router.get("/{group_id}/masks/{mask_id}", response_model=MaskRead)
@@ -225,6 +209,7 @@ async def get_download_url(
     group_id: ResourceId,
     mask_id: ResourceId,
     ctx: CtxDep,
+    downloads: DownloadsDep,
     # Bounded here for the schema; resolve_ttl then names the configured range.
     ttl_seconds: Annotated[int | None, Query(ge=-MAX_BIGINT, le=MAX_BIGINT)] = None,
     attachment: Annotated[
@@ -236,9 +221,7 @@ async def get_download_url(
     ttl = resolve_ttl(ctx.settings, ttl_seconds)
     disposition = f'attachment; filename="{mask.filename}"' if attachment else None
     await service.prepare_signing(ctx)
-    signed = await legacy.sign_download(
-        ctx.settings,
-        ctx.storage,
+    signed = await downloads.sign_download(
         mask.object_key,
         ttl,
         content_disposition=disposition,
@@ -262,14 +245,13 @@ async def get_mask_content(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    downloads: DownloadsDep,
 ) -> RedirectResponse:
     """Redirect to a short-lived signed GET (usable as an <img src> with ?access_token=)."""
-    ctx = service.Ctx(session=session, storage=storage, settings=settings, principal=user)
+    ctx = Ctx(session=session, storage=storage, settings=settings, principal=user)
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
     await service.prepare_signing(ctx)
-    signed = await legacy.sign_download(
-        ctx.settings,
-        ctx.storage,
+    signed = await downloads.sign_download(
         mask.object_key,
         ctx.settings.signed_url.default_ttl,
         content_type=served_type(ctx.settings, mask.mime_type),

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from ..config import Settings
-from ..exceptions import InvalidInput
+from ..core.config import Settings
+from ..core.errors import InvalidInput
 from ..models import MaskGroupFile
 from ..storage.base import (
     CompletedPart,
@@ -36,7 +36,7 @@ from .uploads import Target, multipart_target, part_sizes, single_target, uses_m
 from .verify import Verification
 
 if TYPE_CHECKING:
-    from .service import Ctx
+    from ..context import Ctx
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..bulk import bulk_insert
+from ..core.bulk import bulk_insert
 from ..models import Mask, MaskGroup, MaskGroupFile
 from ..models.mask_group import COMPLETE, PENDING
 from .schemas import MaskFilters

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..schemas import DicomUID, Text
-from .keys import check_filename, check_label, slice_filename
+from ..core.schemas import DicomUID, Text
+from ..objects.keys import check_filename, check_label, slice_filename
 
 MAX_FILES_PER_REQUEST = 10_000
 MAX_OBJECT_SIZE = 5 * 1024**4  # S3's limit: 5 TiB

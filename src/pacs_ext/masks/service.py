@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,22 +15,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..annotations import service as annotation_service
 from ..audit import service as audit
 from ..audit.schemas import AuditAction
-from ..auth import Principal
-from ..config import Settings
-from ..deletions import service as deletions
-from ..deletions import tombstones
-from ..exceptions import Conflict, InvalidInput, NotFound
+from ..context import Ctx
+from ..core import metrics
+from ..core.config import Settings
+from ..core.errors import Conflict, InvalidInput, NotFound
+from ..core.schemas import Pagination
 from ..models import Annotation, Mask, MaskGroup, MaskGroupFile, tombstone
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
-from ..observability import metrics
+from ..objects import outbox
+from ..objects.deletions import service as deletions
+from ..objects.deletions import tombstones
+from ..objects.keys import group_prefix
 from ..storage.base import ObjectInfo, ObjectStorage
 from ..storage.errors import translate_storage_errors
-from . import multipart, outbox, signing
+from . import idempotency, multipart, signing
 from . import repository as repo
-from .keys import group_prefix
 from .schemas import (
     FileSpec,
+    MaskFilters,
     MaskGroupCreate,
     MaskGroupRead,
     MaskGroupUpdate,
@@ -41,20 +43,6 @@ from .uploads import Target, check_specs, file_row, resolve_ttl, single_target
 from .verify import Verification, mask_row, verify
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Ctx:
-    """What every group operation needs besides the request's own arguments."""
-
-    session: AsyncSession
-    storage: ObjectStorage
-    settings: Settings
-    principal: Principal
-
-    @property
-    def key_prefix(self) -> str:
-        return self.settings.object_storage.key_prefix
 
 
 async def to_read(session: AsyncSession, groups: Sequence[MaskGroup]) -> list[MaskGroupRead]:
@@ -75,7 +63,7 @@ async def to_read(session: AsyncSession, groups: Sequence[MaskGroup]) -> list[Ma
 async def readable_group(
     ctx: Ctx, annotation_id: int, group_id: int
 ) -> tuple[Annotation, MaskGroup]:
-    annotation = await annotation_service.get_readable(ctx.session, ctx.principal, annotation_id)
+    annotation = await annotation_service.get_readable(ctx, annotation_id)
     group = await repo.get_group(ctx.session, annotation_id, group_id)
     if group is None:
         raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
@@ -87,7 +75,7 @@ async def writable_group(
 ) -> tuple[Annotation, MaskGroup]:
     """The annotation and group, checked for write access; with `lock`, the group row stays
     locked until the request's transaction ends (see repository.lock_group)."""
-    annotation = await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
+    annotation = await annotation_service.get_writable(ctx, annotation_id)
     if lock:
         group = await repo.lock_group(ctx.session, annotation_id, group_id)
     else:
@@ -126,7 +114,7 @@ async def _targets(
 async def create_group(
     ctx: Ctx, annotation_id: int, body: MaskGroupCreate
 ) -> tuple[MaskGroup, list[Target]]:
-    await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
+    await annotation_service.get_writable(ctx, annotation_id)
     ttl = resolve_ttl(ctx.settings, body.ttl_seconds)
     check_specs(ctx.settings, ctx.storage, body.files)
     _check_group_size(ctx.settings, len(body.files))
@@ -381,7 +369,7 @@ async def _write_metadata_after_commit(ctx: Ctx, group_id: int) -> None:
 
 async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     resource = f"annotations/{annotation_id}/mask-groups/{group_id}"
-    annotation = await annotation_service.get_writable(ctx.session, ctx.principal, annotation_id)
+    annotation = await annotation_service.get_writable(ctx, annotation_id)
     # Locked: a complete or upload-urls in flight finishes first, then the group goes.
     if await repo.lock_group(ctx.session, annotation_id, group_id) is None:
         await _resume_or_not_found(
@@ -517,3 +505,67 @@ async def _audit_urls(ctx: Ctx, annotation_id: int, group_id: int, targets: Sequ
     await audit.record_upload_targets(
         ctx.session, ctx.principal, targets, annotation_id=annotation_id, group_id=group_id
     )
+
+
+async def group_counts(session: AsyncSession) -> dict[str, int]:
+    """Mask groups per status, for /metrics (routes call services, not repositories)."""
+    return await repo.count_groups_by_status(session)
+
+
+async def list_groups(
+    ctx: Ctx, annotation_id: int, page: Pagination
+) -> tuple[list[MaskGroupRead], int]:
+    """A page of the annotation's groups, with their counts."""
+    await annotation_service.get_readable(ctx, annotation_id)
+    groups, total = await repo.list_groups(ctx.session, annotation_id, page.limit, page.offset)
+    return await to_read(ctx.session, groups), total
+
+
+async def list_masks(
+    ctx: Ctx, annotation_id: int, group_id: int, filters: MaskFilters, page: Pagination
+) -> tuple[Sequence[Mask], int]:
+    """A page of a readable group's verified masks."""
+    await readable_group(ctx, annotation_id, group_id)
+    return await repo.list_masks(ctx.session, group_id, filters, page.limit, page.offset)
+
+
+async def create_group_once(
+    ctx: Ctx, annotation_id: int, body: MaskGroupCreate, key: str
+) -> tuple[MaskGroup, list[Target], bool]:
+    """Create the group, or replay the one this key made; the bool says "replayed"."""
+    await annotation_service.get_writable(ctx, annotation_id)
+    digest = idempotency.fingerprint(annotation_id, body)
+    record = await idempotency.find(ctx.session, ctx.principal.subject, key)
+    if record is None:
+        claimed = await idempotency.claim(
+            ctx.session, ctx.principal.subject, key, digest, annotation_id
+        )
+        if claimed is not None:
+            group, targets = await create_group(ctx, annotation_id, body)
+            await idempotency.bind(ctx.session, claimed, group.id)
+            return group, targets, False
+        # A concurrent request with this key committed first (the claim waited for it).
+        record = await idempotency.find(ctx.session, ctx.principal.subject, key)
+        if record is None:
+            raise Conflict(f"a request with this {idempotency.HEADER} is still in progress; retry")
+    if record.request_hash != digest:
+        raise idempotency.IdempotencyKeyMismatch(
+            f"this {idempotency.HEADER} was already used for a different request "
+            "(another annotation or body); use a new key for a new group",
+            extra={"field": idempotency.HEADER},
+        )
+    made = await repo.get_group(ctx.session, record.annotation_id, record.group_id or 0)
+    if made is None:
+        raise Conflict(f"the group made with this {idempotency.HEADER} is gone; use a new key")
+    return made, await _fresh_targets(ctx, made, body), True
+
+
+async def _fresh_targets(ctx: Ctx, group: MaskGroup, body: MaskGroupCreate) -> list[Target]:
+    """Re-signed targets for the declared files of a pending group (URLs may have expired).
+
+    The same path as upload-urls with the same files: it keeps multipart uploads already
+    started and moves the group's expiry (the janitor's clock) forward.
+    """
+    if group.status != PENDING or not body.files:
+        return []
+    return await upload_urls(ctx, group.annotation_id, group.id, body.files, body.ttl_seconds)

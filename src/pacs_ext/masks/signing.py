@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..config import Settings
-from ..exceptions import Conflict, InvalidInput
+from ..core.config import Settings
+from ..core.errors import Conflict, InvalidInput
 from ..models import MaskGroup
 from ..storage.base import ObjectStorage
 from .multipart import part_size_for

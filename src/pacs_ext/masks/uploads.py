@@ -8,11 +8,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
-from ..config import Settings
-from ..exceptions import InvalidInput
+from ..core.config import Settings
+from ..core.errors import InvalidInput
+from ..objects.keys import object_key
 from ..storage import inert
 from ..storage.base import ObjectStorage, UploadSpec
-from .keys import object_key
 from .schemas import FileSpec
 
 

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from pacs_ext.config import get_settings
-from pacs_ext.db import create_engine
+from pacs_ext.core.config import get_settings
+from pacs_ext.core.db import create_engine
 from pacs_ext.models import Base
 
 target_metadata = Base.metadata

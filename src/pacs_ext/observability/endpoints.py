@@ -14,11 +14,11 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ..db import no_answer
-from ..masks.repository import count_groups_by_status
+from ..core import metrics
+from ..core.db import no_answer
+from ..core.logging import redact_text
+from ..masks import service as masks
 from ..storage.base import ObjectStorage
-from . import metrics
-from .logging import redact_text
 
 log = structlog.get_logger(__name__)
 
@@ -146,7 +146,7 @@ async def metrics_response(request: Request, app: Any) -> Response:
 async def _mask_group_counts(maker: async_sessionmaker[AsyncSession]) -> dict[str, int] | None:
     try:
         async with asyncio.timeout(3.0), maker() as session:
-            return await count_groups_by_status(session)
+            return await masks.group_counts(session)
     except Exception as exc:  # a scrape still reports everything else
         log.warning("metrics.database_unavailable", error=type(exc).__name__)
         return None

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from ..config import Settings
+from ..core.config import Settings
 from .endpoints import metrics_response
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import Settings
+from ..core.config import Settings
 from .documents import CORS_METHODS
 from .s3calls import Flavour
 

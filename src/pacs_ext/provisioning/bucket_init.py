@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from ..config import Settings
+from ..core.config import Settings
 from . import advice, diagnosis
 from . import documents as doc
 from .s3calls import (

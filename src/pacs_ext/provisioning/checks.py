@@ -6,9 +6,9 @@ import uuid
 
 import httpx
 
-from ..config import Settings
+from ..core.config import Settings
 from ..storage.base import ObjectStorage, StorageError
-from ..storage.s3 import S3Storage
+from ..storage.s3.client import S3Storage
 from .doctor import Doctor, Step
 
 

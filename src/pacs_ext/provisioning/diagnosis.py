@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal, NamedTuple
 
-from ..config import Settings
+from ..core.config import Settings
 from .s3calls import Flavour
 
 INIT = "run `pacs-ext storage init` with an administrator's keys"

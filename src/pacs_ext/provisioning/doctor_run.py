@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import httpx
 
-from ..config import Settings
-from ..storage.s3 import S3Storage
+from ..core.config import Settings
+from ..storage.s3.client import S3Storage
 from .s3calls import Flavour, flavour_of
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]

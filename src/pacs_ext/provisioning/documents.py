@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Settings
+from ..core.config import Settings
 
 CORS_RULE_ID = "pacs-ext-viewers"
 CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")

@@ -12,7 +12,7 @@ import aiohttp
 from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..config import Settings
+from ..core.config import Settings
 
 # Connection problems, missing credentials, timeouts: nothing was decided by the store.
 TRANSPORT_FAILURES = (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)

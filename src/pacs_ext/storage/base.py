@@ -12,7 +12,12 @@ from pathlib import Path
 
 
 class StorageError(Exception):
-    """Base class of storage-neutral errors; services translate these to HTTP errors."""
+    """Base class of storage-neutral errors; the app's one handler maps them to HTTP.
+
+    `operation` names what the server was doing (set by storage/errors.py's `during`), so the
+    answer can say "storage unavailable during complete"."""
+
+    operation: str | None = None
 
 
 class ObjectNotFound(StorageError):

@@ -1,32 +1,22 @@
-"""Translate storage-neutral errors into HTTP-mapped domain errors, once."""
+"""Name the operation a storage error happened in; HTTP is decided elsewhere, once.
+
+Storage raises storage-neutral errors (storage/base.py) and knows nothing of HTTP: the one
+mapping to status codes is `storage_answer` in http/errors.py, used by app.py's handler."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ..exceptions import InvalidInput, NotFound, ServiceUnavailable
-from .base import (
-    InvalidObjectKey,
-    ObjectNotFound,
-    StorageAccessDenied,
-    StorageError,
-    StorageUnavailable,
-)
+from .base import StorageError
 
 
 @asynccontextmanager
 async def translate_storage_errors(operation: str) -> AsyncIterator[None]:
+    """Record `operation` on a StorageError raised inside, for the answer's wording."""
     try:
         yield
-    except ObjectNotFound as exc:
-        raise NotFound(f"object not found in storage: {exc}") from None
-    except InvalidObjectKey as exc:
-        raise InvalidInput(str(exc)) from None
-    except StorageAccessDenied as exc:
-        # The server's own credentials were refused: an operator problem, not the caller's.
-        raise ServiceUnavailable(f"storage refused access during {operation}: {exc}") from None
-    except StorageUnavailable as exc:
-        raise ServiceUnavailable(f"storage unavailable during {operation}: {exc}") from None
     except StorageError as exc:
-        raise ServiceUnavailable(f"storage error during {operation}: {exc}") from None
+        if exc.operation is None:
+            exc.operation = operation
+        raise

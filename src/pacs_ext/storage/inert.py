@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from ..config import DEFAULT_ALLOWED_CONTENT_TYPES
+from ..core.config import DEFAULT_ALLOWED_CONTENT_TYPES
 
 FALLBACK_TYPE: Final = "application/octet-stream"
 # Shown inline (an <img src> in the viewer); everything else is an attachment. No SVG: it is

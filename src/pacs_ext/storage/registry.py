@@ -5,16 +5,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from ..clock import SYSTEM_CLOCK, Clock
-from ..config import Settings
+from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.config import Settings
 from .base import ObjectStorage
 
 # provider name → "module:factory"; the factory takes Settings and a Clock (for the expiry
 # decisions the backend makes itself) and returns an ObjectStorage.
 BACKENDS: dict[str, str] = {
-    "local": "pacs_ext.storage.local_factory:create",
-    "s3": "pacs_ext.storage.s3:create",
-    "minio": "pacs_ext.storage.s3:create",
+    "local": "pacs_ext.storage.local.factory:create",
+    "s3": "pacs_ext.storage.s3.client:create",
+    "minio": "pacs_ext.storage.s3.client:create",
 }
 
 

@@ -1,1 +1,0 @@
-"""Deletions of stored objects that survive storage failures (recorded, then retried)."""

@@ -1,0 +1,122 @@
+"""Reading a group's metadata.json (as masks/verify.py writes it) back, leniently: unknown
+fields are ignored so documents from newer versions still restore.
+
+Leniency stops at what the API itself would refuse: names, labels, content types, UIDs,
+numbers and text are checked with the API's own types and validators (masks/schemas.py,
+schemas.py), so a document the server could never have written is skipped, not restored
+into rows the API then cannot handle."""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from ..core.schemas import MAX_BIGINT, DicomUID, Text
+from ..masks.schemas import FileSpec, MaskGroupBase
+from ..objects.keys import METADATA_NAME, object_key
+
+MAX_INT32 = 2**31 - 1  # slice_count, width, height are INTEGER columns
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AnnotationDoc(_Lenient):
+    id: int = Field(gt=0, le=MAX_BIGINT)
+    owner: Text = Field(min_length=1, max_length=255)
+    study_instance_uid: DicomUID
+    series_instance_uid: DicomUID | None = None
+    sop_instance_uid: DicomUID | None = None
+
+
+class GroupDoc(MaskGroupBase):
+    """The group's own fields, with the types the API accepts them with."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int = Field(gt=0, le=MAX_BIGINT)
+    mask_type: Text = Field("segmentation", min_length=1, max_length=64)
+    created_by: Text = Field(min_length=1, max_length=255)
+    slice_count: int = Field(0, ge=0, le=MAX_INT32)
+    # The server writes UTC offsets; a naive time is not one of its documents (and could not
+    # be compared with the others of its annotation).
+    created_at: AwareDatetime | None = None
+    completed_at: AwareDatetime | None = None
+
+
+class FileDoc(_Lenient):
+    key: Text = Field(min_length=1, max_length=1024)
+    filename: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=0)
+    md5: Text | None = Field(None, max_length=32)  # base64, or hex when none was declared
+    etag: Text | None = Field(None, max_length=64)
+    sha256: str | None = Field(None, max_length=64)
+    content_type: str = Field("application/octet-stream", max_length=127)
+    label_name: str | None = Field(None, max_length=255)
+    slice_index: int | None = None
+    sop_instance_uid: str | None = Field(None, max_length=64)
+    width: int | None = None
+    height: int | None = None
+
+    def problem(self) -> str | None:
+        """Why the API would refuse this file as a file spec, or None."""
+        try:
+            FileSpec.model_validate(
+                {
+                    "filename": self.filename,
+                    "slice_index": self.slice_index,
+                    "label_name": self.label_name,
+                    "content_type": self.content_type,
+                    "size": self.size,
+                    "sha256": self.sha256,
+                    "sop_instance_uid": self.sop_instance_uid,
+                    "width": self.width,
+                    "height": self.height,
+                }
+            )
+        except ValidationError as exc:
+            return _first_error(exc)
+        return None
+
+
+class MetadataDoc(_Lenient):
+    schema_version: int
+    annotation: AnnotationDoc
+    group: GroupDoc
+    files: list[FileDoc]
+
+
+class BadMetadata(ValueError):
+    pass
+
+
+def parse(data: bytes, key: str, key_prefix: str) -> MetadataDoc:
+    """The document at key, checked against the ids its key names."""
+    try:
+        doc = MetadataDoc.model_validate_json(data)
+    except ValidationError as exc:
+        raise BadMetadata(f"not a pacs-ext metadata.json ({_first_error(exc)})") from None
+    expected = object_key(key_prefix, doc.annotation.id, doc.group.id, METADATA_NAME)
+    if key != expected:
+        raise BadMetadata(
+            f"names annotation {doc.annotation.id} / group {doc.group.id}, "
+            f"which belong at {expected}"
+        )
+    group_prefix = key[: -len(METADATA_NAME)]
+    seen: set[str] = set()
+    for f in doc.files:
+        problem = f.problem()
+        if problem:
+            raise BadMetadata(f"file {f.filename!r}: the API refuses it ({problem})")
+        if f.key != group_prefix + f.filename:
+            raise BadMetadata(f"file {f.filename!r} has key {f.key!r} outside its group")
+        if f.filename in seen:
+            raise BadMetadata(f"file {f.filename!r} is listed twice")
+        seen.add(f.filename)
+    return doc
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "document"
+    return f"{where}: {first['msg']}"

@@ -1,0 +1,1 @@
+"""Disaster recovery: rebuild the database from the bucket's metadata.json files."""

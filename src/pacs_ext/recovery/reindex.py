@@ -1,0 +1,361 @@
+"""`pacs-ext reindex`: rebuild annotations, mask groups and masks from the bucket's
+metadata.json files (disaster recovery), keeping their ids.
+
+What metadata.json does not hold cannot come back: an annotation's tool, viewer, description,
+data, measurements and sharing (restored empty / not shared), mask ids (new, in the document's
+order), and updated_at (set to the group's completion time). Each annotation is restored in
+one transaction with its groups; a group that exists is left as it is, so running again adds
+nothing. Files a document names but storage lacks (or holds with another size or ETag) are
+reported and not recorded as masks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..legacy.metadata import BadMetadata, MetadataDoc, parse
+from ..legacy.register import CHUNK
+from ..legacy.run import NoProgress, Progress
+from ..masks import repository as repo
+from ..models import Annotation, MaskGroup
+from ..models.base import utcnow
+from ..models.mask_group import COMPLETE
+from ..objects.claims import parse_key
+from ..objects.keys import METADATA_NAME
+from ..storage.base import ObjectInfo, ObjectStorage, StorageError
+
+FETCH_CONCURRENCY = 16
+SEQUENCES = ("annotations", "mask_groups", "masks", "mask_group_files")
+
+
+class ReindexRefused(Exception):
+    pass
+
+
+@dataclass
+class ReindexReport:
+    documents: int = 0
+    annotations: int = 0
+    groups: int = 0
+    masks: int = 0
+    groups_present: int = 0  # already in the database: left alone
+    problems: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "documents": self.documents,
+            "restored": {
+                "annotations": self.annotations,
+                "groups": self.groups,
+                "masks": self.masks,
+            },
+            "groups_present": self.groups_present,
+            "problems": self.problems,
+        }
+
+
+async def reindex(
+    storage: ObjectStorage,
+    maker: async_sessionmaker[AsyncSession],
+    key_prefix: str,
+    *,
+    merge: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> ReindexReport:
+    progress = progress or NoProgress()
+    report = ReindexReport(dry_run=dry_run)
+    async with maker() as session:
+        count = await session.scalar(select(func.count()).select_from(Annotation))
+    if count and not merge:
+        raise ReindexRefused(
+            f"the database already has {count} annotation(s): reindex restores into an empty "
+            "database; add --merge to add only what is missing from it"
+        )
+    progress.phase("listing the bucket")
+    listing = {o.key: o async for o in storage.list_prefix(key_prefix)}
+    keys = [k for k in sorted(listing) if _is_metadata_key(k, key_prefix)]
+    report.documents = len(keys)
+    progress.phase("reading metadata.json", total=len(keys))
+    docs = await _fetch(storage, keys, key_prefix, report, progress)
+    group_keys: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for key in listing:
+        parts = parse_key(key_prefix, key)
+        if parts is not None and parts.name != METADATA_NAME:
+            group_keys[(parts.annotation_id, parts.group_id)].append(key)
+    by_annotation: dict[int, list[MetadataDoc]] = defaultdict(list)
+    for doc in docs:
+        by_annotation[doc.annotation.id].append(doc)
+    progress.phase("restoring", total=len(by_annotation))
+    try:
+        for annotation_id, group_docs in sorted(by_annotation.items()):
+            await _restore_one(maker, annotation_id, group_docs, listing, group_keys, report)
+            progress.advance(1)
+    finally:
+        if not dry_run:
+            # Also when restoring stopped half-way: rows already committed carry explicit
+            # ids, and the next insert through the API must not collide with them. Past
+            # every id the bucket names too (groups left pending have objects but no
+            # metadata.json), so new groups never write under an old group's prefix.
+            floors = {
+                "annotations": max((a for a, _ in group_keys), default=0),
+                "mask_groups": max((g for _, g in group_keys), default=0),
+            }
+            async with maker() as session:
+                await reset_sequences(session, floors)
+                await session.commit()
+    return report
+
+
+async def _restore_one(
+    maker: async_sessionmaker[AsyncSession],
+    annotation_id: int,
+    docs: list[MetadataDoc],
+    listing: dict[str, ObjectInfo],
+    group_keys: dict[tuple[int, int], list[str]],
+    report: ReindexReport,
+) -> None:
+    """One annotation with its groups in one transaction; one the database refuses is
+    reported and skipped, and the others are still restored."""
+    before = (report.annotations, report.groups, report.masks, len(report.problems))
+    async with maker() as session:
+        try:
+            await _restore_annotation(session, annotation_id, docs, listing, group_keys, report)
+            await (session.rollback() if report.dry_run else session.commit())
+        except SQLAlchemyError as exc:
+            if isinstance(exc, OperationalError | InterfaceError):
+                raise  # the database itself is in trouble: stop (sequences are still reset)
+            await session.rollback()
+            report.annotations, report.groups, report.masks = before[:3]
+            del report.problems[before[3] :]
+            orig = getattr(exc, "orig", None) or exc
+            reason = (str(orig).splitlines() or [type(orig).__name__])[0]
+            report.problems.append(
+                f"annotation {annotation_id}: the database refused it ({reason}); "
+                f"skipped with its {len(docs)} group(s)"
+            )
+
+
+def _is_metadata_key(key: str, prefix: str) -> bool:
+    parts = key[len(prefix) :].split("/")
+    return len(parts) == 3 and parts[2] == METADATA_NAME
+
+
+async def _fetch(
+    storage: ObjectStorage,
+    keys: list[str],
+    key_prefix: str,
+    report: ReindexReport,
+    progress: Progress,
+) -> list[MetadataDoc]:
+    gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def one(key: str) -> MetadataDoc | None:
+        async with gate:
+            try:
+                data = await storage.get_bytes(key)
+                return parse(data, key, key_prefix)
+            except (StorageError, BadMetadata) as exc:
+                report.problems.append(f"{key}: {exc}; skipped")
+                return None
+            finally:
+                progress.advance(1)
+
+    return [d for d in await asyncio.gather(*(one(k) for k in keys)) if d is not None]
+
+
+async def _restore_annotation(
+    session: AsyncSession,
+    annotation_id: int,
+    docs: list[MetadataDoc],
+    listing: dict[str, ObjectInfo],
+    group_keys: dict[tuple[int, int], list[str]],
+    report: ReindexReport,
+) -> None:
+    first = docs[0].annotation
+    for doc in docs[1:]:
+        if doc.annotation != first:
+            report.problems.append(
+                f"annotation {annotation_id}: groups {docs[0].group.id} and {doc.group.id} "
+                "disagree on its owner or UIDs; restored from the first"
+            )
+            break
+    existing_groups = await _existing_groups(session, [d.group.id for d in docs])
+    if await session.get(Annotation, annotation_id) is None:
+        created = min((d.group.created_at or d.group.completed_at or utcnow()) for d in docs)
+        await session.execute(
+            insert(Annotation.__table__),  # type: ignore[arg-type]
+            [
+                {
+                    "id": annotation_id,
+                    **first.model_dump(exclude={"id"}),
+                    "tool_name": None,
+                    "tool_version": None,
+                    "viewer_software": None,
+                    "description": None,
+                    "data": {},
+                    "measurement_values": [],
+                    "is_shared": False,
+                    "created_at": created,
+                    "updated_at": created,
+                }
+            ],
+        )
+        report.annotations += 1
+    for doc in docs:
+        owner = existing_groups.get(doc.group.id)
+        if owner is not None:
+            if owner != annotation_id:
+                report.problems.append(
+                    f"group {doc.group.id}: in the database under annotation {owner}, "
+                    f"in the bucket under {annotation_id}; left as it is"
+                )
+            else:
+                report.groups_present += 1
+            continue
+        keys = group_keys.get((annotation_id, doc.group.id), [])
+        await _restore_group(session, annotation_id, doc, listing, keys, report)
+
+
+async def _existing_groups(session: AsyncSession, ids: list[int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for i in range(0, len(ids), CHUNK):
+        rows = await session.execute(
+            select(MaskGroup.id, MaskGroup.annotation_id).where(
+                MaskGroup.id.in_(ids[i : i + CHUNK])
+            )
+        )
+        out.update((int(g), int(a)) for g, a in rows.tuples())
+    return out
+
+
+async def _restore_group(
+    session: AsyncSession,
+    annotation_id: int,
+    doc: MetadataDoc,
+    listing: dict[str, ObjectInfo],
+    stored_keys: list[str],
+    report: ReindexReport,
+) -> None:
+    g = doc.group
+    completed: datetime = g.completed_at or g.created_at or utcnow()
+    await session.execute(
+        insert(MaskGroup.__table__),  # type: ignore[arg-type]
+        [
+            {
+                **g.model_dump(exclude={"created_at", "completed_at"}),
+                "annotation_id": annotation_id,
+                "status": COMPLETE,
+                "upload_expires_at": None,
+                "created_at": g.created_at or completed,
+                "updated_at": completed,
+                "completed_at": completed,
+            }
+        ],
+    )
+    masks: list[dict[str, Any]] = []
+    declared: list[dict[str, Any]] = []
+    named = set()
+    for f in doc.files:
+        named.add(f.key)
+        obj = listing.get(f.key)
+        problem = _file_problem(f.size, f.etag, obj)
+        if problem:
+            report.problems.append(f"{f.key}: {problem}; not restored")
+            continue
+        assert obj is not None
+        common = {
+            "group_id": g.id,
+            "filename": f.filename,
+            "object_key": f.key,
+            "slice_index": f.slice_index,
+            "label_name": f.label_name,
+            "sop_instance_uid": f.sop_instance_uid,
+            "md5": f.md5,
+            "sha256": f.sha256,
+            "width": f.width,
+            "height": f.height,
+        }
+        masks.append(
+            {
+                **common,
+                "mime_type": f.content_type,
+                "file_size": obj.size,
+                "etag": obj.etag,
+                "created_at": completed,
+            }
+        )
+        declared.append(
+            {
+                **common,
+                "content_type": f.content_type,
+                "size": obj.size,
+                "upload_id": None,
+                "part_size": None,
+            }
+        )
+    await repo.insert_files(session, declared)
+    await repo.insert_masks(session, masks)
+    extra = [k for k in stored_keys if k not in named]
+    if extra:
+        report.problems.append(
+            f"{extra[0].rsplit('/', 1)[0]}/: {len(extra)} object(s) not named in its "
+            f"metadata.json (e.g. {extra[0]}); not restored"
+        )
+    report.groups += 1
+    report.masks += len(masks)
+
+
+def _file_problem(size: int, etag: str | None, obj: ObjectInfo | None) -> str | None:
+    if obj is None:
+        return "named in metadata.json but missing from storage"
+    if obj.size != size:
+        return f"{obj.size} bytes in storage, {size} in metadata.json"
+    if etag and obj.etag and etag.lower() != obj.etag.lower():
+        return f"ETag {obj.etag} in storage, {etag} in metadata.json"
+    return None
+
+
+async def reset_sequences(session: AsyncSession, floors: dict[str, int] | None = None) -> None:
+    """Move every id sequence past the largest id (and past `floors`, ids the bucket names),
+    never backwards: rows inserted with explicit ids leave PostgreSQL's sequences behind, and
+    an id handed out again would put a new user's objects under an old signed URL's key.
+    SQLite keeps its AUTOINCREMENT high-water mark in sqlite_sequence."""
+    dialect = (await session.connection()).dialect.name
+    for table in SEQUENCES:
+        floor = (floors or {}).get(table, 0)
+        if dialect == "postgresql":
+            seq = f"pg_get_serial_sequence('{table}', 'id')"
+            await session.execute(
+                text(
+                    f"SELECT setval({seq}, GREATEST(COALESCE(MAX(id), 0), :floor, "  # noqa: S608 - fixed names
+                    f"COALESCE(pg_sequence_last_value({seq}::regclass), 0), 1), "
+                    f"COALESCE(MAX(id), 0) > 0 OR :floor > 0 "
+                    f"OR pg_sequence_last_value({seq}::regclass) IS NOT NULL) FROM {table}"
+                ),
+                {"floor": floor},
+            )
+        elif dialect == "sqlite":
+            largest = await session.scalar(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}"))  # noqa: S608
+            high = max(int(largest or 0), floor)
+            if high <= 0:
+                continue
+            updated = await session.execute(
+                text("UPDATE sqlite_sequence SET seq = MAX(seq, :high) WHERE name = :name"),
+                {"high": high, "name": table},
+            )
+            if not updated.rowcount:  # type: ignore[attr-defined]
+                await session.execute(
+                    text("INSERT INTO sqlite_sequence (name, seq) VALUES (:name, :high)"),
+                    {"high": high, "name": table},
+                )
