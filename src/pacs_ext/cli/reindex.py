@@ -68,6 +68,7 @@ async def _run(settings: Settings, merge: bool, dry_run: bool) -> ReindexReport:
                 merge=merge,
                 dry_run=dry_run,
                 progress=progress,
+                allowed_types=settings.object_storage.allowed_content_types,
             )
     finally:
         await storage.close()

@@ -1,4 +1,4 @@
-"""Reading a group's metadata.json (as masks/verify.py writes it) back, leniently: unknown
+"""Reading a group's metadata.json (as objects/metadata.py writes it) back, leniently: unknown
 fields are ignored so documents from newer versions still restore.
 
 Leniency stops at what the API itself would refuse: names, labels, content types, UIDs,
@@ -8,11 +8,15 @@ into rows the API then cannot handle."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from ..core.config import DEFAULT_ALLOWED_CONTENT_TYPES
 from ..core.schemas import MAX_BIGINT, DicomUID, Text
 from ..masks.schemas import FileSpec, MaskGroupBase
 from ..objects.keys import METADATA_NAME, object_key
+from ..storage.inert import is_allowed
 
 MAX_INT32 = 2**31 - 1  # slice_count, width, height are INTEGER columns
 
@@ -90,8 +94,14 @@ class BadMetadata(ValueError):
     pass
 
 
-def parse(data: bytes, key: str, key_prefix: str) -> MetadataDoc:
-    """The document at key, checked against the ids its key names."""
+def parse(
+    data: bytes,
+    key: str,
+    key_prefix: str,
+    allowed_types: Iterable[str] = DEFAULT_ALLOWED_CONTENT_TYPES,
+) -> MetadataDoc:
+    """The document at key, checked against the ids its key names and the content types the
+    API accepts (object_storage.allowed_content_types): nothing restored that it would refuse."""
     try:
         doc = MetadataDoc.model_validate_json(data)
     except ValidationError as exc:
@@ -108,6 +118,11 @@ def parse(data: bytes, key: str, key_prefix: str) -> MetadataDoc:
         problem = f.problem()
         if problem:
             raise BadMetadata(f"file {f.filename!r}: the API refuses it ({problem})")
+        if not is_allowed(f.content_type, allowed_types):
+            raise BadMetadata(
+                f"file {f.filename!r}: the API refuses content type {f.content_type!r} "
+                "(object_storage.allowed_content_types)"
+            )
         if f.key != group_prefix + f.filename:
             raise BadMetadata(f"file {f.filename!r} has key {f.key!r} outside its group")
         if f.filename in seen:

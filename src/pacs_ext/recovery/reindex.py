@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..core.config import DEFAULT_ALLOWED_CONTENT_TYPES
 from ..legacy.metadata import BadMetadata, MetadataDoc, parse
 from ..legacy.register import CHUNK
 from ..legacy.run import NoProgress, Progress
@@ -72,6 +74,7 @@ async def reindex(
     merge: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    allowed_types: Sequence[str] = DEFAULT_ALLOWED_CONTENT_TYPES,
 ) -> ReindexReport:
     progress = progress or NoProgress()
     report = ReindexReport(dry_run=dry_run)
@@ -87,7 +90,7 @@ async def reindex(
     keys = [k for k in sorted(listing) if _is_metadata_key(k, key_prefix)]
     report.documents = len(keys)
     progress.phase("reading metadata.json", total=len(keys))
-    docs = await _fetch(storage, keys, key_prefix, report, progress)
+    docs = await _fetch(storage, keys, key_prefix, allowed_types, report, progress)
     group_keys: dict[tuple[int, int], list[str]] = defaultdict(list)
     for key in listing:
         parts = parse_key(key_prefix, key)
@@ -155,6 +158,7 @@ async def _fetch(
     storage: ObjectStorage,
     keys: list[str],
     key_prefix: str,
+    allowed_types: Sequence[str],
     report: ReindexReport,
     progress: Progress,
 ) -> list[MetadataDoc]:
@@ -164,7 +168,7 @@ async def _fetch(
         async with gate:
             try:
                 data = await storage.get_bytes(key)
-                return parse(data, key, key_prefix)
+                return parse(data, key, key_prefix, allowed_types)
             except (StorageError, BadMetadata) as exc:
                 report.problems.append(f"{key}: {exc}; skipped")
                 return None
