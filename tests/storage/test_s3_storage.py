@@ -301,9 +301,10 @@ async def test_rotated_credentials_reach_the_presigner(
     )
     s3 = make(rgw, bucket, access_key="", secret_key="")
     body = b"rotation"
-    spec = UploadSpec("rot/a.png", "image/png", len(body), md5_b64(body))
 
-    async def put() -> tuple[str, int]:
+    async def put(name: str) -> tuple[str, int]:
+        # A key of its own per PUT: uploads are write-once (a second PUT of a key is a 412).
+        spec = UploadSpec(f"rot/{name}.png", "image/png", len(body), md5_b64(body))
         await s3.prepare_signing()
         signed = s3.sign_upload(spec, 60)
         credential = parse_qs(urlsplit(signed.url).query)["X-Amz-Credential"][0]
@@ -311,11 +312,11 @@ async def test_rotated_credentials_reach_the_presigner(
         return credential.split("/")[0], r.status_code
 
     keys.write_text(json.dumps([rgw.access_key, rgw.secret_key]))
-    assert await put() == (rgw.access_key, 200)
+    assert await put("first") == (rgw.access_key, 200)
     keys.write_text(json.dumps(["AKIAROTATEDKEY000000", "rotated-secret"]))
-    assert await put() == ("AKIAROTATEDKEY000000", 403)
+    assert await put("rotated") == ("AKIAROTATEDKEY000000", 403)
     keys.write_text(json.dumps([rgw.access_key, rgw.secret_key]))
-    assert await put() == (rgw.access_key, 200)
+    assert await put("restored") == (rgw.access_key, 200)
     await s3.delete_prefix("rot/")
     await s3.close()
 
