@@ -3,6 +3,7 @@ from __future__ import annotations
 import binascii
 import re
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -120,6 +121,15 @@ class FileSpec(BaseModel):
         return slice_filename(self.slice_index, self.label_name)
 
 
+class MaskGroupStatus(StrEnum):
+    """A group's life: pending (URLs issued) -> complete (verified), or expired (janitor).
+    A StrEnum: the database column and the JSON hold the plain value ("pending"...)."""
+
+    PENDING = "pending"
+    COMPLETE = "complete"
+    EXPIRED = "expired"
+
+
 class PartTarget(BaseModel):
     part_number: int
     url: str
@@ -229,7 +239,7 @@ class MaskGroupRead(BaseModel):
     mask_type: str
     description: str | None
     created_by: str
-    status: Literal["pending", "complete", "expired"]
+    status: MaskGroupStatus
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
