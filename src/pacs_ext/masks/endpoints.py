@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, status
@@ -12,6 +13,7 @@ from ..auth import CurrentUser, CurrentUserOrQueryToken
 from ..config import Settings
 from ..deps import SessionDep, SettingsDep, StorageDep
 from ..migration import legacy
+from ..models import Mask
 from ..params import ResourceId
 from ..schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
 from ..storage import inert
@@ -53,13 +55,13 @@ def _ctx(
 CtxDep = Annotated[service.Ctx, Depends(_ctx)]
 
 
-def _json(content: Any, status_code: int = 200) -> Response:
+def _json(content: BaseModel | Mapping[str, object], status_code: int = 200) -> Response:
     # Thousands of upload targets: serialise once, skip FastAPI's validation of the return value.
     body = content.model_dump_json() if isinstance(content, BaseModel) else to_json(content)
     return Response(body, status_code=status_code, media_type="application/json")
 
 
-def _mask_read(m: Any) -> MaskRead:
+def _mask_read(m: Mask) -> MaskRead:
     return MaskRead(
         id=m.id,
         group_id=m.group_id,
