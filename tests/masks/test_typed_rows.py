@@ -141,3 +141,40 @@ def test_the_status_is_stored_and_sent_as_its_plain_value() -> None:
     assert b'"status":"pending"' in to_json(read.model_dump())
     schema = MaskGroupRead.model_json_schema()
     assert schema["$defs"]["MaskGroupStatus"]["enum"] == ["pending", "complete", "expired"]
+
+
+def test_the_created_body_is_the_group_and_its_uploads_as_before() -> None:
+    """create answers MaskGroupRead's fields then "uploads", byte for byte what serialising
+    the merged dict gave before targets were dataclasses; upload-urls just "uploads"."""
+    from dataclasses import asdict
+
+    from pacs_ext.masks.endpoints import _with_uploads
+
+    part = PartUrl(part_number=1, url="https://s3/k?partNumber=1", headers={}, size=5)
+    targets = [
+        Target(
+            "a.png", "k/a", "PUT", "https://s3/a?sig=1", {"x": "y"}, NOW, None, None, None, None
+        ),
+        Target("b.nii", "k/b", "PUT", None, {}, NOW, "up", 5, [part], 3),
+    ]
+    read = MaskGroupRead(
+        id=1,
+        annotation_id=1,
+        group_name="g",
+        model_name=None,
+        version=None,
+        modality=None,
+        slice_count=0,
+        mask_type="segmentation",
+        description=None,
+        created_by="alice",
+        status=MaskGroupStatus.PENDING,
+        created_at=NOW,
+        updated_at=NOW,
+        completed_at=None,
+    )
+    as_dicts = [asdict(t) for t in targets]
+    created = _with_uploads(read.model_dump_json().encode(), targets)
+    assert created == to_json({**read.model_dump(), "uploads": as_dicts})
+    assert _with_uploads(b"{}", targets) == to_json({"uploads": as_dicts})
+    assert _with_uploads(b"{}", []) == b'{"uploads":[]}'
