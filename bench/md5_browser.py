@@ -37,7 +37,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
-from pacs_ext.viewer import _HEADERS
+from pacs_ext.http.viewer import _HEADERS
 
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / "src" / "pacs_ext" / "static" / "vendor"

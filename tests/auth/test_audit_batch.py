@@ -1,9 +1,11 @@
 """The signed-URL batch insert on a migrated SQLite and PostgreSQL database, in-process:
-plain-dict and model targets, multipart parts, and times that filter like ORM-written ones."""
+upload targets, multipart pages (one row each: their first part), and times that filter
+like ORM-written ones."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from fixtures.server import ServerProcess
 from pacs_ext.audit import repository, service
 from pacs_ext.audit.schemas import AuditAction, AuditFilters
 from pacs_ext.core.auth import Principal
-from pacs_ext.masks.schemas import PartTarget, UploadTarget
+from pacs_ext.masks.service import issued_urls
+from pacs_ext.masks.uploads import PartUrl, Target
 
 from .conftest import DB_KINDS
 
@@ -38,31 +41,34 @@ async def session(migrated: str) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
-async def test_batch_rows_from_dict_and_model_targets(session: AsyncSession) -> None:
+async def test_batch_rows_from_upload_targets(session: AsyncSession) -> None:
     who = Principal("batcher")
     expires = datetime.now(UTC).replace(microsecond=123456) + timedelta(minutes=10)
-    part = {"part_number": 0, "url": "https://s3/x?X-Amz-Signature=s", "headers": {}, "size": 5}
-    targets = [
-        {"object_key": "mask/1/2/a.png", "expires_at": expires, "parts": None, "url": "u?sig=1"},
-        {
-            "object_key": "mask/1/2/big.nii",
-            "expires_at": expires,
-            "parts": [{**part, "part_number": 1}, {**part, "part_number": 2}],
-        },
-        UploadTarget(
-            filename="c.png", object_key="mask/1/2/c.png", url="u?s", headers={}, expires_at=expires
-        ),
-        UploadTarget(
-            filename="d.nii",
-            object_key="mask/1/2/d.nii",
+
+    def target(name: str, parts: list[PartUrl] | None = None) -> Target:
+        return Target(
+            filename=name,
+            object_key=f"mask/1/2/{name}",
+            method="PUT",
+            url=None if parts else "u?sig=1",
             headers={},
             expires_at=expires,
-            upload_id="up",
-            part_size=5,
-            parts=[PartTarget(part_number=1, url="u?s", headers={}, size=5)],
-        ),
+            upload_id="up" if parts else None,
+            part_size=5 if parts else None,
+            parts=parts,
+            part_count=len(parts) if parts else None,
+        )
+
+    part = PartUrl(part_number=1, url="https://s3/x?X-Amz-Signature=s", headers={}, size=5)
+    later_page = [replace(part, part_number=3), replace(part, part_number=4)]
+    targets = [
+        target("a.png"),
+        target("big.nii", [part, replace(part, part_number=2)]),
+        target("c.png"),
+        target("d.nii", later_page),
     ]
-    await service.record_upload_targets(session, who, targets, annotation_id=1, group_id=2)
+    urls = issued_urls(targets)
+    await service.record_signed_urls(session, who, "PUT", urls, annotation_id=1, group_id=2)
     await service.record(session, who, AuditAction.MASK_GROUP_CREATE, annotation_id=1, group_id=2)
     await session.commit()
 
@@ -74,7 +80,7 @@ async def test_batch_rows_from_dict_and_model_targets(session: AsyncSession) -> 
         ("mask/1/2/a.png", None, "PUT"),
         ("mask/1/2/big.nii", 1, "PUT"),
         ("mask/1/2/c.png", None, "PUT"),
-        ("mask/1/2/d.nii", 1, "PUT"),
+        ("mask/1/2/d.nii", 3, "PUT"),
     ]
     assert {r.expires_at for r in rows} == {expires}
     assert {(r.annotation_id, r.group_id, r.detail) for r in rows} == {(1, 2, None)}
@@ -87,7 +93,7 @@ async def test_batch_rows_from_dict_and_model_targets(session: AsyncSession) -> 
 
 
 async def test_an_empty_batch_writes_nothing(session: AsyncSession) -> None:
-    await service.record_upload_targets(
-        session, Principal("nobody"), [], annotation_id=1, group_id=1
+    await service.record_signed_urls(
+        session, Principal("nobody"), "PUT", [], annotation_id=1, group_id=1
     )
     assert (await repository.list_events(session, AuditFilters(), 10, 0))[1] == 0

@@ -10,8 +10,9 @@ and 3-7x less on SQLite for 2,000 and 5,000 URLs.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, TextClause, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,7 +61,7 @@ _SQLITE_ROWS = _statement(
 
 async def insert_signed_urls(
     session: AsyncSession,
-    common: dict[str, Any],
+    common: Mapping[str, object],
     keys: list[str],
     expires: list[datetime],
     parts: list[int | None],

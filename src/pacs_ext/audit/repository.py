@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, func, insert, select
@@ -14,7 +14,7 @@ from .schemas import AuditFilters
 _TABLE = cast(Table, AuditEvent.__table__)
 
 
-async def insert_event(session: AsyncSession, row: dict[str, Any]) -> None:
+async def insert_event(session: AsyncSession, row: Mapping[str, object]) -> None:
     await session.execute(insert(_TABLE).values(**row))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,8 +23,12 @@ from . import batch, repository
 from .schemas import AuditAction, AuditFilters
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IssuedUrl:
+    """A signed URL as the audit trail records it: never the URL itself (a credential).
+    A multipart page of part URLs is one IssuedUrl with its first part number. Not frozen:
+    thousands are made per request, and a frozen dataclass's __init__ costs ~3x more."""
+
     object_key: str
     expires_at: datetime
     part_number: int | None = None
@@ -42,7 +45,7 @@ def _common(
     annotation_id: int | None,
     group_id: int | None,
     mask_id: int | None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     return {
         "created_at": utcnow(),
         "subject": principal.subject,
@@ -63,7 +66,7 @@ async def record(
     group_id: int | None = None,
     mask_id: int | None = None,
     object_key: str | None = None,
-    detail: dict[str, Any] | None = None,
+    detail: dict[str, object] | None = None,
 ) -> None:
     row = _common(principal, action, annotation_id, group_id, mask_id)
     row.update(object_key=object_key, detail=detail)
@@ -93,43 +96,6 @@ async def record_signed_urls(
         [u.expires_at for u in issued],
         [u.part_number for u in issued],
     )
-
-
-async def record_upload_targets(
-    session: AsyncSession,
-    principal: Principal,
-    targets: Iterable[Any],
-    *,
-    annotation_id: int,
-    group_id: int,
-) -> None:
-    """The PUT URLs in the targets, one row per object: a single upload's URL, or the page
-    of part URLs a multipart one got (part_number: the page's first part). So a request's
-    rows are bounded by its files, however many parts it signed.
-
-    Targets are plain dicts where thousands are made per request (models elsewhere); this
-    loop runs once per target, so it stays free of helpers and ABC isinstance checks.
-    """
-    keys: list[str] = []
-    expires: list[datetime] = []
-    parts: list[int | None] = []
-    for t in targets:
-        key, expires_at, target_parts = (
-            (t["object_key"], t["expires_at"], t["parts"])
-            if isinstance(t, dict)
-            else (t.object_key, t.expires_at, t.parts)
-        )
-        keys.append(key)
-        expires.append(expires_at)
-        if not target_parts:
-            parts.append(None)
-        else:
-            part = target_parts[0]
-            parts.append(part["part_number"] if isinstance(part, dict) else part.part_number)
-    if keys:
-        common = _common(principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, None)
-        common["method"] = "PUT"
-        await batch.insert_signed_urls(session, common, keys, expires, parts)
 
 
 async def list_events(

@@ -194,7 +194,7 @@ class PacsClient:
 
         Sent with an Idempotency-Key, the same on every retry: a retry after a lost answer
         gets the group the first attempt created, never a second one."""
-        body = {**fields, "files": _specs(files)}
+        body: dict[str, object] = {**fields, "files": _specs(files)}
         if ttl_seconds is not None:
             body["ttl_seconds"] = ttl_seconds
         key = {"Idempotency-Key": f"pacs-ext-{uuid.uuid4().hex}"}
@@ -232,7 +232,7 @@ class PacsClient:
     ) -> list[UploadTarget]:
         """Declare more files, or renew the URLs of declared ones (same name); `parts` asks
         for a page of part URLs (first part number, count) of multipart files among them."""
-        body: dict[str, Any] = {"files": _specs(files)}
+        body: dict[str, object] = {"files": _specs(files)}
         if ttl_seconds is not None:
             body["ttl_seconds"] = ttl_seconds
         if parts:
@@ -325,8 +325,8 @@ class PacsClient:
             return b"".join([chunk async for chunk in resp.aiter_raw()])
 
 
-def _specs(files: Sequence[FileLike]) -> list[dict[str, Any]]:
-    out = []
+def _specs(files: Sequence[FileLike]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
     for f in files:
         spec = f if isinstance(f, FileSpec) else FileSpec.model_validate(dict(f))
         out.append(spec.model_dump(exclude_none=True))

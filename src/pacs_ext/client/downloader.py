@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import httpx
 
+from ..core.schemas import MaskGroupStatus
 from ..masks.schemas import MaskGroupRead, MaskRead
 from .api import RAW_BYTES, PacsClient, _describe, storage_message
 from .errors import ClientError, DownloadFailed, FileFailure
@@ -57,7 +58,7 @@ async def download_mask_group(
     started = time.perf_counter()
     progress = progress or TransferProgress()
     group = await client.get_group(annotation_id, group_id)
-    if group.status != "complete":
+    if group.status != MaskGroupStatus.COMPLETE:
         raise ClientError(
             f"mask group {group_id} is {group.status}: it has no verified masks to download yet"
         )

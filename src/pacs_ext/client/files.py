@@ -8,7 +8,6 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..masks.schemas import MAX_PARTS, MIN_PART_SIZE
 from ..objects.keys import check_filename, parse_slice_filename
@@ -46,9 +45,9 @@ class LocalFile:
     part_md5s: list[str] | None = None  # base64, one per part of part_size bytes
     part_size: int | None = None
 
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> dict[str, object]:
         """The file spec to declare; the local name is kept as the object's name."""
-        spec: dict[str, Any] = {
+        spec: dict[str, object] = {
             "filename": self.name,
             "content_type": self.content_type,
             "size": self.size,

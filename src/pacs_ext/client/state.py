@@ -14,10 +14,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .files import LocalFile
 
@@ -41,6 +40,53 @@ def default_state_path(
     return cache_dir() / f"upload-{digest[:24]}.json"
 
 
+@dataclass(slots=True)
+class FileState:
+    """What the state file remembers of one local file (its JSON keys are these fields).
+    A value missing or of the wrong type reads as None: it matches nothing, so the file is
+    hashed and declared again rather than trusted."""
+
+    size: int | None
+    md5: str | None
+    sha256: str | None
+    part_md5s: list[str] | None
+    part_size: int | None
+    mtime_ns: int | None
+    declared: bool
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, object]) -> FileState:
+        part_md5s = raw.get("part_md5s")
+        return cls(
+            size=_int(raw.get("size")),
+            md5=_str(raw.get("md5")),
+            sha256=_str(raw.get("sha256")),
+            part_md5s=[str(m) for m in part_md5s] if isinstance(part_md5s, list) else None,
+            part_size=_int(raw.get("part_size")),
+            mtime_ns=_int(raw.get("mtime_ns")),
+            declared=bool(raw.get("declared")),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "size": self.size,
+            "md5": self.md5,
+            "sha256": self.sha256,
+            "part_md5s": self.part_md5s,
+            "part_size": self.part_size,
+            "mtime_ns": self.mtime_ns,
+            "declared": self.declared,
+        }
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 @dataclass
 class UploadState:
     path: Path
@@ -48,8 +94,7 @@ class UploadState:
     annotation_id: int
     group_id: int
     group_name: str | None
-    # name → {"size", "md5", "sha256", "part_md5s", "mtime_ns", "declared"}
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, FileState] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> UploadState | None:
@@ -64,7 +109,7 @@ class UploadState:
                 annotation_id=int(raw["annotation_id"]),
                 group_id=int(raw["group_id"]),
                 group_name=raw.get("group_name"),
-                files={str(k): dict(v) for k, v in raw["files"].items()},
+                files={str(k): FileState.parse(v) for k, v in raw["files"].items()},
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -78,34 +123,34 @@ class UploadState:
 
     def record(self, files: Sequence[LocalFile], *, declared: bool) -> None:
         for f in files:
-            self.files[f.name] = {
-                "size": f.size,
-                "md5": f.md5,
-                "sha256": f.sha256,
-                "part_md5s": f.part_md5s,
-                "part_size": f.part_size,
-                "mtime_ns": f.mtime_ns,
-                "declared": declared,
-            }
+            self.files[f.name] = FileState(
+                size=f.size,
+                md5=f.md5,
+                sha256=f.sha256,
+                part_md5s=f.part_md5s,
+                part_size=f.part_size,
+                mtime_ns=f.mtime_ns,
+                declared=declared,
+            )
 
     def reuse_digests(self, files: Sequence[LocalFile]) -> None:
         """Skip re-hashing files whose size and mtime are as they were when hashed."""
         for f in files:
             old = self.files.get(f.name)
-            if old and old.get("size") == f.size and old.get("mtime_ns") == f.mtime_ns:
-                f.md5 = old.get("md5")
-                f.sha256 = old.get("sha256")
-                f.part_md5s = old.get("part_md5s")
-                f.part_size = old.get("part_size")
+            if old and old.size == f.size and old.mtime_ns == f.mtime_ns:
+                f.md5 = old.md5
+                f.sha256 = old.sha256
+                f.part_md5s = old.part_md5s
+                f.part_size = old.part_size
 
     def needs_declaring(self, f: LocalFile) -> bool:
         old = self.files.get(f.name)
         return not (
             old
-            and old.get("declared")
-            and old.get("size") == f.size
-            and old.get("md5") == f.md5
-            and (f.sha256 is None or old.get("sha256") == f.sha256)
+            and old.declared
+            and old.size == f.size
+            and old.md5 == f.md5
+            and (f.sha256 is None or old.sha256 == f.sha256)
         )
 
     def save(self) -> None:
@@ -115,7 +160,7 @@ class UploadState:
             "annotation_id": self.annotation_id,
             "group_id": self.group_id,
             "group_name": self.group_name,
-            "files": self.files,
+            "files": {name: f.to_json() for name, f in self.files.items()},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: a kill while saving leaves the old record, never half of one.

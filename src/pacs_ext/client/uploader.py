@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ..core.schemas import MaskGroupStatus
 from ..masks.schemas import MaskGroupRead, UploadTarget
 from .api import PacsClient
 from .errors import ApiError, ClientError, FileFailure, IncompleteUpload, UploadFailed
@@ -132,7 +132,7 @@ async def _existing_group(client: PacsClient, state: UploadState) -> MaskGroupRe
         if exc.status_code == 404:
             return None
         raise
-    return None if group.status == "expired" else group
+    return None if group.status == MaskGroupStatus.EXPIRED else group
 
 
 class _Run:
@@ -162,7 +162,7 @@ class _Run:
 
     # ---- the two ways in -----------------------------------------------------------------
 
-    async def fresh(self, state_path: Path, meta: dict[str, Any]) -> MaskGroupRead:
+    async def fresh(self, state_path: Path, meta: dict[str, str]) -> MaskGroupRead:
         state: UploadState | None = None
 
         async def declare(batch: list[LocalFile]) -> list[UploadTarget]:
@@ -207,7 +207,7 @@ class _Run:
                 f"(e.g. {gone[0]}); restore them, or start a new group"
             )
         changed = [f for f in self.files if state.needs_declaring(f)]
-        if group.status == "complete":
+        if group.status == MaskGroupStatus.COMPLETE:
             if changed:
                 raise ClientError(
                     f"mask group {group.id} is already complete with other files; "

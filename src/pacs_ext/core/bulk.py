@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-async def bulk_insert(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+async def bulk_insert(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, object]]
+) -> None:
     """Insert rows; a key missing from some rows is NULL there (Python-side defaults are the
     caller's job: COPY does not run them)."""
     if not rows:

@@ -1,8 +1,9 @@
-"""Schemas shared across domains: pagination and the error body."""
+"""Schemas shared across domains: pagination, the error body, and mask-group status."""
 
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -78,3 +79,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid input"},
     503: {"model": ErrorBody, "description": "Database or storage unavailable; retry"},
 }
+
+
+class MaskGroupStatus(StrEnum):
+    """A group's life: pending (URLs issued) -> complete (verified), or expired (janitor).
+    A StrEnum: the database column and the JSON hold the plain value ("pending"...)."""
+
+    PENDING = "pending"
+    COMPLETE = "complete"
+    EXPIRED = "expired"

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..masks import repository as repo
+from ..masks.uploads import FileRow
+from ..masks.verify import MaskRow
 from ..models import Annotation, Mask, MaskGroup, MaskGroupFile
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
@@ -142,14 +144,14 @@ async def _register_group(
     masks = {m.object_key: m for m in await repo.all_masks(session, group_id)}
     declared = {f.filename for f in await repo.declared_files(session, group_id)}
     now = utcnow()
-    new_masks: list[dict[str, Any]] = []
-    new_declared: list[dict[str, Any]] = []
+    new_masks: list[MaskRow] = []
+    new_declared: list[FileRow] = []
     updated = 0
     for p in files:
-        row = _mask_row(group_id, p)
+        row = _mask_row(group_id, p, now)
         existing = masks.get(p.key)
         if existing is None:
-            new_masks.append({**row, "created_at": now})
+            new_masks.append(row)
         elif (existing.file_size, existing.md5, existing.etag) != (p.size, p.md5, p.etag):
             # The object was just verified against the local file: it is the truth now.
             existing.file_size, existing.md5, existing.etag = p.size, p.md5, p.etag
@@ -192,39 +194,38 @@ async def _register_group(
     await outbox.request(session, annotation_id, group_id)
 
 
-def _mask_row(group_id: int, p: Present) -> dict[str, Any]:
+def _mask_row(group_id: int, p: Present, now: datetime) -> MaskRow:
     parsed = parse_slice_filename(p.file.name)
-    return {
-        "group_id": group_id,
-        "slice_index": parsed[0] if parsed else None,
-        "sop_instance_uid": None,
-        "label_name": parsed[1] if parsed else None,
-        "filename": p.file.name,
-        "object_key": p.key,
-        "mime_type": content_type_for(p.file.name),
-        "file_size": p.size,
-        "md5": p.md5,
-        "etag": p.etag,
-        "sha256": None,
-        "width": None,
-        "height": None,
-    }
+    return MaskRow(
+        created_at=now,
+        group_id=group_id,
+        slice_index=parsed[0] if parsed else None,
+        sop_instance_uid=None,
+        label_name=parsed[1] if parsed else None,
+        filename=p.file.name,
+        object_key=p.key,
+        mime_type=content_type_for(p.file.name),
+        file_size=p.size,
+        md5=p.md5,
+        etag=p.etag,
+        sha256=None,
+        width=None,
+        height=None,
+    )
 
 
-def _declared_row(mask: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "group_id": mask["group_id"],
-        "filename": mask["filename"],
-        "object_key": mask["object_key"],
-        "content_type": mask["mime_type"],
-        "size": mask["file_size"],
-        "md5": mask["md5"],
-        "sha256": None,
-        "slice_index": mask["slice_index"],
-        "label_name": mask["label_name"],
-        "sop_instance_uid": None,
-        "width": None,
-        "height": None,
-        "upload_id": None,
-        "part_size": None,
-    }
+def _declared_row(mask: MaskRow) -> FileRow:
+    return FileRow(
+        group_id=mask.group_id,
+        filename=mask.filename,
+        object_key=mask.object_key,
+        content_type=mask.mime_type,
+        size=mask.file_size,
+        md5=mask.md5,
+        sha256=None,
+        slice_index=mask.slice_index,
+        label_name=mask.label_name,
+        sop_instance_uid=None,
+        width=None,
+        height=None,
+    )

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Insert, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,19 +60,15 @@ async def claim(
     (PostgreSQL's unique index, SQLite's single writer), so no IntegrityError reaches
     the client and the loser can read the winner's row right after.
     """
-    values: dict[str, Any] = {
-        "subject": subject,
-        "key": key,
-        "request_hash": digest,
-        "annotation_id": annotation_id,
-    }
     dialect = session.get_bind().dialect.name
+    stmt: Insert
     if dialect == "postgresql":
-        stmt: Any = pg_insert(IdempotencyKey).values(values).on_conflict_do_nothing()
+        stmt = pg_insert(IdempotencyKey).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        stmt = sqlite_insert(IdempotencyKey).values(values).on_conflict_do_nothing()
+        stmt = sqlite_insert(IdempotencyKey).on_conflict_do_nothing()
     else:  # pragma: no cover - only the two supported databases
-        stmt = insert(IdempotencyKey).values(values)
+        stmt = insert(IdempotencyKey)
+    stmt = stmt.values(subject=subject, key=key, request_hash=digest, annotation_id=annotation_id)
     claimed = await session.scalar(stmt.returning(IdempotencyKey.id))
     return None if claimed is None else int(claimed)
 

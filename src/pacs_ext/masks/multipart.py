@@ -16,7 +16,7 @@ import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
@@ -32,7 +32,14 @@ from ..storage.base import (
 )
 from ..storage.errors import translate_storage_errors
 from .schemas import MAX_PARTS, MIN_PART_SIZE, FileProblem, FileSpec
-from .uploads import Target, multipart_target, part_sizes, single_target, uses_multipart
+from .uploads import (
+    FileRow,
+    Target,
+    multipart_target,
+    part_sizes,
+    single_target,
+    uses_multipart,
+)
 from .verify import Verification
 
 if TYPE_CHECKING:
@@ -95,20 +102,19 @@ def declared_etag(part_md5s: Sequence[str]) -> str:
     return multipart_etag([base64.b64decode(m) for m in part_md5s])
 
 
-def carry_over(ctx: Ctx, old: MaskGroupFile, row: dict[str, Any], spec: FileSpec) -> str | None:
+def carry_over(ctx: Ctx, old: MaskGroupFile, row: FileRow, spec: FileSpec) -> str | None:
     """Keep `old`'s multipart upload in `row` when the file is declared again unchanged;
     otherwise return the upload id that is now stale (to abort), if any."""
     if not old.upload_id:
         return None
     same = (
-        (old.size, old.md5, old.sha256, old.content_type)
-        == (row["size"], row["md5"], row["sha256"], row["content_type"])
+        row.declares_same_bytes(old)
         and uses_multipart(ctx.settings, ctx.storage, spec.size)
         and (spec.part_size is None or spec.part_size == old.part_size)
         and (spec.part_md5s is None or declared_etag(spec.part_md5s) == old.multipart_etag)
     )
     if same:
-        row["upload_id"], row["part_size"] = old.upload_id, old.part_size
+        row.upload_id, row.part_size = old.upload_id, old.part_size
         return None
     return old.upload_id
 
@@ -125,7 +131,7 @@ async def abort_stale(ctx: Ctx, stale: Sequence[tuple[str, str]]) -> None:
 
 async def multipart_targets(
     ctx: Ctx,
-    rows: list[dict[str, Any]],
+    rows: Sequence[FileRow],
     specs: Sequence[FileSpec],
     ttl: int,
     pages: Sequence[tuple[int, int] | None],
@@ -138,15 +144,15 @@ async def multipart_targets(
         for i, (spec, multipart) in enumerate(zip(specs, uses, strict=True))
     ]
 
-    async def upload_for(row: dict[str, Any], part_size: int) -> str:
-        carried = row.get("upload_id")
-        if carried and row.get("part_size") == part_size:
+    async def upload_for(row: FileRow, part_size: int) -> str:
+        carried = row.upload_id
+        if carried and row.part_size == part_size:
             try:
-                await storage.list_parts(row["object_key"], carried)
-                return str(carried)
+                await storage.list_parts(row.object_key, carried)
+                return carried
             except MultipartUploadNotFound:
                 pass  # aborted or expired meanwhile: start again
-        return await storage.create_multipart(row["object_key"], row["content_type"])
+        return await storage.create_multipart(row.object_key, row.content_type)
 
     jobs: list[Callable[[], Awaitable[str]]] = []
     for row, part_size in zip(rows, sizes, strict=True):
@@ -158,12 +164,12 @@ async def multipart_targets(
     targets: list[Target] = []
     for row, spec, part_size, page in zip(rows, specs, sizes, pages, strict=True):
         if part_size is None:
-            row["upload_id"], row["part_size"] = None, None
+            row.upload_id, row.part_size = None, None
             targets.append(single_target(storage, row, ttl))
             continue
         upload_id = next(upload_ids)
-        row["upload_id"], row["part_size"] = upload_id, part_size
-        row["multipart_etag"] = declared_etag(spec.part_md5s) if spec.part_md5s else None
+        row.upload_id, row.part_size = upload_id, part_size
+        row.multipart_etag = declared_etag(spec.part_md5s) if spec.part_md5s else None
         targets.append(
             multipart_target(storage, row, upload_id, part_size, ttl, spec.part_md5s, page)
         )

@@ -5,16 +5,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.bulk import bulk_insert
 from ..models import Mask, MaskGroup, MaskGroupFile
 from ..models.mask_group import COMPLETE, PENDING
 from .schemas import MaskFilters
-from .verify import DeclaredFile
+from .uploads import FileRow
+from .verify import DeclaredFile, MaskRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,21 +168,32 @@ async def declared_by_name(
     return out
 
 
-async def insert_files(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await bulk_insert(session, MaskGroupFile.__table__, rows)  # type: ignore[arg-type]
+_FILES = cast(Table, MaskGroupFile.__table__)
+_MASKS = cast(Table, Mask.__table__)
 
 
-async def insert_masks(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+async def insert_files(session: AsyncSession, rows: Sequence[FileRow]) -> None:
+    await bulk_insert(session, _FILES, [r.values() for r in rows])
+
+
+async def insert_masks(session: AsyncSession, rows: Sequence[MaskRow]) -> None:
     for i in range(0, len(rows), CHUNK):
-        await bulk_insert(session, Mask.__table__, rows[i : i + CHUNK])  # type: ignore[arg-type]
+        await bulk_insert(session, _MASKS, [r.values() for r in rows[i : i + CHUNK]])
 
 
-async def claim_completion(session: AsyncSession, group_id: int, values: dict[str, Any]) -> bool:
+async def claim_completion(
+    session: AsyncSession, group_id: int, *, completed_at: datetime, slice_count: int
+) -> bool:
     """Move a pending group to complete; False when another request got there first."""
     result = await session.execute(
         update(MaskGroup)
         .where(MaskGroup.id == group_id, MaskGroup.status == PENDING)
-        .values(status=COMPLETE, **values)
+        .values(
+            status=COMPLETE,
+            completed_at=completed_at,
+            slice_count=slice_count,
+            updated_at=completed_at,
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..core.schemas import DicomUID, Text
+from ..core.schemas import DicomUID, MaskGroupStatus, Text
 from ..objects.keys import check_filename, check_label, slice_filename
 
 MAX_FILES_PER_REQUEST = 10_000
@@ -229,7 +229,7 @@ class MaskGroupRead(BaseModel):
     mask_type: str
     description: str | None
     created_by: str
-    status: Literal["pending", "complete", "expired"]
+    status: MaskGroupStatus
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None

@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 import anyio.to_thread
 import structlog
@@ -20,7 +19,7 @@ from ..core import metrics
 from ..core.config import Settings
 from ..core.errors import Conflict, InvalidInput, NotFound
 from ..core.schemas import Pagination
-from ..models import Annotation, Mask, MaskGroup, MaskGroupFile, tombstone
+from ..models import Annotation, Mask, MaskGroup, tombstone
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
 from ..objects import outbox
@@ -39,8 +38,8 @@ from .schemas import (
     MaskGroupUpdate,
     PartRange,
 )
-from .uploads import Target, check_specs, file_row, resolve_ttl, single_target
-from .verify import Verification, mask_row, verify
+from .uploads import FileRow, Target, check_specs, file_row, resolve_ttl, single_target
+from .verify import MaskRow, Verification, mask_row, verify
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +93,7 @@ async def prepare_signing(ctx: Ctx) -> None:
 async def _targets(
     ctx: Ctx,
     group: MaskGroup,
-    rows: list[dict[str, object]],
+    rows: Sequence[FileRow],
     specs: Sequence[FileSpec],
     ttl: int,
     ranges: Mapping[str, PartRange] | None = None,
@@ -131,7 +130,7 @@ async def create_group(
     targets = await _targets(ctx, group, rows, body.files, ttl)
     await repo.insert_files(ctx.session, rows)
     if targets:
-        group.upload_expires_at = max(t["expires_at"] for t in targets)
+        group.upload_expires_at = max(t.expires_at for t in targets)
     await ctx.session.flush()
     await _audit(ctx, AuditAction.MASK_GROUP_CREATE, annotation_id, group.id, files=len(rows))
     await _audit_urls(ctx, annotation_id, group.id, targets)
@@ -157,14 +156,14 @@ async def upload_urls(
     ttl = resolve_ttl(ctx.settings, ttl_seconds)
     check_specs(ctx.settings, ctx.storage, files)
     rows = [file_row(ctx.key_prefix, annotation_id, group_id, s) for s in files]
-    existing = await repo.declared_by_name(ctx.session, group_id, (r["filename"] for r in rows))
-    added = sum(1 for r in rows if str(r["filename"]) not in existing)
+    existing = await repo.declared_by_name(ctx.session, group_id, (r.filename for r in rows))
+    added = sum(1 for r in rows if r.filename not in existing)
     if added:
         _check_group_size(ctx.settings, await repo.count_declared(ctx.session, group_id) + added)
     # A multipart upload survives a renewal of the same declaration (its parts are kept).
     stale = []
     for row, spec in zip(rows, files, strict=True):
-        old = existing.get(str(row["filename"]))
+        old = existing.get(row.filename)
         if old is not None and (upload_id := multipart.carry_over(ctx, old, row, spec)):
             stale.append((old.object_key, upload_id))
     # Objects are write-once: a file declared again with other bytes needs its old object
@@ -173,7 +172,7 @@ async def upload_urls(
     changed = [
         old.object_key
         for row in rows
-        if (old := existing.get(str(row["filename"]))) is not None and _redeclared(old, row)
+        if (old := existing.get(row.filename)) is not None and not row.declares_same_bytes(old)
     ]
     if changed:
         async with translate_storage_errors("removing the objects of re-declared files"):
@@ -181,21 +180,18 @@ async def upload_urls(
     targets = await _targets(ctx, group, rows, files, ttl, parts)
     new_rows = []
     for row in rows:
-        old = existing.get(str(row["filename"]))
+        old = existing.get(row.filename)
         if old is None:
             new_rows.append(row)
             continue
-        for k, v in row.items():
-            setattr(old, k, v)
-        old.upload_id, old.part_size = row.get("upload_id"), row.get("part_size")
-        old.multipart_etag = row.get("multipart_etag")
+        row.apply_to(old)
     await repo.insert_files(ctx.session, new_rows)
     await multipart.abort_stale(ctx, stale)
     slices = {s.slice_index for s in files if s.slice_index is not None}
     if slices:
         declared = await repo.declared_files(ctx.session, group_id)
         group.slice_count = len({f.slice_index for f in declared if f.slice_index is not None})
-    latest = max(t["expires_at"] for t in targets)
+    latest = max(t.expires_at for t in targets)
     if group.upload_expires_at is None or latest > group.upload_expires_at:
         group.upload_expires_at = latest
     await ctx.session.flush()
@@ -212,15 +208,6 @@ def _check_group_size(settings: Settings, files: int) -> None:
             "(limits.max_files_per_group); split the upload into several groups",
             extra={"field": "files", "limit": limit},
         )
-
-
-def _redeclared(old: MaskGroupFile, row: dict[str, Any]) -> bool:
-    return (old.size, old.md5, old.sha256, old.content_type) != (
-        row["size"],
-        row["md5"],
-        row["sha256"],
-        row["content_type"],
-    )
 
 
 async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
@@ -280,7 +267,7 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     rows = await anyio.to_thread.run_sync(_mask_rows, result, now)
     slice_count = len({f.slice_index for f in declared if f.slice_index is not None})
     if not await repo.claim_completion(
-        ctx.session, group_id, {"completed_at": now, "slice_count": slice_count, "updated_at": now}
+        ctx.session, group_id, completed_at=now, slice_count=slice_count
     ):
         # Not expected under the lock; answer from the row as it is now, never a 500.
         current = await repo.lock_group(ctx.session, annotation_id, group_id)
@@ -295,7 +282,7 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     await outbox.request(ctx.session, annotation_id, group_id)
     await _write_metadata_after_commit(ctx, group_id)
     elapsed = time.perf_counter() - started
-    total_bytes = sum(int(r["file_size"]) for r in rows)
+    total_bytes = sum(r.file_size for r in rows)
     metrics.record_completion(len(rows), total_bytes, elapsed)
     log.info(
         "mask_group.completed",
@@ -318,11 +305,11 @@ async def _listing(storage: ObjectStorage, prefix: str) -> dict[str, ObjectInfo]
     return listing
 
 
-def _mask_rows(result: Verification, now: datetime) -> list[dict[str, Any]]:
+def _mask_rows(result: Verification, now: datetime) -> list[MaskRow]:
     return [mask_row(f, obj, now) for f, obj in result.ok]
 
 
-def conflict_body(result: Verification, max_names: int) -> dict[str, Any]:
+def conflict_body(result: Verification, max_names: int) -> dict[str, object]:
     """The 409 of `complete`: at most max_names problems of each kind, and exact counts."""
     return {
         "missing": [p.model_dump(exclude_none=True) for p in result.missing[:max_names]],
@@ -501,9 +488,16 @@ async def _audit(
     )
 
 
-async def _audit_urls(ctx: Ctx, annotation_id: int, group_id: int, targets: Sequence[Any]) -> None:
-    await audit.record_upload_targets(
-        ctx.session, ctx.principal, targets, annotation_id=annotation_id, group_id=group_id
+async def _audit_urls(
+    ctx: Ctx, annotation_id: int, group_id: int, targets: Sequence[Target]
+) -> None:
+    await audit.record_signed_urls(
+        ctx.session,
+        ctx.principal,
+        "PUT",
+        issued_urls(targets),
+        annotation_id=annotation_id,
+        group_id=group_id,
     )
 
 
@@ -569,3 +563,13 @@ async def _fresh_targets(ctx: Ctx, group: MaskGroup, body: MaskGroupCreate) -> l
     if group.status != PENDING or not body.files:
         return []
     return await upload_urls(ctx, group.annotation_id, group.id, body.files, body.ttl_seconds)
+
+
+def issued_urls(targets: Sequence[Target]) -> list[audit.IssuedUrl]:
+    """The PUT URLs in the targets, one per object: a single upload's URL, or the page of
+    part URLs a multipart one got (part_number: the page's first part). So a request's
+    audit rows are bounded by its files, however many parts it signed."""
+    return [
+        audit.IssuedUrl(t.object_key, t.expires_at, t.parts[0].part_number if t.parts else None)
+        for t in targets
+    ]

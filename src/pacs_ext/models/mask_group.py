@@ -3,9 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+# The enum lives with the JSON schemas, which the client SDK imports without SQLAlchemy.
+from ..core.schemas import MaskGroupStatus
 from .base import NEVER_REUSED, Base, BigId, TimestampMixin, UTCDateTime
 
 if TYPE_CHECKING:
@@ -13,9 +16,25 @@ if TYPE_CHECKING:
     from .mask import Mask
     from .mask_group_file import MaskGroupFile
 
-PENDING = "pending"
-COMPLETE = "complete"
-EXPIRED = "expired"
+
+# Short names for queries and comparisons (members, so they type as MaskGroupStatus).
+PENDING = MaskGroupStatus.PENDING
+COMPLETE = MaskGroupStatus.COMPLETE
+EXPIRED = MaskGroupStatus.EXPIRED
+
+
+class StatusType(TypeDecorator[MaskGroupStatus]):
+    """The status column: VARCHAR(16) holding the value, read back as the enum (the schema
+    and the stored values are those of the plain-string column it replaces)."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: MaskGroupStatus | None, dialect: Dialect) -> str | None:
+        return None if value is None else MaskGroupStatus(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> MaskGroupStatus | None:
+        return None if value is None else MaskGroupStatus(value)
 
 
 class MaskGroup(TimestampMixin, Base):
@@ -38,7 +57,7 @@ class MaskGroup(TimestampMixin, Base):
     mask_type: Mapped[str] = mapped_column(String(64), nullable=False, default="segmentation")
     description: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(255), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default=PENDING)
+    status: Mapped[MaskGroupStatus] = mapped_column(StatusType(), nullable=False, default=PENDING)
     # Latest expiry of any upload URL issued for this group (the janitor's clock).
     upload_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

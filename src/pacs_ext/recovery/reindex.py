@@ -27,6 +27,8 @@ from ..legacy.metadata import BadMetadata, MetadataDoc, parse
 from ..legacy.register import CHUNK
 from ..legacy.run import NoProgress, Progress
 from ..masks import repository as repo
+from ..masks.uploads import FileRow
+from ..masks.verify import MaskRow
 from ..models import Annotation, MaskGroup
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
@@ -267,8 +269,8 @@ async def _restore_group(
             }
         ],
     )
-    masks: list[dict[str, Any]] = []
-    declared: list[dict[str, Any]] = []
+    masks: list[MaskRow] = []
+    declared: list[FileRow] = []
     named = set()
     for f in doc.files:
         named.add(f.key)
@@ -278,35 +280,39 @@ async def _restore_group(
             report.problems.append(f"{f.key}: {problem}; not restored")
             continue
         assert obj is not None
-        common = {
-            "group_id": g.id,
-            "filename": f.filename,
-            "object_key": f.key,
-            "slice_index": f.slice_index,
-            "label_name": f.label_name,
-            "sop_instance_uid": f.sop_instance_uid,
-            "md5": f.md5,
-            "sha256": f.sha256,
-            "width": f.width,
-            "height": f.height,
-        }
         masks.append(
-            {
-                **common,
-                "mime_type": f.content_type,
-                "file_size": obj.size,
-                "etag": obj.etag,
-                "created_at": completed,
-            }
+            MaskRow(
+                created_at=completed,
+                group_id=g.id,
+                slice_index=f.slice_index,
+                sop_instance_uid=f.sop_instance_uid,
+                label_name=f.label_name,
+                filename=f.filename,
+                object_key=f.key,
+                mime_type=f.content_type,
+                file_size=obj.size,
+                md5=f.md5,
+                etag=obj.etag,
+                sha256=f.sha256,
+                width=f.width,
+                height=f.height,
+            )
         )
         declared.append(
-            {
-                **common,
-                "content_type": f.content_type,
-                "size": obj.size,
-                "upload_id": None,
-                "part_size": None,
-            }
+            FileRow(
+                group_id=g.id,
+                filename=f.filename,
+                object_key=f.key,
+                content_type=f.content_type,
+                size=obj.size,
+                md5=f.md5,
+                sha256=f.sha256,
+                slice_index=f.slice_index,
+                label_name=f.label_name,
+                sop_instance_uid=f.sop_instance_uid,
+                width=f.width,
+                height=f.height,
+            )
         )
     await repo.insert_files(session, declared)
     await repo.insert_masks(session, masks)
