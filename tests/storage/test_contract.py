@@ -270,7 +270,7 @@ def signed_an_hour_ago(store: ObjectStorage, spec: UploadSpec) -> SignedRequest:
     assert isinstance(store, S3Storage)
     headers = store.sign_upload(spec, 1).headers  # exactly the headers the store signs
     # The store's own presigner, at a signing time an hour back (the service judges expiry).
-    url = store._signer().presign("PUT", spec.key, expires_in=1, headers=headers, now=past)
+    url = store.signer().presign("PUT", spec.key, expires_in=1, headers=headers, now=past)
     return SignedRequest("PUT", url, headers, past + timedelta(seconds=1))
 
 
