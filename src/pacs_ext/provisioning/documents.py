@@ -3,6 +3,7 @@ block, IAM policy), and comparisons that ignore what stores rewrite when they re
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..core.config import Settings
@@ -183,7 +184,9 @@ def _cors_key(rule: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def same_cors(current: list[dict[str, Any]], desired: list[dict[str, Any]]) -> bool:
-    return sorted(map(repr, map(_cors_key, current))) == sorted(map(repr, map(_cors_key, desired)))
+    # Compared as multisets of keys: a frozenset's repr depends on the order its items went
+    # in, so comparing reprs called equal rules different now and then ("cors changed").
+    return Counter(map(_cors_key, current)) == Counter(map(_cors_key, desired))
 
 
 def rule_prefix(rule: dict[str, Any]) -> str | None:
