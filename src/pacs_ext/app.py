@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.clock = clock
     app.state.token_verifier = TokenVerifier(settings)
 
     _install_error_handlers(app)

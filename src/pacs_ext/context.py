@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .core.auth import Principal
+from .core.clock import Clock
 from .core.config import Settings
 from .storage.base import ObjectStorage
 
@@ -25,6 +26,8 @@ class Ctx:
     storage: ObjectStorage
     settings: Settings
     principal: Principal
+    # The app's clock: request-time decisions (tombstone retention) use it, not the wall clock.
+    clock: Clock
 
     @property
     def key_prefix(self) -> str:

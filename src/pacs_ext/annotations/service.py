@@ -138,6 +138,7 @@ async def delete(ctx: Ctx, annotation_id: int) -> None:
             annotation_id,
             parent_id=None,
             retention_seconds=tombstone_retention,
+            now=ctx.clock.now(),
         ):
             return
         raise NotFound(f"annotation {annotation_id} not found")
@@ -149,6 +150,7 @@ async def delete(ctx: Ctx, annotation_id: int) -> None:
         parent_id=None,
         owner=annotation.owner,
         deleted_by=principal.subject,
+        now=ctx.clock.now(),
     )
     pending = await deletions.schedule(
         session,

@@ -10,7 +10,7 @@ from ..context import Ctx
 from ..core.auth import CurrentUserOrQueryToken
 from ..core.config import Settings
 from ..core.schemas import ERROR_RESPONSES, MAX_BIGINT, ErrorBody, Page
-from ..http.deps import CtxDep, DownloadsDep, SessionDep, SettingsDep, StorageDep
+from ..http.deps import ClockDep, CtxDep, DownloadsDep, SessionDep, SettingsDep, StorageDep
 from ..http.params import MaskPageParams, PageParams, ResourceId
 from ..models import Mask
 from ..storage import inert
@@ -255,10 +255,11 @@ async def get_mask_content(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    clock: ClockDep,
     downloads: DownloadsDep,
 ) -> RedirectResponse:
     """Redirect to a short-lived signed GET (usable as an <img src> with ?access_token=)."""
-    ctx = Ctx(session=session, storage=storage, settings=settings, principal=user)
+    ctx = Ctx(session=session, storage=storage, settings=settings, principal=user, clock=clock)
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
     await service.prepare_signing(ctx)
     signed = await downloads.sign_download(

@@ -373,6 +373,7 @@ async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
         parent_id=annotation_id,
         owner=annotation.owner,
         deleted_by=ctx.principal.subject,
+        now=ctx.clock.now(),
     )
     pending = await deletions.schedule(
         ctx.session,
@@ -404,6 +405,7 @@ async def _resume_or_not_found(
         object_id,
         parent_id=parent_id,
         retention_seconds=ctx.settings.janitor.tombstone_retention_seconds,
+        now=ctx.clock.now(),
     ):
         raise NotFound(missing)
 
@@ -435,6 +437,7 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
         parent_id=group_id,
         owner=annotation.owner,
         deleted_by=ctx.principal.subject,
+        now=ctx.clock.now(),
     )
     pending = await deletions.schedule(
         ctx.session,

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...core.auth import Principal
 from ...models import Tombstone
-from ...models.base import utcnow
 
 
 async def bury(
@@ -26,6 +25,7 @@ async def bury(
     parent_id: int | None,
     owner: str,
     deleted_by: str,
+    now: datetime,
 ) -> None:
     session.add(
         Tombstone(
@@ -34,7 +34,7 @@ async def bury(
             parent_id=parent_id,
             owner=owner,
             deleted_by=deleted_by,
-            deleted_at=utcnow(),
+            deleted_at=now,
         )
     )
     await session.flush()
@@ -48,12 +48,14 @@ async def recently_deleted(
     *,
     parent_id: int | None,
     retention_seconds: int,
+    now: datetime,
 ) -> bool:
-    """True when `principal` deleted this (or may see that it was) within the retention."""
+    """True when `principal` deleted this (or may see that it was) within the retention
+    before `now` (the request's clock, so a test moves time instead of editing rows)."""
     stmt = select(func.count()).where(
         Tombstone.kind == kind,
         Tombstone.object_id == object_id,
-        Tombstone.deleted_at >= utcnow() - timedelta(seconds=retention_seconds),
+        Tombstone.deleted_at >= now - timedelta(seconds=retention_seconds),
     )
     if parent_id is not None:
         stmt = stmt.where(Tombstone.parent_id == parent_id)
