@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,7 +86,10 @@ class S3Files:
         signer = await self._io_signer()
         http = self._http_session()
         for attempt in range(PUT_ATTEMPTS):
-            url = signer.presign("PUT", key, expires_in=PUT_URL_TTL, headers=headers)
+            # The server's own request goes out now: signed at the wall clock's time, whatever
+            # clock signs the URLs handed to clients (a test's may be set back).
+            now = datetime.now(UTC)
+            url = signer.presign("PUT", key, expires_in=PUT_URL_TTL, headers=headers, now=now)
             try:
                 async with http.put(url, data=data, headers=headers) as resp:
                     if resp.status == 200:

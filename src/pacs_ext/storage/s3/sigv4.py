@@ -16,7 +16,7 @@ import calendar
 import hmac
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from hashlib import sha256
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
@@ -113,6 +113,7 @@ class SigV4Presigner:
     """
 
     __slots__ = (
+        "_clock",
         "_credentials",
         "_day",
         "_host",
@@ -137,6 +138,7 @@ class SigV4Presigner:
         addressing_style: Literal["path", "virtual"],
         session_token: str | None = None,
         service: str = "s3",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not _SCOPE_PART.fullmatch(region):
             raise ValueError(f"invalid region {region!r}")
@@ -146,6 +148,7 @@ class SigV4Presigner:
             raise ValueError(f"invalid bucket {bucket!r}")
         if addressing_style not in ("path", "virtual"):
             raise ValueError(f"addressing_style must be 'path' or 'virtual': {addressing_style!r}")
+        self._clock = clock  # Unix seconds: the signing time when presign() is given none
         self._region = region
         self._service = service
         self._scope_suffix = f"/{region}/{service}/aws4_request"
@@ -201,7 +204,7 @@ class SigV4Presigner:
 
         headers: extra headers the client must send verbatim (host is always signed).
         query: extra query parameters, signed and placed first in the URL in this order.
-        now: signing time, timezone-aware; defaults to the current time.
+        now: signing time, timezone-aware; defaults to the signer's clock.
         """
         if method not in _METHODS:
             upper = method.upper()
@@ -214,7 +217,7 @@ class SigV4Presigner:
         path = self._path_prefix + _quote_key(key)
 
         if now is None:
-            epoch = int(time.time())
+            epoch = int(self._clock())
         elif now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         else:
