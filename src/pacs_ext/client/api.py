@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from .. import __version__
 from ..annotations.schemas import AnnotationRead
+from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.schemas import Page
 from ..masks.schemas import (
     DownloadUrl,
@@ -46,7 +47,8 @@ class PacsClient:
     URLs only: the token never goes to storage). Use as `async with PacsClient(...) as c:`.
     Idle connections are forgotten after `keepalive_expiry` seconds (before servers close
     them); a request safe to repeat that a reused connection dropped is sent again at once
-    (client/connections.py), before the retry policy's own attempts.
+    (client/connections.py), before the retry policy's own attempts. `clock` judges whether
+    a signed URL has expired (client/expiry.py); tests pass a FakeClock.
     """
 
     def __init__(
@@ -60,11 +62,13 @@ class PacsClient:
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
         transport: httpx.AsyncBaseTransport | None = None,
         storage_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not server.startswith(("http://", "https://")):
             raise ValueError(f"server must be an http:// or https:// URL (got {server!r})")
         self.server = server.rstrip("/")
         self.retry = retry or RetryPolicy()
+        self.clock = clock
         limits = httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_connections,

@@ -5,6 +5,9 @@ in the message, Ceph RGW answers 403 AccessDenied with an empty message (the sam
 for a permission it lacks). So the message is not enough: the target's `expires_at` is
 compared with our clock and with storage's own (its Date header), and a 403 AccessDenied on
 a URL whose time is up counts as expired.
+
+"Our clock" is the `Clock` the PacsClient was given (the system clock unless a test passes a
+FakeClock): core/clock.py is standard library only, so the SDK shares it with the server.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from ..core.clock import SYSTEM_CLOCK, Clock
 from ..masks.schemas import UploadTarget
 
 # The refusal codes an expired URL gets ("" when the body names none).
@@ -25,39 +29,48 @@ DATE_RESOLUTION = timedelta(seconds=1)
 
 @dataclass(frozen=True, slots=True)
 class Issued:
-    """An upload target and when we received it (to judge how close to expiry it is)."""
+    """An upload target and when we received it, by `clock` (to judge how close to expiry
+    it is)."""
 
     target: UploadTarget
-    issued_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    clock: Clock = SYSTEM_CLOCK
+    issued_at: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "issued_at", self.clock.now())
 
     def expiring(self) -> bool:
         expires = aware(self.target.expires_at)
         ttl = (expires - self.issued_at).total_seconds()
         margin = min(30.0, max(ttl, 0.0) / 10)
-        return (expires - datetime.now(UTC)).total_seconds() < margin
+        return (expires - self.clock.now()).total_seconds() < margin
 
 
 def aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def has_expired(expires_at: datetime, response: httpx.Response | None = None) -> bool:
+def has_expired(
+    expires_at: datetime, response: httpx.Response | None = None, clock: Clock = SYSTEM_CLOCK
+) -> bool:
     """Whether `expires_at` has passed by our clock, or by storage's clock when `response`
     (an answer from storage) carries a Date header."""
     deadline = aware(expires_at)
-    if datetime.now(UTC) >= deadline:
+    if clock.now() >= deadline:
         return True
     stamp = _storage_time(response) if response is not None else None
     return stamp is not None and stamp + DATE_RESOLUTION > deadline
 
 
-def refused_as_expired(response: httpx.Response, expires_at: datetime) -> bool:
+def refused_as_expired(
+    response: httpx.Response, expires_at: datetime, clock: Clock = SYSTEM_CLOCK
+) -> bool:
     """A storage refusal that means "this signed URL has expired": renew it and try again."""
     if response.status_code != 403:
         return False
     if "expired" in response.text.lower():
         return True
-    return error_code(response) in EXPIRED_CODES and has_expired(expires_at, response)
+    return error_code(response) in EXPIRED_CODES and has_expired(expires_at, response, clock)
 
 
 def error_code(response: httpx.Response) -> str:

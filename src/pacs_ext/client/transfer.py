@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from ..core.clock import SYSTEM_CLOCK, Clock
 from ..masks.schemas import PartTarget, UploadTarget
 from .api import _describe, storage_message
 from .errors import LocalFileError
@@ -55,8 +56,11 @@ class TransferStats:
 class Renewer:
     """Coalesces concurrent renewals into few `upload-urls` calls."""
 
-    def __init__(self, declare: Declare, batch_size: int, stats: TransferStats) -> None:
+    def __init__(
+        self, declare: Declare, batch_size: int, stats: TransferStats, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._declare = declare
+        self._clock = clock
         self._batch_size = batch_size
         self._stats = stats
         self._pending: list[tuple[LocalFile, asyncio.Future[Issued]]] = []
@@ -78,7 +82,7 @@ class Renewer:
         try:
             for batch in chunks(files, self._batch_size):
                 for t in await self._declare(batch):
-                    results[t.filename] = Issued(t)
+                    results[t.filename] = Issued(t, self._clock)
             self._stats.renewed += len(results)
         except Exception as exc:
             error = exc
@@ -111,8 +115,10 @@ class Sender:
         stats: TransferStats,
         concurrency: int,
         more_parts: MoreParts | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._more_parts = more_parts
+        self._clock = clock  # judges whether a URL has expired (storage's refusals aside)
         self._http = http
         self._retry = retry
         self._renewer = renewer
@@ -234,7 +240,7 @@ class Sender:
             except httpx.TransportError as exc:
                 self._progress.advance(-sent[0])
                 # Storage may drop the connection when it refuses a streamed body early.
-                if has_expired(expires_at):
+                if has_expired(expires_at, clock=self._clock):
                     raise _Expired(f"{_describe(exc)} after the URL expired") from None
                 raise _Retry(_describe(exc)) from None
             except BaseException:  # cancelled (a sibling part failed): take the bytes back
@@ -250,7 +256,7 @@ class Sender:
             return
         self._progress.advance(-sent[0])
         reason = storage_message(response)
-        if refused_as_expired(response, expires_at):
+        if refused_as_expired(response, expires_at, self._clock):
             raise _Expired(reason)
         if response.status_code in RETRYABLE_STATUSES:
             raise _Retry(reason, retry_after_seconds(response))

@@ -244,7 +244,9 @@ class _Run:
 
     def _renewer_for(self) -> Renewer:
         if self._renewer is None:
-            self._renewer = Renewer(self._upload_urls, self.batch_size, self.stats)
+            self._renewer = Renewer(
+                self._upload_urls, self.batch_size, self.stats, self.client.clock
+            )
         return self._renewer
 
     async def renewer_close(self) -> None:
@@ -303,6 +305,7 @@ class _Run:
             self.stats,
             self.concurrency,
             self._more_parts,
+            self.client.clock,
         )
         # Stop early when everything fails (storage down, CORS, bad clock): no point waiting
         # out the backoff of thousands of files.
@@ -324,7 +327,7 @@ class _Run:
                         if target is None:
                             failures.append(FileFailure(f.name, "the server returned no URL"))
                         else:
-                            await queue.put((f, Issued(target)))
+                            await queue.put((f, Issued(target, self.client.clock)))
             except Exception as exc:  # re-raised below, once the workers have drained
                 producer_error.append(exc)
             # Not in `finally`: when cancelled, the workers are cancelled too.
