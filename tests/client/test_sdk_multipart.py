@@ -1,6 +1,7 @@
 """Large files through the SDK on Ceph RGW: multipart uploads (the RGW server goes multipart
-at 8 MiB, parts of 16 MiB), a killed multipart upload resumed to completion with the same
-upload id, and expired part URLs renewed without resending the parts already stored.
+at 8 MiB, parts of 16 MiB) and a killed multipart upload resumed to completion with the same
+upload id. Expired part URLs renewed without resending the parts already stored:
+test_sdk_expiry.py (in-process, on a clock the test moves).
 
 Resume works per file: a re-run declares the unfinished file again with the same spec, the
 server keeps its multipart upload (masks/multipart.py) and the SDK sends all of its parts.
@@ -9,13 +10,11 @@ server keeps its multipart upload (masks/multipart.py) and the SDK sends all of 
 from __future__ import annotations
 
 import asyncio
-import calendar
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -179,41 +178,3 @@ async def test_killed_multipart_upload_resumes_with_the_same_upload(
 
         await download_mask_group(c, a.id, group.id, tmp_path / "out")
         assert read_folder(tmp_path / "out") == bodies
-
-
-class ExpireFirstPart(PartLog):
-    """Holds part 1's first PUT until part 2 is stored and part 1's URL has expired: storage
-    (RGW: 403 AccessDenied, no message) refuses it, and only part 1 needs a new URL."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held = False
-
-    async def before(self, request: httpx.Request) -> None:
-        if request.url.params.get("partNumber") != "1" or self.held:
-            return
-        self.held = True
-        while not any(n == 2 and s == 200 for _, n, _, s in self.puts):
-            await asyncio.sleep(0.05)
-        signed = calendar.timegm(time.strptime(request.url.params["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
-        expiry = signed + int(request.url.params["X-Amz-Expires"])
-        await asyncio.sleep(max(0.0, expiry - time.time()) + 1.5)
-
-
-async def test_expired_part_urls_are_renewed_without_resending_stored_parts(
-    server: ServerProcess, tmp_path: Path, objects: StoredObjects
-) -> None:
-    bodies = write_files(tmp_path / "in", {"volume_ct.nii": 17 * MiB})
-    log = ExpireFirstPart()
-    async with client(server, storage_transport=log) as c:
-        a = await c.create_annotation("1.2.3.503")
-        result = await upload_mask_group(c, a.id, tmp_path / "in", ttl_seconds=4)
-        assert result.group.status == "complete"
-        assert result.renewed_urls == 1
-        parts = log.parts_of("volume_ct.nii")
-        (upload_id,) = {u for _, u, _ in parts}
-        assert sorted((n, s) for n, _, s in parts) == [(1, 200), (1, 403), (2, 200)]
-        assert unfinished(objects, f"mask/{a.id}/") == {}
-        await download_mask_group(c, a.id, result.group.id, tmp_path / "out")
-        assert read_folder(tmp_path / "out") == bodies
-        assert upload_id

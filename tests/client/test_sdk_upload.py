@@ -1,6 +1,7 @@
 """upload_mask_group / download_mask_group against the running app over real HTTP: the happy
 path, resume after a cancelled task and after a killed process, changed files, retries on
-injected faults, renewal of expired URLs, and clear refusals."""
+injected faults, and clear refusals. Renewal of expired URLs: test_sdk_expiry.py (in-process,
+on a clock the test moves)."""
 
 from __future__ import annotations
 
@@ -285,26 +286,6 @@ async def test_refused_files_fail_clearly_and_a_rerun_finishes(
             1,
             9,
         )
-
-
-async def test_expired_urls_are_renewed(server: ServerProcess, tmp_path: Path) -> None:
-    write_masks(tmp_path / "in", 6)
-
-    first = [True]
-
-    def rule(request: httpx.Request, nth: int) -> float | None:
-        # The first PUT reaches storage after its 2-second URL has expired.
-        if request.method == "PUT" and first[0]:
-            first[0] = False
-            return 2.5
-        return None
-
-    async with client(server, storage_transport=FaultyTransport(rule)) as c:
-        a = await c.create_annotation("1.2.3.7")
-        result = await upload_mask_group(c, a.id, tmp_path / "in", concurrency=1, ttl_seconds=2)
-        assert result.group.status == "complete"
-        # One renewal after storage said "expired", then one for each URL that aged in line.
-        assert result.renewed_urls >= 6
 
 
 async def test_refusals_before_any_request(server: ServerProcess, tmp_path: Path) -> None:
