@@ -9,11 +9,12 @@ test_upload_through_the_page[postgres-rgw].
 
 from __future__ import annotations
 
-import asyncio
-import calendar
+import base64
+import hashlib
 import json
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from playwright.async_api import Page, Request, Route, expect
@@ -21,7 +22,11 @@ from playwright.async_api import Page, Request, Route, expect
 from fixtures.browser import ViewerTarget
 from fixtures.images import write_png_masks
 from fixtures.objects import StoredObjects
+from fixtures.server import ServerProcess
 from fixtures.viewer_page import ALL_PREVIEWS_LOADED, create_annotation, sign_in
+from pacs_ext.core.clock import FakeClock
+from pacs_ext.storage.base import UploadSpec
+from pacs_ext.storage.s3.client import S3Storage
 
 pytestmark = pytest.mark.server_kinds("postgres-rgw")
 
@@ -67,6 +72,27 @@ async def test_a_disallowed_origin_fails_visibly(
     assert objects.keys(f"mask/{annotation_id}/") == []
 
 
+def signed_an_hour_ago(server: ServerProcess, request: Request) -> str:
+    """The URL the server would have signed for this PUT an hour ago (same key, same signed
+    headers, the server's signer and credentials): RGW refuses it as expired, on its own
+    clock, as it would once the URL had waited that long."""
+    env = server.extra_env
+    store = S3Storage(
+        bucket=env["APP_OBJECT_STORAGE__BUCKET_NAME"],
+        region=env["APP_OBJECT_STORAGE__REGION"],
+        endpoint=env["APP_OBJECT_STORAGE__ENDPOINT"],
+        access_key=env["APP_OBJECT_STORAGE__ACCESS_KEY"],
+        secret_key=env["APP_OBJECT_STORAGE__SECRET_KEY"],
+        addressing_style="path",
+        clock=FakeClock(datetime.now(UTC) - timedelta(hours=1)),
+    )
+    body = request.post_data_buffer or b""
+    key = unquote(urlsplit(request.url).path).split("/", 2)[2]  # /bucket/key
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    spec = UploadSpec(key, request.headers["content-type"], len(body), md5)
+    return store.sign_upload(spec, 60).url
+
+
 async def test_an_expired_url_is_renewed_by_the_page(
     page: Page, viewer_target: ViewerTarget, tmp_path: Path
 ) -> None:
@@ -75,8 +101,9 @@ async def test_an_expired_url_is_renewed_by_the_page(
     annotation_id = await create_annotation(page, "1.2.840.10008.80", "expired URL")
     await page.set_input_files("#file-input", [str(p) for p in paths])
 
-    # Fault injection: the group is created with 2-second URLs, and the first PUT reaches
-    # storage after its URL has expired (a real RGW refusal).
+    # Fault injection: the group is created with 2-second URLs (by the page's clock they are
+    # past expiry, give or take its 5 s slack), and the first PUT reaches storage after its
+    # URL has expired (a real RGW refusal, without waiting: see signed_an_hour_ago).
     async def short_ttl(route: Route) -> None:
         if route.request.method != "POST":
             await route.continue_()
@@ -91,10 +118,9 @@ async def test_an_expired_url_is_renewed_by_the_page(
         request = route.request
         if request.method == "PUT" and not held:
             held.append(request.url.split("?")[0])
-            params = dict(p.split("=", 1) for p in request.url.split("?", 1)[1].split("&"))
-            signed = calendar.timegm(time.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
-            expiry = signed + int(params["X-Amz-Expires"])
-            await asyncio.sleep(max(0.0, expiry - time.time()) + 1.5)
+            # It reaches storage an hour late: the same PUT signed an hour back.
+            await route.continue_(url=signed_an_hour_ago(viewer_target.server, request))
+            return
         await route.continue_()
 
     groups = f"{viewer_target.server.url}/api/annotations/{annotation_id}/mask-groups"
