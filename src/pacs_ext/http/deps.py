@@ -1,4 +1,8 @@
-"""FastAPI dependencies, as Annotated aliases named for what they give."""
+"""FastAPI dependencies, as Annotated aliases named for what they give.
+
+Each is `async def` although none awaits: FastAPI runs a plain `def` dependency in its
+thread pool, one hop to a worker thread and back per dependency and request (five on every
+API call), which costs more than the dependency itself, most of all on a busy machine."""
 
 from __future__ import annotations
 
@@ -22,22 +26,22 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _storage(request: Request) -> ObjectStorage:
+async def _storage(request: Request) -> ObjectStorage:
     storage: ObjectStorage = request.app.state.storage
     return storage
 
 
-def _downloads(request: Request) -> DownloadSigner:
+async def _downloads(request: Request) -> DownloadSigner:
     downloads: DownloadSigner = request.app.state.downloads
     return downloads
 
 
-def _clock(request: Request) -> Clock:
+async def _clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -51,7 +55,7 @@ DownloadsDep = Annotated[DownloadSigner, Depends(_downloads)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 
 
-def _ctx(
+async def _ctx(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,

@@ -1,7 +1,7 @@
 """Path parameters of the HTTP routes (kept apart from schemas.py, which the client SDK
 imports without FastAPI)."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Query
@@ -12,10 +12,11 @@ from ..core.schemas import MAX_BIGINT, Pagination
 ResourceId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
 
 
-def pagination(default_limit: int = 50) -> Callable[[int, int], Pagination]:
-    """The `limit`/`offset` query parameters of a list route, as one Pagination."""
+def pagination(default_limit: int = 50) -> Callable[[int, int], Awaitable[Pagination]]:
+    """The `limit`/`offset` query parameters of a list route, as one Pagination (async: a
+    plain function would run in FastAPI's thread pool)."""
 
-    def paginate(
+    async def paginate(
         limit: Annotated[int, Query(ge=1, le=1000)] = default_limit,
         offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
     ) -> Pagination:
