@@ -15,7 +15,7 @@ from ..annotations import service as annotation_service
 from ..audit import service as audit
 from ..audit.schemas import AuditAction
 from ..context import Ctx
-from ..core import metrics
+from ..core import gc_pause, metrics
 from ..core.config import Settings
 from ..core.errors import Conflict, InvalidInput, NotFound
 from ..core.schemas import Pagination
@@ -212,6 +212,13 @@ def _check_group_size(settings: Settings, files: int) -> None:
 
 async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     """Verify every declared object by listing the prefix, then record masks in one go."""
+    # Its working set (up to limits.max_files_per_group files) is large and acyclic: no full
+    # collection scans it while it lives, each would hold the event loop (core/gc_pause.py).
+    with gc_pause.paused():
+        return await _complete(ctx, annotation_id, group_id)
+
+
+async def _complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     started = time.perf_counter()
     # Locked until commit: files cannot be declared, nor the group deleted, while we verify.
     _, group = await writable_group(ctx, annotation_id, group_id, lock=True)
