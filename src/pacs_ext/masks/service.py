@@ -573,10 +573,13 @@ async def _fresh_targets(ctx: Ctx, group: MaskGroup, body: MaskGroupCreate) -> l
 
 
 def issued_urls(targets: Sequence[Target]) -> list[audit.IssuedUrl]:
-    """The PUT URLs in the targets, one per object: a single upload's URL, or the page of
-    part URLs a multipart one got (part_number: the page's first part). So a request's
-    audit rows are bounded by its files, however many parts it signed."""
+    """The PUT URLs in the targets, one entry per object: a single upload's URL, or the page
+    of part URLs a multipart one got (its first and last part numbers)."""
     return [
-        audit.IssuedUrl(t.object_key, t.expires_at, t.parts[0].part_number if t.parts else None)
+        audit.IssuedUrl(
+            t.object_key,
+            t.expires_at,
+            (t.parts[0].part_number, t.parts[-1].part_number) if t.parts else None,
+        )
         for t in targets
     ]
