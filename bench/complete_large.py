@@ -8,6 +8,13 @@ Starts a server (SQLite + local store, default limits: limits.max_files_per_grou
 objects straight into the local store's folder as its signed PUT would leave them (the
 upload itself is what bench/upload.py measures), then calls `complete` while another thread
 polls GET /health back to back. Prints the `complete` time and /health p50/p99/max.
+
+    .venv/bin/python bench/complete_large.py --watch         # and the server's own view
+
+--watch serves through bench/loop_watch_serve.py and also prints, for the time `complete`
+ran, the event-loop stalls over 50 ms seen inside the server, each with the process's CPU
+time during it (a stall with little CPU is the machine busy with other jobs, not the loop
+held by work), and the full garbage collections with their duration.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -84,7 +92,28 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def run(server: ServerProcess, count: int) -> None:
+def watched(path: Path | None, since: int) -> str:
+    """The watchdog's lines written after byte `since`, summed up."""
+    if path is None:
+        return ""
+    with path.open() as fh:
+        fh.seek(since)
+        records = [json.loads(line) for line in fh]
+    stalls = [r for r in records if "stall_ms" in r]
+    gcs = [r["gc2_ms"] for r in records if "gc2_ms" in r]
+    out = f"\n         server loop: {len(stalls)} stalls > 50 ms"
+    if stalls:
+        worst = max(stalls, key=lambda r: r["stall_ms"])
+        busy = max(stalls, key=lambda r: r["process_cpu_ms"])
+        out += (
+            f"; longest {worst['stall_ms']} ms ({worst['process_cpu_ms']} ms of process CPU); "
+            f"most CPU {busy['process_cpu_ms']} ms (in a {busy['stall_ms']} ms stall)"
+        )
+    out += f" | full GCs: {len(gcs)}" + (f", longest {max(gcs)} ms" if gcs else "")
+    return out
+
+
+def run(server: ServerProcess, count: int, watch: Path | None = None) -> None:
     with server.client("bench") as c:
         t = time.perf_counter()
         aid, gid, keys = declare(c, count)
@@ -96,6 +125,7 @@ def run(server: ServerProcess, count: int) -> None:
         poller.start()
         time.sleep(0.2)  # the poller is running before complete starts
         baseline = len(latencies)
+        mark = watch.stat().st_size if watch else 0
         t = time.perf_counter()
         r = c.post(f"/api/annotations/{aid}/mask-groups/{gid}/complete", timeout=600)
         took = time.perf_counter() - t
@@ -107,7 +137,7 @@ def run(server: ServerProcess, count: int) -> None:
     print(
         f"{count:>7} files: complete {took:6.2f} s (declare {declared:5.1f} s) | /health during "
         f"complete: n={len(during)} p50 {pct(during, 0.5):5.1f} ms  p99 {pct(during, 0.99):5.1f} "
-        f"ms  max {max(during) * 1000:6.1f} ms",
+        f"ms  max {max(during) * 1000:6.1f} ms{watched(watch, mark)}",
         flush=True,
     )
 
@@ -115,15 +145,22 @@ def run(server: ServerProcess, count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--watch", action="store_true", help="the server's own loop stalls")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-complete-") as tmp:
         folder = Path(tmp)
         server = ServerProcess(data_dir=folder, database_url="")
         server.extra_env["APP_LOGGING__LEVEL"] = "WARNING"
+        watch = None
+        if args.watch:
+            watch = folder / "loop-watch.jsonl"
+            watch.touch()
+            server.extra_env["LOOP_WATCH_OUT"] = str(watch)
+            server.launcher = [sys.executable, str(Path(__file__).with_name("loop_watch_serve.py"))]
         server.start()
         try:
             for count in args.sizes:
-                run(server, count)
+                run(server, count, watch)
         finally:
             server.stop()
 

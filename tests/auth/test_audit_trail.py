@@ -1,5 +1,6 @@
-"""The audit trail: a row for every change and every signed URL handed out (never the URL
-itself), read back through GET /api/audit by admins with filters and pagination."""
+"""The audit trail: a row for every change and for every request that hands out signed URLs
+(never a URL itself), read back through GET /api/audit by admins with filters and
+pagination."""
 
 from __future__ import annotations
 
@@ -59,22 +60,20 @@ def test_every_action_leaves_one_row(idp: Idp, root: httpx.Client) -> None:
 
     page = _trail(root, annotation_id=aid, subject=subject)
     rows = list(reversed(page["items"]))  # the API lists newest first
-    assert page["total"] == len(rows) == 14
-    assert [(r["action"], r["method"]) for r in rows] == [
-        ("annotation.create", None),
-        ("annotation.update", None),
-        ("mask_group.create", None),
-        ("signed_url.issue", "PUT"),
-        ("signed_url.issue", "PUT"),
-        ("signed_url.issue", "PUT"),
-        ("signed_url.issue", "PUT"),
-        ("mask_group.complete", None),
-        ("mask_group.update", None),
-        ("signed_url.issue", "GET"),
-        ("signed_url.issue", "GET"),
-        ("mask.delete", None),
-        ("mask_group.delete", None),
-        ("annotation.delete", None),
+    assert page["total"] == len(rows) == 12
+    assert [(r["action"], r["method"], r["url_count"]) for r in rows] == [
+        ("annotation.create", None, None),
+        ("annotation.update", None, None),
+        ("mask_group.create", None, None),
+        ("signed_url.issue", "PUT", 3),  # the group's 3 upload URLs: one row
+        ("signed_url.issue", "PUT", 1),
+        ("mask_group.complete", None, None),
+        ("mask_group.update", None, None),
+        ("signed_url.issue", "GET", 1),
+        ("signed_url.issue", "GET", 1),
+        ("mask.delete", None, None),
+        ("mask_group.delete", None, None),
+        ("annotation.delete", None, None),
     ]
     assert all(r["subject"] == subject for r in rows)
     assert rows[1]["detail"] == {"fields": ["description"]}
@@ -83,18 +82,22 @@ def test_every_action_leaves_one_row(idp: Idp, root: httpx.Client) -> None:
     urls = [r for r in rows if r["action"] == "signed_url.issue"]
     prefix = f"mask/{aid}/{group['id']}/"
     for row in urls:
-        assert row["object_key"].startswith(prefix)
         assert row["group_id"] == group["id"]
         assert datetime.fromisoformat(row["expires_at"]) > datetime.fromisoformat(row["created_at"])
-    assert {r["object_key"] for r in urls[:3]} == {prefix + m.filename for m in masks}
-    assert urls[4]["mask_id"] == urls[5]["mask_id"] == mask_id
-    assert rows[11]["object_key"].startswith(prefix)
+    batch = root.get(f"/api/audit/{urls[0]['id']}").json()
+    assert batch["object_keys"] == [prefix + m.filename for m in masks]
+    assert urls[0]["object_key"] is None
+    assert urls[0]["object_count"] == 3
+    assert urls[1]["object_key"] == prefix + masks[0].filename
+    assert urls[2]["mask_id"] == urls[3]["mask_id"] == mask_id
+    assert urls[2]["object_key"].startswith(prefix)
+    assert rows[9]["object_key"].startswith(prefix)
     # Never the URL, its query or its signature.
-    dumped = json.dumps(page)
+    dumped = json.dumps(page) + json.dumps(batch)
     assert "signature" not in dumped.lower()
     assert "?" not in dumped
     assert all(q and q not in dumped for q in queries)
-    assert _trail(root, annotation_id=aid, since=started.isoformat())["total"] == 14
+    assert _trail(root, annotation_id=aid, since=started.isoformat())["total"] == 12
 
 
 def test_filters_and_pagination(idp: Idp, root: httpx.Client) -> None:
@@ -107,28 +110,29 @@ def test_filters_and_pagination(idp: Idp, root: httpx.Client) -> None:
     after = datetime.now(UTC) + timedelta(seconds=1)
 
     mine = _trail(root, subject=subject)
-    assert mine["total"] == 7  # 2 annotations, 1 group, 4 URLs
+    assert mine["total"] == 4  # 2 annotations, 1 group, 1 row for its 4 URLs
     assert [r["id"] for r in mine["items"]] == sorted(
         (r["id"] for r in mine["items"]), reverse=True
     )
     assert _trail(root, subject=subject, annotation_id=first["id"])["total"] == 1
     signed = _trail(root, subject=subject, action="signed_url.issue")
-    assert signed["total"] == 4
+    assert signed["total"] == 1
+    assert signed["items"][0]["url_count"] == 4
     assert {r["group_id"] for r in signed["items"]} == {group["id"]}
     # (with the subject: SQLite may reuse the id of a group deleted by another test)
-    assert _trail(root, subject=subject, group_id=group["id"])["total"] == 5
+    assert _trail(root, subject=subject, group_id=group["id"])["total"] == 2
     assert _trail(root, subject=subject, action="annotation.create")["total"] == 2
 
     window = {"from": before.isoformat(), "to": after.isoformat()}
-    assert _trail(root, subject=subject, **window)["total"] == 7
+    assert _trail(root, subject=subject, **window)["total"] == 4
     assert _trail(root, subject=subject, **{"from": after.isoformat()})["total"] == 0
     assert _trail(root, subject=subject, to=before.isoformat())["total"] == 0
     naive_utc = after.replace(tzinfo=None).isoformat()  # no offset: read as UTC
-    assert _trail(root, subject=subject, to=naive_utc)["total"] == 7
+    assert _trail(root, subject=subject, to=naive_utc)["total"] == 4
 
-    page = root.get("/api/audit", params={"subject": subject, "limit": 2, "offset": 3}).json()
-    assert (page["total"], page["limit"], page["offset"]) == (7, 2, 3)
-    assert [r["id"] for r in page["items"]] == [r["id"] for r in mine["items"][3:5]]
+    page = root.get("/api/audit", params={"subject": subject, "limit": 2, "offset": 1}).json()
+    assert (page["total"], page["limit"], page["offset"]) == (4, 2, 1)
+    assert [r["id"] for r in page["items"]] == [r["id"] for r in mine["items"][1:3]]
 
 
 def test_audit_is_for_admins_only(idp: Idp) -> None:
@@ -154,24 +158,18 @@ def test_bad_filters_are_422(root: httpx.Client) -> None:
         assert r.json()["error"] == "ValidationError"
 
 
-def test_five_thousand_urls_are_five_thousand_rows(idp: Idp, root: httpx.Client) -> None:
+def test_five_thousand_urls_are_one_row(idp: Idp, root: httpx.Client) -> None:
     subject = f"ct-{uuid.uuid4().hex[:6]}"
     with idp.client(subject) as ct:
         annotation = create_annotation(ct)
         masks = make_masks(5000, labels=tuple(f"organ{i}" for i in range(10)), size=64)
         group = create_group(ct, annotation["id"], masks)
     assert len(group["uploads"]) == 5000
-    page = root.get(
-        "/api/audit",
-        params={
-            "subject": subject,
-            "group_id": group["id"],
-            "action": "signed_url.issue",
-            "limit": 1000,
-        },
-    ).json()
-    assert page["total"] == 5000
-    assert len({r["request_id"] for r in page["items"]}) == 1
-    keys = {r["object_key"] for r in page["items"]}
-    assert keys <= {u["object_key"] for u in group["uploads"]}
-    assert len(keys) == 1000
+    page = _trail(root, subject=subject, group_id=group["id"], action="signed_url.issue")
+    assert page["total"] == 1
+    (row,) = page["items"]
+    assert (row["url_count"], row["object_count"]) == (5000, 5000)
+    keys = root.get(f"/api/audit/{row['id']}").json()["object_keys"]
+    assert keys == [u["object_key"] for u in group["uploads"]]
+    last = group["uploads"][-1]["object_key"]
+    assert [r["id"] for r in _trail(root, object_key=last)["items"]] == [row["id"]]

@@ -105,14 +105,15 @@ def test_a_target_serialises_as_the_upload_target_schema() -> None:
     assert list(PartUrl.__dataclass_fields__) == list(PartTarget.model_fields)
 
 
-def test_the_audit_row_of_a_page_of_part_urls_names_its_first_part() -> None:
+def test_the_audit_entry_of_a_page_of_part_urls_names_its_first_and_last_part() -> None:
     def part(n: int) -> PartUrl:
         return PartUrl(part_number=n, url=f"u{n}", headers={}, size=5)
 
     single = Target("a.png", "k/a", "PUT", "u", {}, NOW, None, None, None, None)
     page = Target("b.nii", "k/b", "PUT", None, {}, NOW, "up", 5, [part(3), part(4)], 9)
-    got = [(u.object_key, u.expires_at, u.part_number) for u in issued_urls([single, page])]
-    assert got == [("k/a", NOW, None), ("k/b", NOW, 3)]
+    urls = issued_urls([single, page])
+    got = [(u.object_key, u.expires_at, u.parts, u.url_count) for u in urls]
+    assert got == [("k/a", NOW, None, 1), ("k/b", NOW, (3, 4), 2)]
 
 
 def test_the_status_is_stored_and_sent_as_its_plain_value() -> None:

@@ -33,8 +33,18 @@ class AuditEventRead(BaseModel):
     method: str | None
     expires_at: datetime | None
     part_number: int | None
+    url_count: int | None = Field(None, description="signed_url.issue: URLs handed out")
+    object_count: int | None = Field(
+        None, description="signed_url.issue: objects they reach (keys: GET /api/audit/{id})"
+    )
     request_id: str | None
     detail: dict[str, Any] | None
+
+
+class AuditEventDetail(AuditEventRead):
+    """One event with the keys of every object its signed URLs reach."""
+
+    object_keys: list[str] | None
 
 
 class AuditFilters(BaseModel):
@@ -44,6 +54,7 @@ class AuditFilters(BaseModel):
     action: AuditAction | None = None
     annotation_id: int | None = None
     group_id: int | None = None
+    object_key: str | None = Field(None, max_length=1024)
     since: datetime | None = Field(None, description="events at or after this time")
     until: datetime | None = Field(None, description="events before this time")
 

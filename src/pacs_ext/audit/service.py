@@ -1,12 +1,13 @@
 """Audit rows, written in the caller's transaction: an action that rolls back leaves no row.
 
-Callers make one small call per action. Signed URLs are recorded by object key, method and
-expiry only: the URL and its signature are credentials and never reach the database.
+Callers make one small call per action. The signed URLs of one request are one row, naming
+the objects they reach, the method and the expiry: the URLs and their signatures are
+credentials and never reach the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,23 +16,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..context import Ctx
 from ..core.auth import Principal
-from ..core.errors import Forbidden
+from ..core.errors import Forbidden, NotFound
 from ..core.schemas import Pagination
 from ..models import AuditEvent
 from ..models.base import utcnow
-from . import batch, repository
+from . import repository
 from .schemas import AuditAction, AuditFilters
 
 
 @dataclass(slots=True)
 class IssuedUrl:
-    """A signed URL as the audit trail records it: never the URL itself (a credential).
-    A multipart page of part URLs is one IssuedUrl with its first part number. Not frozen:
-    thousands are made per request, and a frozen dataclass's __init__ costs ~3x more."""
+    """A signed target as the audit trail records it: never the URL itself (a credential).
+    A multipart file's page of part URLs is one IssuedUrl with its (first, last) part numbers.
+    Not frozen: thousands are made per request, and a frozen dataclass's __init__ costs ~3x
+    more."""
 
     object_key: str
     expires_at: datetime
-    part_number: int | None = None
+    parts: tuple[int, int] | None = None
+
+    @property
+    def url_count(self) -> int:
+        return 1 if self.parts is None else self.parts[1] - self.parts[0] + 1
 
 
 def _request_id() -> str | None:
@@ -77,30 +83,51 @@ async def record_signed_urls(
     session: AsyncSession,
     principal: Principal,
     method: str,
-    urls: Iterable[IssuedUrl],
+    urls: Sequence[IssuedUrl],
     *,
     annotation_id: int,
     group_id: int,
     mask_id: int | None = None,
 ) -> None:
-    """One row per URL handed out, all in one INSERT (5,000 of them for a large CT group)."""
-    issued = list(urls)
-    if not issued:
+    """One row for all the URLs a request hands out (10,000 at most, signed_url.
+    max_urls_per_request): to whom, which objects, how many URLs, until when (the latest
+    expiry: none of them works after it). Part pages are in detail, `{"parts": {key: [first,
+    last]}}`. A batch that reaches one object also names it in object_key (and its first
+    part in part_number), as single-object rows always did."""
+    if not urls:
         return
-    common = _common(principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, mask_id)
-    common["method"] = method
-    await batch.insert_signed_urls(
-        session,
-        common,
-        [u.object_key for u in issued],
-        [u.expires_at for u in issued],
-        [u.part_number for u in issued],
+    row = _common(principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, mask_id)
+    keys = [u.object_key for u in urls]
+    parts = {u.object_key: list(u.parts) for u in urls if u.parts is not None}
+    row.update(
+        method=method,
+        expires_at=max(u.expires_at for u in urls),
+        url_count=sum(u.url_count for u in urls),
+        object_count=len(keys),
+        object_keys=keys,
+        detail={"parts": parts} if parts else None,
     )
+    if len(urls) == 1:
+        row.update(object_key=keys[0], part_number=urls[0].parts[0] if urls[0].parts else None)
+    await repository.insert_event(session, row)
+
+
+async def get_event(ctx: Ctx, event_id: int) -> AuditEvent:
+    """One event with everything it records (the object keys of a batch of signed URLs)."""
+    _admin_only(ctx)
+    event = await repository.get_event(ctx.session, event_id)
+    if event is None:
+        raise NotFound(f"audit event {event_id} not found")
+    return event
+
+
+def _admin_only(ctx: Ctx) -> None:
+    if not ctx.principal.is_admin:
+        raise Forbidden("the audit trail is for admins only")
 
 
 async def list_events(
     ctx: Ctx, filters: AuditFilters, page: Pagination
 ) -> tuple[Sequence[AuditEvent], int]:
-    if not ctx.principal.is_admin:
-        raise Forbidden("the audit trail is for admins only")
+    _admin_only(ctx)
     return await repository.list_events(ctx.session, filters, page.limit, page.offset)

@@ -15,7 +15,7 @@ from ..annotations import service as annotation_service
 from ..audit import service as audit
 from ..audit.schemas import AuditAction
 from ..context import Ctx
-from ..core import metrics
+from ..core import gc_pause, metrics
 from ..core.config import Settings
 from ..core.errors import Conflict, InvalidInput, NotFound
 from ..core.schemas import Pagination
@@ -212,6 +212,13 @@ def _check_group_size(settings: Settings, files: int) -> None:
 
 async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     """Verify every declared object by listing the prefix, then record masks in one go."""
+    # Its working set (up to limits.max_files_per_group files) is large and acyclic: no full
+    # collection scans it while it lives, each would hold the event loop (core/gc_pause.py).
+    with gc_pause.paused():
+        return await _complete(ctx, annotation_id, group_id)
+
+
+async def _complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     started = time.perf_counter()
     # Locked until commit: files cannot be declared, nor the group deleted, while we verify.
     _, group = await writable_group(ctx, annotation_id, group_id, lock=True)
@@ -569,10 +576,13 @@ async def _fresh_targets(ctx: Ctx, group: MaskGroup, body: MaskGroupCreate) -> l
 
 
 def issued_urls(targets: Sequence[Target]) -> list[audit.IssuedUrl]:
-    """The PUT URLs in the targets, one per object: a single upload's URL, or the page of
-    part URLs a multipart one got (part_number: the page's first part). So a request's
-    audit rows are bounded by its files, however many parts it signed."""
+    """The PUT URLs in the targets, one entry per object: a single upload's URL, or the page
+    of part URLs a multipart one got (its first and last part numbers)."""
     return [
-        audit.IssuedUrl(t.object_key, t.expires_at, t.parts[0].part_number if t.parts else None)
+        audit.IssuedUrl(
+            t.object_key,
+            t.expires_at,
+            (t.parts[0].part_number, t.parts[-1].part_number) if t.parts else None,
+        )
         for t in targets
     ]

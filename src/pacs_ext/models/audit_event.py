@@ -21,6 +21,13 @@ class AuditEvent(Base):
         Index("ix_audit_events_created", "created_at"),
         Index("ix_audit_events_subject", "subject", "id"),
         Index("ix_audit_events_annotation", "annotation_id", "id"),
+        # GET /api/audit?object_key=: `object_keys @> ["key"]` (0007_audit_batches).
+        Index(
+            "ix_audit_events_object_keys",
+            "object_keys",
+            postgresql_using="gin",
+            postgresql_ops={"object_keys": "jsonb_path_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -30,10 +37,20 @@ class AuditEvent(Base):
     annotation_id: Mapped[int | None] = mapped_column(BigInteger)
     group_id: Mapped[int | None] = mapped_column(BigInteger)
     mask_id: Mapped[int | None] = mapped_column(BigInteger)
-    # Signed URLs: the object, the HTTP method and the expiry; never the URL or its signature.
+    # The object an event concerns, when it concerns one (a mask delete; signed URLs that
+    # reach a single object).
     object_key: Mapped[str | None] = mapped_column(String(1024))
+    # signed_url.issue: one row per request, whatever it signed. The HTTP method, the latest
+    # expiry, how many URLs and objects, and every object's key; never a URL or signature.
+    # The keys (up to signed_url.max_urls_per_request of them) are read only by
+    # GET /api/audit/{id}: lists leave them out (raiseload: no accidental lazy load).
     method: Mapped[str | None] = mapped_column(String(8))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    part_number: Mapped[int | None] = mapped_column(Integer)  # multipart upload URLs
+    part_number: Mapped[int | None] = mapped_column(Integer)  # first part, one-object pages
+    url_count: Mapped[int | None] = mapped_column(Integer)
+    object_count: Mapped[int | None] = mapped_column(Integer)
+    object_keys: Mapped[list[str] | None] = mapped_column(
+        _Detail, deferred=True, deferred_raiseload=True
+    )
     request_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any] | None] = mapped_column(_Detail)
