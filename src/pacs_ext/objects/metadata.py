@@ -10,14 +10,19 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from ..models import Annotation, Mask, MaskGroup
+from ..models import Annotation, Mask, MaskGroup, SegExport
 
 METADATA_SCHEMA_VERSION = 1
 
 
 def metadata_document(
-    annotation: Annotation, group: MaskGroup, masks: Sequence[Mask | Mapping[str, Any]]
+    annotation: Annotation,
+    group: MaskGroup,
+    masks: Sequence[Mask | Mapping[str, Any]],
+    exports: Sequence[SegExport] = (),
 ) -> bytes:
+    """The document; `exports`: the group's succeeded DICOM SEG exports (listed when any)."""
+
     def get(m: Mask | Mapping[str, Any], k: str) -> Any:
         return m[k] if isinstance(m, Mapping) else getattr(m, k)
 
@@ -61,5 +66,20 @@ def metadata_document(
             for m in masks
         ],
     }
+    if exports:
+        doc["exports"] = [
+            {
+                "id": e.id,
+                "key": e.object_key,
+                "format": e.format,
+                "segmentation_type": e.segmentation_type,
+                "size": e.file_size,
+                "series_instance_uid": e.series_instance_uid,
+                "sop_instance_uid": e.sop_instance_uid,
+                "stored": e.stored,
+                "finished_at": e.finished_at.isoformat() if e.finished_at else None,
+            }
+            for e in exports
+        ]
     # pydantic-core's encoder: the stdlib one is pure Python once indent is set.
     return to_json(doc, indent=1)

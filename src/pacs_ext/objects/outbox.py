@@ -27,9 +27,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..models import Annotation, Mask, MaskGroup, MetadataOutbox
+from ..models import Annotation, Mask, MaskGroup, MetadataOutbox, SegExport
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
+from ..models.seg_export import SUCCEEDED
 from ..storage.base import ObjectNotFound, ObjectStorage
 from .keys import METADATA_NAME, object_key
 from .metadata import metadata_document
@@ -97,7 +98,12 @@ async def flush(
         annotation = await session.get(Annotation, group.annotation_id) if group else None
         written = False
         if group is not None and annotation is not None and group.status == COMPLETE:
-            document = metadata_document(annotation, group, await _masks_of(session, group_id))
+            document = metadata_document(
+                annotation,
+                group,
+                await _masks_of(session, group_id),
+                await _exports_of(session, group_id),
+            )
             await storage.put_bytes(
                 object_key(key_prefix, annotation.id, group_id, METADATA_NAME),
                 document,
@@ -172,7 +178,9 @@ async def stored_differs(
     annotation = await session.get(Annotation, group.annotation_id)
     if annotation is None:
         return False
-    expected = metadata_document(annotation, group, await _masks_of(session, group.id))
+    expected = metadata_document(
+        annotation, group, await _masks_of(session, group.id), await _exports_of(session, group.id)
+    )
     try:
         stored = await storage.get_bytes(
             object_key(key_prefix, group.annotation_id, group.id, METADATA_NAME)
@@ -187,4 +195,13 @@ async def stored_differs(
 
 async def _masks_of(session: AsyncSession, group_id: int) -> Sequence[Mask]:
     rows = await session.scalars(select(Mask).where(Mask.group_id == group_id).order_by(Mask.id))
+    return rows.all()
+
+
+async def _exports_of(session: AsyncSession, group_id: int) -> Sequence[SegExport]:
+    rows = await session.scalars(
+        select(SegExport)
+        .where(SegExport.group_id == group_id, SegExport.status == SUCCEEDED)
+        .order_by(SegExport.id)
+    )
     return rows.all()

@@ -13,7 +13,7 @@ class GeometryError(ValueError):
 
 
 def normal_of(orientation: Sequence[float]) -> np.ndarray:
-    """The slice normal: row direction × column direction (ImageOrientationPatient)."""
+    """The slice normal: cross product of the ImageOrientationPatient directions."""
     values = np.asarray([float(v) for v in orientation], dtype=float)
     if values.shape != (6,):
         raise GeometryError("ImageOrientationPatient must hold 6 numbers")

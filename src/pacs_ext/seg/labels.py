@@ -106,9 +106,7 @@ def resolve(label: str, index: int, *tables: Mapping[str, LabelEntry]) -> LabelS
     category: Code | None = None
     kind: Code | None = None
     for table in (*tables, BUILTIN):
-        entry = table.get(key) or next(
-            (v for k, v in table.items() if normalise(k) == key), None
-        )
+        entry = table.get(key) or next((v for k, v in table.items() if normalise(k) == key), None)
         if entry is None:
             continue
         colour = colour or entry.colour

@@ -105,6 +105,4 @@ def map_masks(
             mismatched,
         )
     labels = sorted({m.label_name for m in masks if m.label_name})
-    return MaskMapping(
-        sources=list(sources), frame_of=frame_of, labels=labels, masks=list(masks)
-    )
+    return MaskMapping(sources=list(sources), frame_of=frame_of, labels=labels, masks=list(masks))

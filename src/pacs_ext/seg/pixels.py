@@ -15,7 +15,8 @@ class PixelError(ValueError):
 def decode_mask(data: bytes, name: str, rows: int, columns: int) -> np.ndarray:
     """The mask as a (rows, columns) bool array."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as opened:
+            image: Image.Image = opened
             if image.mode not in ("1", "L", "I", "I;16", "P"):
                 image = image.convert("L")
             array = np.asarray(image)
@@ -26,7 +27,8 @@ def decode_mask(data: bytes, name: str, rows: int, columns: int) -> np.ndarray:
         raise PixelError(
             f"mask {name} is {width}x{height}, its source image {columns}x{rows} (columns x rows)"
         )
-    return array != 0
+    mask: np.ndarray = array != 0
+    return mask
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
