@@ -11,6 +11,7 @@ import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..dicomweb import DicomwebTarget
 from ..dicomweb.client import retrieve_instance, series_instances, series_metadata
@@ -106,7 +107,7 @@ async def import_seg(
         "modality": "SEG",
         "description": f"imported from DICOM SEG series {contents.series_instance_uid}",
     }
-    fields: dict[str, object] = {k: v for k, v in meta.items() if v}
+    fields: dict[str, Any] = {k: v for k, v in meta.items() if v}
     created = await client.create_group(annotation_id, specs[:BATCH], **fields)
     targets = list(created.uploads)
     for i in range(BATCH, len(specs), BATCH):
