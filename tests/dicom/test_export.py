@@ -151,7 +151,8 @@ async def test_overlapping_labels_fail_a_labelmap_but_not_a_binary(
     annotation_id, group_id = await upload_group(alice, ct, masks)
     state = await export(alice, annotation_id, group_id, segmentation_type="LABELMAP")
     assert state["status"] == "failed"
-    assert "overlap" in str(state["error"]) and "BINARY" in str(state["error"])
+    assert "overlap" in str(state["error"])
+    assert "BINARY" in str(state["error"])
     assert state["download_url"] is None
     state = await export(alice, annotation_id, group_id, segmentation_type="BINARY")
     assert state["status"] == "succeeded", state
