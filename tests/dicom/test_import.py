@@ -43,9 +43,7 @@ async def test_export_then_import_gives_identical_pixels(
     kind: str,
 ) -> None:
     masks = masks_for(ct, range(1, 15))
-    annotation_id, group_id = await upload_group(
-        alice, ct, masks, model_name="unet", version="3"
-    )
+    annotation_id, group_id = await upload_group(alice, ct, masks, model_name="unet", version="3")
     state = await export(alice, annotation_id, group_id, segmentation_type=kind, store=True)
     assert state["status"] == "succeeded", state
     async with _sdk(pacs_app) as client:
@@ -66,9 +64,7 @@ async def test_export_then_import_gives_identical_pixels(
         assert uids == {ct.sop_uids[s] for s in range(1, 15)}
 
         # From its UIDs on the DICOMweb server (WADO-RS).
-        pulled = await fetch_seg(
-            orthanc, ct.study_instance_uid, str(state["series_instance_uid"])
-        )
+        pulled = await fetch_seg(orthanc, ct.study_instance_uid, str(state["series_instance_uid"]))
         again = await import_seg(client, annotation_id, pulled, order=order)
         got = await _group_pixels(client, annotation_id, again.group.id)
         assert set(got) == set(masks)
