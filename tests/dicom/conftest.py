@@ -5,19 +5,17 @@ session starts its own and stops it afterwards."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from fixtures.dicom import Series, ct_series, shuffled
 from fixtures.inprocess import Apps, InProcess
-from pacs_ext.dicomweb import DicomwebTarget, store
+from fixtures.orthanc import ct, orthanc
+from pacs_ext.dicomweb import DicomwebTarget
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ct", "orthanc"]  # fixtures for this folder
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,34 +27,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(
                 pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
             )
-
-
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DicomwebTarget]:
-    url = os.environ.get("ORTHANC_DICOMWEB_URL")
-    if url:
-        yield DicomwebTarget(url=url)
-        return
-    folder = tmp_path_factory.mktemp("orthanc")
-    script = ROOT / "scripts" / "orthanc.sh"
-    subprocess.run([str(script), "start", str(folder)], check=True, capture_output=True)
-    try:
-        env = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in (folder / "env.sh").read_text().splitlines()
-        )
-        yield DicomwebTarget(url=env["ORTHANC_DICOMWEB_URL"])
-    finally:
-        subprocess.run([str(script), "destroy", str(folder)], check=False, capture_output=True)
-
-
-@pytest.fixture(scope="session")
-def ct(orthanc: DicomwebTarget) -> Series:
-    """16 axial slices of 64x64, stored in Orthanc in a shuffled order."""
-    series = ct_series(slices=16, rows=64, columns=64)
-    stored = store(orthanc, shuffled(series))
-    assert len(stored) == 16
-    return series
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ async def _group_pixels(client: PacsClient, annotation_id: int, group_id: int) -
     out: Masks = {}
     async for mask in client.iter_masks(annotation_id, group_id):
         data = await client.read_mask(annotation_id, group_id, mask.id)
-        assert mask.slice_index is not None and mask.label_name is not None
+        assert mask.slice_index is not None
+        assert mask.label_name is not None
         out[(mask.slice_index, mask.label_name)] = np.asarray(Image.open(io.BytesIO(data))) != 0
     return out
 
