@@ -29,6 +29,7 @@ from ..seg.build import encode as encode_seg
 from ..seg.labels import LabelStyle
 from ..seg.mapping import MaskMapping, MaskRef
 from ..seg.pixels import PixelError, decode_mask
+from ..seg.warmup import warm_up
 from ..storage.base import ObjectStorage, StorageError
 from . import repository as repo
 
@@ -53,6 +54,13 @@ class ExportJob:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _warm_up() -> None:
+    try:
+        warm_up()
+    except Exception:  # only an optimisation: the first export pays instead
+        log.exception("seg_export.warm_up_failed")
+
+
 class ExportFailed(Exception):
     """An export that cannot finish; the message is what the export's `error` says."""
 
@@ -67,6 +75,8 @@ class ExportRunner:
         # Two threads decode while the loop fetches; more only contend for 2 cores here.
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seg-export")
         self.tasks: set[asyncio.Task[None]] = set()
+        if settings.dicomweb.url:  # exports can run: pay highdicom's first use now
+            self.pool.submit(_warm_up)
 
     def submit(self, job: ExportJob) -> None:
         task = asyncio.get_running_loop().create_task(self.run(job), name=f"export-{job.export_id}")

@@ -6,6 +6,7 @@ import io
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -91,16 +92,22 @@ def read_seg(data: bytes, source_order: Sequence[str] | None = None) -> SegConte
     if len(per_frame) != frames.shape[0]:
         raise SegReadError("PerFrameFunctionalGroupsSequence does not match NumberOfFrames")
     normal = _normal(ds)
+    shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
     slices: dict[str, SegSlice] = {}
     along: dict[str, float] = {}
     for i, item in enumerate(per_frame):
-        uid = _source_uid(item, i)
-        if normal is not None and "PlanePositionSequence" in item:
-            position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        uid = _source_uid(_group(item, shared, "DerivationImageSequence"), i)
+        plane = _group(item, shared, "PlanePositionSequence")
+        if normal is not None and plane is not None:
+            position = [float(v) for v in plane[0].ImagePositionPatient]
             along[uid] = float(np.dot(normal, position))
         frame = frames[i]
         if kind == "BINARY":
-            number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            # A SEG of one segment may say so once, in the shared functional groups.
+            segment = _group(item, shared, "SegmentIdentificationSequence")
+            if segment is None:
+                raise SegReadError(f"frame {i + 1} names no segment")
+            number = int(segment[0].ReferencedSegmentNumber)
             _put(slices, uid, labels.get(number), frame != 0)
         else:
             for number in np.unique(frame):
@@ -145,8 +152,14 @@ def _normal(ds: Dataset) -> np.ndarray | None:
     return None
 
 
-def _source_uid(item: Dataset, frame: int) -> str:
+def _group(item: Dataset, shared: Dataset, name: str) -> Any:
+    """A functional group of a frame: its own, else the one shared by every frame."""
+    value = item.get(name)
+    return value if value is not None else shared.get(name)
+
+
+def _source_uid(derivation: Any, frame: int) -> str:
     try:
-        return str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
-    except (AttributeError, IndexError):
+        return str(derivation[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+    except (AttributeError, IndexError, TypeError):
         raise SegReadError(f"frame {frame + 1} names no source image") from None
