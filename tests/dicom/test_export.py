@@ -12,8 +12,10 @@ import pydicom
 import pytest
 
 from fixtures.dicom import Series, to_bytes
+from fixtures.inprocess import InProcess
 from fixtures.seg_groups import LABELS, Masks, export, masks_for, upload_group
 from pacs_ext.dicomweb import DicomwebTarget, find_series, retrieve_instance
+from pacs_ext.objects.claims import claimed_keys
 from pacs_ext.seg.read import read_seg
 
 
@@ -158,7 +160,7 @@ async def test_overlapping_labels_fail_a_labelmap_but_not_a_binary(
     assert state["status"] == "succeeded", state
 
 
-async def test_refusals(alice: httpx.AsyncClient, ct: Series, pacs_app) -> None:  # type: ignore[no-untyped-def]
+async def test_refusals(alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess) -> None:
     annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(1)))
     path = f"/api/annotations/{annotation_id}/mask-groups/{group_id}/exports"
     bad = await alice.post(path, json={"format": "nifti"})
@@ -190,8 +192,8 @@ async def test_refusals(alice: httpx.AsyncClient, ct: Series, pacs_app) -> None:
 
 
 async def test_metadata_json_lists_the_export(
-    alice: httpx.AsyncClient, ct: Series, pacs_app
-) -> None:  # type: ignore[no-untyped-def]
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess
+) -> None:
     annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(2)))
     state = await export(alice, annotation_id, group_id)
     assert state["status"] == "succeeded", state
@@ -204,3 +206,14 @@ async def test_metadata_json_lists_the_export(
     assert listed["id"] == state["id"]
     assert listed["key"] == state["object_key"]
     assert listed["sop_instance_uid"] == state["sop_instance_uid"]
+
+
+async def test_the_janitor_counts_export_objects_as_claimed(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess
+) -> None:
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(2)))
+    state = await export(alice, annotation_id, group_id)
+    stray = f"mask/{annotation_id}/{group_id}/exports/999999.dcm"
+    async with pacs_app.app.state.sessionmaker() as session:
+        claimed = await claimed_keys(session, "mask/", [str(state["object_key"]), stray])
+    assert claimed == {state["object_key"]}
