@@ -150,6 +150,7 @@ def run_export(srv: ServerProcess, annotation: int, group: int) -> dict[str, obj
         t = time.perf_counter()
         r = api.post(path, json={"segmentation_type": "LABELMAP", "store": True})
         r.raise_for_status()
+        post = time.perf_counter() - t
         state = r.json()
         while state["status"] not in ("succeeded", "failed"):
             time.sleep(0.05)
@@ -162,6 +163,7 @@ def run_export(srv: ServerProcess, annotation: int, group: int) -> dict[str, obj
     latencies.sort()
     return {
         "total": total,
+        "post": post,
         "timings": state["timings"],
         "rss_growth_mib": (rss_kib(pid, "VmHWM") - before) / 1024,
         "health": (
@@ -253,7 +255,8 @@ def main() -> None:
                     f"{r['frames']} frames, {int(r['size']) / 1e6:.1f} MB): {total:.2f} s"  # type: ignore[call-overload]
                 )
                 print(
-                    f"  parts: fetch+decode {t.get('fetch_decode')} s (decode CPU "
+                    f"  parts: POST (source series by WADO-RS, mapping) {float(r['post']):.2f} s, "  # type: ignore[arg-type]
+                    f"then in the runner {t.get('total')} s: fetch+decode {t.get('fetch_decode')} s (decode CPU "
                     f"{t.get('decode_cpu')} s), build {t.get('build')} s, encode "
                     f"{t.get('encode')} s, write {t.get('write')} s, STOW {t.get('stow')} s"
                 )

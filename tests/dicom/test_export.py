@@ -36,7 +36,7 @@ def _assert_same(data: bytes, series: Series, masks: Masks) -> None:
 
 @pytest.mark.parametrize("kind", ["LABELMAP", "BINARY"])
 async def test_export_stores_a_seg_that_reads_back_identical(
-    alice: httpx.AsyncClient, ct: Series, orthanc: DicomwebTarget, kind: str
+    alice: httpx.AsyncClient, ct: Series, orthanc: DicomwebTarget, pacs_app: InProcess, kind: str
 ) -> None:
     masks = masks_for(ct, range(2, 12))
     annotation_id, group_id = await upload_group(
@@ -89,11 +89,16 @@ async def test_export_stores_a_seg_that_reads_back_identical(
     assert str(retrieved.SOPInstanceUID) == state["sop_instance_uid"]
     _assert_same(to_bytes(retrieved), ct, masks)
 
-    # metadata.json lists the export; the group's export list shows it with a link.
+    # The group's export list shows it with a link; the audit trail has the export and URLs.
     base = f"/api/annotations/{annotation_id}/mask-groups/{group_id}"
     listed = (await alice.get(f"{base}/exports")).json()
     assert listed["total"] == 1
     assert listed["items"][0]["download_url"]
+    async with pacs_app.client("root", admin=True) as admin:
+        trail = (await admin.get("/api/audit", params={"group_id": group_id})).json()["items"]
+    actions = [(e["action"], e["object_key"]) for e in trail]
+    assert ("mask_group.export", None) in actions
+    assert ("signed_url.issue", state["object_key"]) in actions
 
 
 async def test_masks_map_by_sop_instance_uid(alice: httpx.AsyncClient, ct: Series) -> None:

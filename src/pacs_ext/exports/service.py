@@ -12,6 +12,8 @@ from pydantic import TypeAdapter, ValidationError
 from pydicom.uid import generate_uid
 
 from .. import __version__
+from ..audit import service as audit
+from ..audit.schemas import AuditAction
 from ..context import Ctx
 from ..core.config import Settings
 from ..core.errors import BadGateway, Conflict, NotFound
@@ -135,6 +137,18 @@ async def start(
     )
     ctx.session.add(export)
     await ctx.session.flush()
+    await audit.record(
+        ctx.session,
+        ctx.principal,
+        AuditAction.MASK_GROUP_EXPORT,
+        annotation_id=annotation_id,
+        group_id=group_id,
+        detail={
+            "export_id": export.id,
+            "segmentation_type": body.segmentation_type,
+            "store": body.store,
+        },
+    )
     job = ExportJob(
         export_id=export.id,
         annotation_id=annotation_id,
@@ -191,4 +205,12 @@ async def to_read(ctx: Ctx, downloads: DownloadSigner, export: SegExport) -> Exp
             content_type="application/dicom",
         )
         read.download_url, read.download_expires_at = signed.url, signed.expires_at
+        await audit.record_signed_urls(
+            ctx.session,
+            ctx.principal,
+            "GET",
+            [audit.IssuedUrl(export.object_key, signed.expires_at)],
+            annotation_id=export.annotation_id,
+            group_id=export.group_id,
+        )
     return read
