@@ -249,16 +249,18 @@ def main() -> None:
                 t = r["timings"]
                 assert isinstance(t, dict)
                 p50, p99, worst, n = r["health"]  # type: ignore[misc]
-                total = float(r["total"])  # type: ignore[arg-type]
+                total, post = float(r["total"]), float(r["post"])  # type: ignore[arg-type]
+                size = int(r["size"]) / 1e6  # type: ignore[call-overload]
                 print(
                     f"\n[{kind}] upload {up:.1f} s; export (POST to succeeded, LABELMAP, "
-                    f"{r['frames']} frames, {int(r['size']) / 1e6:.1f} MB): {total:.2f} s"  # type: ignore[call-overload]
+                    f"{r['frames']} frames, {size:.1f} MB): {total:.2f} s"
                 )
                 print(
-                    f"  parts: POST (source series by WADO-RS, mapping) {float(r['post']):.2f} s, "  # type: ignore[arg-type]
-                    f"then in the runner {t.get('total')} s: fetch+decode {t.get('fetch_decode')} s (decode CPU "
-                    f"{t.get('decode_cpu')} s), build {t.get('build')} s, encode "
-                    f"{t.get('encode')} s, write {t.get('write')} s, STOW {t.get('stow')} s"
+                    f"  parts: POST (source series by WADO-RS, mapping) {post:.2f} s; "
+                    f"runner {t.get('total')} s = fetch+decode {t.get('fetch_decode')} s "
+                    f"(decode CPU {t.get('decode_cpu')} s), build {t.get('build')} s, "
+                    f"encode {t.get('encode')} s, write {t.get('write')} s, "
+                    f"STOW {t.get('stow')} s"
                 )
                 print(
                     f"  vs floor: {total / (build_s + encode_s):.1f}x; "
