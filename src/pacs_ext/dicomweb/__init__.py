@@ -11,6 +11,7 @@ from .client import (
     retrieve_instance,
     series_metadata,
     store,
+    store_encoded,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "retrieve_instance",
     "series_metadata",
     "store",
+    "store_encoded",
 ]

@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.config import Settings
-from ..dicomweb import DicomwebError, DicomwebTarget, StoredInstance, store
+from ..dicomweb import DicomwebError, DicomwebTarget, StoredInstance, store_encoded
 from ..models.base import utcnow
 from ..models.seg_export import FAILED, RUNNING, SUCCEEDED
 from ..objects import outbox
@@ -149,7 +149,7 @@ class ExportRunner:
             raise ExportFailed(f"writing the SEG to storage failed: {exc}") from None
         job.timings["write"] = round(time.perf_counter() - t, 3)
         size, frames = len(data), int(seg.NumberOfFrames)
-        del data
+        del seg
         await self._set(
             job.export_id,
             phase="storing" if job.store else "finishing",
@@ -164,7 +164,9 @@ class ExportRunner:
             assert job.target is not None
             t = time.perf_counter()
             try:
-                stored: Sequence[StoredInstance] = await self._in_thread(store, job.target, [seg])
+                stored: Sequence[StoredInstance] = await self._in_thread(
+                    store_encoded, job.target, [data]
+                )
             except DicomwebError as exc:
                 raise ExportFailed(f"the SEG is in storage, but STOW-RS failed: {exc}") from None
             job.timings["stow"] = round(time.perf_counter() - t, 3)
