@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime, timedelta
 
 import highdicom as hd
 import httpx
@@ -15,6 +16,7 @@ from fixtures.dicom import Series, to_bytes
 from fixtures.inprocess import InProcess
 from fixtures.seg_groups import LABELS, Masks, export, masks_for, upload_group
 from pacs_ext.dicomweb import DicomwebTarget, find_series, retrieve_instance
+from pacs_ext.models import SegExport
 from pacs_ext.objects.claims import claimed_keys
 from pacs_ext.seg.read import read_seg
 
@@ -222,3 +224,32 @@ async def test_the_janitor_counts_export_objects_as_claimed(
     async with pacs_app.app.state.sessionmaker() as session:
         claimed = await claimed_keys(session, "mask/", [str(state["object_key"]), stray])
     assert claimed == {state["object_key"]}
+
+
+async def test_an_export_that_stopped_moving_reads_as_failed(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess
+) -> None:
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(1)))
+    long_ago = datetime.now(UTC) - timedelta(minutes=6)
+    async with pacs_app.app.state.sessionmaker() as session:
+        row = SegExport(
+            group_id=group_id,
+            annotation_id=annotation_id,
+            created_by="alice",
+            segmentation_type="LABELMAP",
+            status="running",
+            phase="building",
+            progress=0.8,
+            stored=False,
+            store=False,
+            timings={},
+            updated_at=long_ago,
+        )
+        session.add(row)
+        await session.commit()
+        export_id = row.id
+    path = f"/api/annotations/{annotation_id}/mask-groups/{group_id}/exports/{export_id}"
+    state = (await alice.get(path)).json()
+    assert state["status"] == "failed"
+    assert "interrupted" in state["error"]
+    assert state["download_url"] is None
