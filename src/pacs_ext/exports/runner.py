@@ -141,37 +141,31 @@ class ExportRunner:
         job.timings["encode"] = round(time.perf_counter() - t, 3)
         del assembler
         key = export_key(self.key_prefix, job.annotation_id, job.group_id, job.export_id)
-        t = time.perf_counter()
-        await self._set(job.export_id, phase="writing", progress=0.9)
-        try:
-            await self.storage.put_bytes(key, data, "application/dicom")
-        except StorageError as exc:
-            raise ExportFailed(f"writing the SEG to storage failed: {exc}") from None
-        job.timings["write"] = round(time.perf_counter() - t, 3)
         size, frames = len(data), int(seg.NumberOfFrames)
         del seg
         await self._set(
             job.export_id,
-            phase="storing" if job.store else "finishing",
-            progress=0.95,
-            object_key=key,
-            file_size=size,
+            phase="writing and storing" if job.store else "writing",
+            progress=0.9,
             frames=frames,
-            series_instance_uid=job.series.series_instance_uid,
-            sop_instance_uid=job.series.sop_instance_uid,
         )
-        if job.store:
-            assert job.target is not None
-            t = time.perf_counter()
-            try:
-                stored: Sequence[StoredInstance] = await self._in_thread(
-                    store_encoded, job.target, [data]
+        # Both only read `data`: the bucket and the PACS get it at the same time.
+        written = asyncio.ensure_future(self._write(job, key, data))
+        stowed = asyncio.ensure_future(self._stow(job, data))
+        try:
+            await asyncio.gather(written, stowed)
+        finally:
+            for task in (written, stowed):
+                task.cancel()
+            if written.done() and not written.cancelled() and written.exception() is None:
+                # In storage, whole: downloadable even when STOW-RS failed.
+                await self._set(
+                    job.export_id,
+                    object_key=key,
+                    file_size=size,
+                    series_instance_uid=job.series.series_instance_uid,
+                    sop_instance_uid=job.series.sop_instance_uid,
                 )
-            except DicomwebError as exc:
-                raise ExportFailed(f"the SEG is in storage, but STOW-RS failed: {exc}") from None
-            job.timings["stow"] = round(time.perf_counter() - t, 3)
-            if not any(s.sop_instance_uid == job.series.sop_instance_uid for s in stored):
-                raise ExportFailed("STOW-RS answered without the SEG's SOP Instance UID")
         job.timings["total"] = round(time.perf_counter() - job.started, 3)
         async with self.maker() as session:
             await repo.set_fields(
@@ -187,6 +181,29 @@ class ExportRunner:
             await outbox.request(session, job.annotation_id, job.group_id)
             await session.commit()
         await outbox.flush_quietly(self.maker, self.storage, self.key_prefix, job.group_id)
+
+    async def _write(self, job: ExportJob, key: str, data: bytes) -> None:
+        t = time.perf_counter()
+        try:
+            await self.storage.put_bytes(key, data, "application/dicom")
+        except StorageError as exc:
+            raise ExportFailed(f"writing the SEG to storage failed: {exc}") from None
+        job.timings["write"] = round(time.perf_counter() - t, 3)
+
+    async def _stow(self, job: ExportJob, data: bytes) -> None:
+        if not job.store:
+            return
+        assert job.target is not None
+        t = time.perf_counter()
+        try:
+            stored: Sequence[StoredInstance] = await self._in_thread(
+                store_encoded, job.target, [data]
+            )
+        except DicomwebError as exc:
+            raise ExportFailed(f"STOW-RS failed: {exc}") from None
+        job.timings["stow"] = round(time.perf_counter() - t, 3)
+        if not any(s.sop_instance_uid == job.series.sop_instance_uid for s in stored):
+            raise ExportFailed("STOW-RS answered without the SEG's SOP Instance UID")
 
     async def _fetch_and_decode(self, job: ExportJob) -> Assembler:
         mapping = job.mapping
