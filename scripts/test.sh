@@ -42,7 +42,7 @@ scripts/promtool.sh >/dev/null
 
 # DICOM SEG (tests/dicom): a throwaway Orthanc with DICOMweb, dciodvfy and dcmjs.
 scripts/orthanc.sh destroy .orthanc >/dev/null 2>&1 || true
-scripts/orthanc.sh start .orthanc 2>/dev/null
+scripts/orthanc.sh start .orthanc
 # shellcheck disable=SC1091
 . .orthanc/env.sh
 eval "$(scripts/dicom-tools.sh)"
