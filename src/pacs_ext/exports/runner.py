@@ -234,9 +234,12 @@ class ExportRunner:
                 except StorageError as exc:
                     raise ExportFailed(f"reading mask {mask.filename} failed: {exc}") from None
                 try:
-                    decode_seconds += await self._in_thread(decode_and_place, data, mask)
+                    # Not `decode_seconds += await ...`: that reads the sum before awaiting
+                    # and loses what other masks added meanwhile.
+                    seconds = await self._in_thread(decode_and_place, data, mask)
                 except (PixelError, OverlapError) as exc:
                     raise ExportFailed(str(exc)) from None
+            decode_seconds += seconds
             done += 1
             now = time.monotonic()
             if now - last_write >= PROGRESS_EVERY:
