@@ -26,7 +26,10 @@ if ! command -v chromium >/dev/null; then
 fi
 
 # A fresh single-node Ceph RGW for the S3 tests; its env.sh exports RGW_ENDPOINT and keys.
-cleanup() { scripts/rgw.sh destroy "$RGW_DIR" >/dev/null 2>&1 || true; }
+cleanup() {
+  scripts/rgw.sh destroy "$RGW_DIR" >/dev/null 2>&1 || true
+  scripts/orthanc.sh destroy .orthanc >/dev/null 2>&1 || true
+}
 trap cleanup EXIT INT TERM
 scripts/rgw.sh destroy "$RGW_DIR" >/dev/null 2>&1 || true
 PYTHON="$BIN/python" scripts/rgw.sh start "$RGW_DIR" >/dev/null
@@ -36,5 +39,13 @@ export RGW_ENDPOINT RGW_ACCESS_KEY RGW_SECRET_KEY RGW_BUCKET RGW_REGION RGW_DIR
 
 # promtool (Debian's prometheus package) for the alert-rule tests: installed once into .venv/bin.
 scripts/promtool.sh >/dev/null
+
+# DICOM SEG (tests/dicom): a throwaway Orthanc with DICOMweb, dciodvfy and dcmjs.
+scripts/orthanc.sh destroy .orthanc >/dev/null 2>&1 || true
+scripts/orthanc.sh start .orthanc
+# shellcheck disable=SC1091
+. .orthanc/env.sh
+eval "$(scripts/dicom-tools.sh)"
+export ORTHANC_URL ORTHANC_DICOMWEB_URL DCMJS_NODE_PATH
 
 "$BIN/pytest" "$@"

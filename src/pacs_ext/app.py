@@ -24,6 +24,7 @@ from .core.config import Settings, get_settings
 from .core.db import create_engine, create_sessionmaker, no_answer
 from .core.errors import AppError
 from .core.logging import configure_logging, register_secrets
+from .exports.runner import ExportRunner
 from .http.body_limit import BodyLimit
 from .http.docs import install_docs
 from .http.errors import ErrorResponses, storage_answer
@@ -93,6 +94,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
             database=engine.dialect.name,
             version=__version__,
         )
+        # DICOM SEG exports run here, off the requests that start them.
+        app.state.exports = ExportRunner(app.state.sessionmaker, app.state.storage, settings)
         janitor_task = periodic_janitor.start(
             engine, app.state.sessionmaker, app.state.storage, settings, clock
         )
@@ -101,6 +104,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
             yield
         finally:
             await metrics_listener.stop(metrics_task)
+            await app.state.exports.close()
             await periodic_janitor.stop(janitor_task)
             await app.state.storage.close()
             await engine.dispose()
@@ -161,6 +165,8 @@ def _secrets(settings: Settings) -> list[str]:
         settings.metrics.token.get_secret_value(),
         storage.secret_key.get_secret_value(),
         storage.session_token.get_secret_value(),
+        settings.dicomweb.password.get_secret_value(),
+        settings.dicomweb.token.get_secret_value(),
     ]
     if settings.is_development:  # the generated ones, kept in data_dir
         values.append(settings.jwt_secret())

@@ -15,6 +15,7 @@ class AuditAction(StrEnum):
     MASK_GROUP_UPDATE = "mask_group.update"
     MASK_GROUP_DELETE = "mask_group.delete"
     MASK_GROUP_COMPLETE = "mask_group.complete"
+    MASK_GROUP_EXPORT = "mask_group.export"
     MASK_DELETE = "mask.delete"
     SIGNED_URL_ISSUE = "signed_url.issue"
 

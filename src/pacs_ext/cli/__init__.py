@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # Client commands (the SDK in pacs_ext.client): talk to a running server.
     "upload": ("upload", "upload"),
     "download": ("download", "download"),
+    "export-seg": ("seg", "export_seg"),
+    "import-seg": ("seg", "import_seg_cmd"),
     "janitor": ("janitor", "janitor"),
     "migrate": ("migrate", "migrate_cmd"),
     "reindex": ("reindex", "reindex_cmd"),

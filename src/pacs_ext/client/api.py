@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ from .. import __version__
 from ..annotations.schemas import AnnotationRead
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.schemas import Page
+from ..exports.schemas import ExportRead
 from ..masks.schemas import (
     DownloadUrl,
     FileSpec,
@@ -327,6 +328,68 @@ class PacsClient:
                 raise ApiError(resp.status_code, "StorageError", storage_message(resp))
             # As stored, never decoded: a stored Content-Encoding does not apply to mask bytes.
             return b"".join([chunk async for chunk in resp.aiter_raw()])
+
+    # ---- DICOM SEG exports ---------------------------------------------------------------
+
+    def _exports(self, annotation_id: int, group_id: int) -> str:
+        return f"{self._groups(annotation_id)}/{group_id}/exports"
+
+    async def create_export(
+        self,
+        annotation_id: int,
+        group_id: int,
+        *,
+        segmentation_type: str = "LABELMAP",
+        store: bool = False,
+        **fields: Any,
+    ) -> ExportRead:
+        """Start a DICOM SEG export of a complete group (202); follow it with get_export."""
+        body = {"format": "dicom-seg", "segmentation_type": segmentation_type, "store": store}
+        return await self._model(
+            ExportRead,
+            "POST",
+            self._exports(annotation_id, group_id),
+            json={**body, **fields},
+            safe=False,
+        )
+
+    async def get_export(self, annotation_id: int, group_id: int, export_id: int) -> ExportRead:
+        return await self._model(
+            ExportRead, "GET", f"{self._exports(annotation_id, group_id)}/{export_id}"
+        )
+
+    async def list_exports(
+        self, annotation_id: int, group_id: int, *, limit: int = 50, offset: int = 0
+    ) -> Page[ExportRead]:
+        params = {"limit": limit, "offset": offset}
+        return await self._model(
+            Page[ExportRead], "GET", self._exports(annotation_id, group_id), params=params
+        )
+
+    async def wait_export(
+        self,
+        export: ExportRead,
+        *,
+        poll_seconds: float = 0.25,
+        on_progress: Callable[[ExportRead], None] | None = None,
+    ) -> ExportRead:
+        """Poll until the export has succeeded or failed; returns its last state."""
+        while True:
+            if on_progress is not None:
+                on_progress(export)
+            if export.status in ("succeeded", "failed"):
+                return export
+            await asyncio.sleep(poll_seconds)
+            export = await self.get_export(export.annotation_id, export.group_id, export.id)
+
+    async def read_export(self, export: ExportRead) -> bytes:
+        """The SEG's bytes, through the export's signed download URL."""
+        if export.download_url is None:
+            raise ApiError(409, "Conflict", f"export {export.id} has no SEG written yet")
+        response = await self.storage.get(export.download_url, headers=RAW_BYTES)
+        if response.status_code != 200:
+            raise ApiError(response.status_code, "StorageError", storage_message(response))
+        return response.content
 
 
 def _specs(files: Sequence[FileLike]) -> list[dict[str, object]]:

@@ -291,6 +291,45 @@ class MetricsSettings(BaseModel):
     port: int = Field(0, ge=0, le=65535)
 
 
+class DicomwebSettings(BaseModel):
+    """The PACS that SEG exports are stored into (STOW-RS) and source series read from."""
+
+    # DICOMweb root, e.g. http://orthanc:8042/dicom-web; empty: exports cannot run.
+    url: str = ""
+    auth: Literal["none", "basic", "bearer"] = "none"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    token: SecretStr = SecretStr("")
+    timeout_seconds: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.rstrip("/")
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (or empty)")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> DicomwebSettings:
+        if self.auth == "basic" and not (self.username and self.password.get_secret_value()):
+            raise ValueError("auth = basic needs dicomweb.username and dicomweb.password")
+        if self.auth == "bearer" and not self.token.get_secret_value():
+            raise ValueError("auth = bearer needs dicomweb.token")
+        return self
+
+
+class DicomSegSettings(BaseModel):
+    """DICOM SEG exports (docs/dicom-seg.md)."""
+
+    # A JSON label table (label → colour, category, type) used before the built-in one.
+    label_table: str = ""
+    # Exports built at once per server process (each holds its volume in memory).
+    max_concurrent_exports: int = Field(1, ge=1, le=16)
+    # Mask objects fetched from storage at once by one export.
+    fetch_concurrency: int = Field(32, ge=1, le=256)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP_",
@@ -310,6 +349,8 @@ class Settings(BaseSettings):
     janitor: JanitorSettings = Field(default_factory=JanitorSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    dicomweb: DicomwebSettings = Field(default_factory=DicomwebSettings)
+    dicom_seg: DicomSegSettings = Field(default_factory=DicomSegSettings)
 
     @property
     def is_development(self) -> bool:

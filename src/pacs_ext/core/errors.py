@@ -48,3 +48,10 @@ class InvalidInput(AppError):
 class ServiceUnavailable(AppError):
     status_code = 503
     error = "ServiceUnavailable"
+
+
+class BadGateway(AppError):
+    """A server we depend on (the DICOMweb PACS) refused or failed."""
+
+    status_code = 502
+    error = "BadGateway"

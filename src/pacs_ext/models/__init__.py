@@ -9,6 +9,7 @@ from .mask_group import MaskGroup
 from .mask_group_file import MaskGroupFile
 from .metadata_outbox import MetadataOutbox
 from .pending_deletion import PendingDeletion
+from .seg_export import SegExport
 from .tombstone import Tombstone
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "MaskGroupFile",
     "MetadataOutbox",
     "PendingDeletion",
+    "SegExport",
     "Tombstone",
 ]

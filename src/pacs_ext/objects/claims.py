@@ -1,8 +1,9 @@
 """Which stored objects the database still vouches for.
 
 An object under the key prefix is *claimed* when a mask row names it, when a pending group
-declared it (its upload may still arrive), or when it is the metadata.json of a complete
-group. Everything else is an orphan. Deleting only unclaimed objects keeps a late or
+declared it (its upload may still arrive), when it is the metadata.json of a complete
+group, or when a DICOM SEG export row names it (`exports/…` under the group's prefix).
+Everything else is an orphan. Deleting only unclaimed objects keeps a late or
 repeated deletion safe even if an id was reused (SQLite may reuse the highest rowid).
 """
 
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..models import Mask, MaskGroup, MaskGroupFile
+from ..models import Mask, MaskGroup, MaskGroupFile, SegExport
 from ..models.mask_group import COMPLETE, PENDING
-from .keys import METADATA_NAME
+from .keys import EXPORTS_DIR, METADATA_NAME
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 
@@ -50,13 +51,15 @@ def parse_key(key_prefix: str, key: str) -> KeyParts | None:
 
 async def claimed_keys(session: AsyncSession, key_prefix: str, keys: Iterable[str]) -> set[str]:
     """The subset of keys that a database record still refers to."""
+    keys = list(keys)
+    claimed = await _claimed_exports(session, [k for k in keys if f"/{EXPORTS_DIR}/" in k])
     wanted: dict[int, list[tuple[str, KeyParts]]] = {}
     for key in keys:
         parts = parse_key(key_prefix, key)
         if parts is not None:
             wanted.setdefault(parts.group_id, []).append((key, parts))
     if not wanted:
-        return set()
+        return claimed
     ids = list(wanted)
     groups: dict[int, tuple[int, str]] = {}
     for i in range(0, len(ids), _CHUNK):
@@ -81,7 +84,6 @@ async def claimed_keys(session: AsyncSession, key_prefix: str, keys: Iterable[st
             )
         )
         referenced.update(rows)
-    claimed = set()
     for gid in live:
         annotation_id, status = groups[gid]
         for key, parts in wanted[gid]:
@@ -90,3 +92,13 @@ async def claimed_keys(session: AsyncSession, key_prefix: str, keys: Iterable[st
             if key in referenced or (status == COMPLETE and parts.name == METADATA_NAME):
                 claimed.add(key)
     return claimed
+
+
+async def _claimed_exports(session: AsyncSession, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(keys), _CHUNK):
+        rows = await session.scalars(
+            select(SegExport.object_key).where(SegExport.object_key.in_(keys[i : i + _CHUNK]))
+        )
+        found.update(k for k in rows if k is not None)
+    return found

@@ -8,6 +8,8 @@ import re
 FILENAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 LABEL_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 METADATA_NAME = "metadata.json"
+# DICOM SEG exports of a group: {prefix}{annotation}/{group}/exports/{export_id}.dcm
+EXPORTS_DIR = "exports"
 RESERVED_NAMES = frozenset({METADATA_NAME})
 
 
@@ -57,3 +59,7 @@ def parse_slice_filename(name: str) -> tuple[int, str] | None:
     if not m:
         return None
     return int(m.group("slice")), m.group("label")
+
+
+def export_key(key_prefix: str, annotation_id: int, group_id: int, export_id: int) -> str:
+    return f"{key_prefix}{annotation_id}/{group_id}/{EXPORTS_DIR}/{export_id}.dcm"

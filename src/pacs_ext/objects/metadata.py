@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from ..models import Annotation, Mask, MaskGroup
+from ..models import Annotation, Mask, MaskGroup, SegExport
 
 METADATA_SCHEMA_VERSION = 1
 
@@ -41,8 +41,11 @@ FILE_FIELDS = {
 _EMPTY_FILES = b'"files": []\n}'
 
 
-def document_head(annotation: Annotation, group: MaskGroup) -> bytes:
-    """The document up to its "files" list (ends with `"files": []\\n}` until assembled)."""
+def document_head(
+    annotation: Annotation, group: MaskGroup, exports: Sequence[SegExport] = ()
+) -> bytes:
+    """The document up to its "files" list (ends with `"files": []\\n}` until assembled);
+    `exports`: the group's succeeded DICOM SEG exports (listed, before "files", when any)."""
     doc = {
         "schema_version": METADATA_SCHEMA_VERSION,
         "annotation": {
@@ -65,8 +68,23 @@ def document_head(annotation: Annotation, group: MaskGroup) -> bytes:
             "created_at": group.created_at.isoformat() if group.created_at else None,
             "completed_at": group.completed_at.isoformat() if group.completed_at else None,
         },
-        "files": [],
     }
+    if exports:
+        doc["exports"] = [
+            {
+                "id": e.id,
+                "key": e.object_key,
+                "format": e.format,
+                "segmentation_type": e.segmentation_type,
+                "size": e.file_size,
+                "series_instance_uid": e.series_instance_uid,
+                "sop_instance_uid": e.sop_instance_uid,
+                "stored": e.stored,
+                "finished_at": e.finished_at.isoformat() if e.finished_at else None,
+            }
+            for e in exports
+        ]
+    doc["files"] = []  # last: assemble() fills the list in at the document's end
     # pydantic-core's encoder: the stdlib one is pure Python once indent is set.
     head = to_json(doc, indent=1)
     assert head.endswith(_EMPTY_FILES)
@@ -104,7 +122,10 @@ def assemble(head: bytes, files: Sequence[bytes]) -> bytes:
 
 
 def metadata_document(
-    annotation: Annotation, group: MaskGroup, masks: Sequence[Mask | Mapping[Any, Any]]
+    annotation: Annotation,
+    group: MaskGroup,
+    masks: Sequence[Mask | Mapping[Any, Any]],
+    exports: Sequence[SegExport] = (),
 ) -> bytes:
     """The whole document in one go (a few masks; the outbox builds large ones by chunks)."""
-    return assemble(document_head(annotation, group), [files_json(masks)])
+    return assemble(document_head(annotation, group, exports), [files_json(masks)])

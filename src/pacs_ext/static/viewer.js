@@ -323,6 +323,7 @@
     }
     $("#preview-title").textContent =
       `group ${groupId}: ${page.total} mask(s)${page.total > page.items.length ? `, first ${page.items.length} shown` : ""}`;
+    listExports(groupId);
     for (const m of page.items) {
       const figure = document.createElement("figure");
       const img = document.createElement("img");
@@ -339,6 +340,36 @@
       });
       figure.append(img, caption);
       grid.append(figure);
+    }
+  }
+
+  // The group's DICOM SEG exports, newest first, each with its signed download link.
+  async function listExports(groupId) {
+    const list = $("#exports");
+    list.replaceChildren();
+    let page;
+    try {
+      page = await api("GET", `${groupsPath(state.annotationId)}/${groupId}/exports?limit=20`);
+    } catch (err) {
+      showError(`could not list exports: ${err.message}`);
+      return;
+    }
+    for (const e of page.items) {
+      const item = document.createElement("li");
+      item.dataset.exportId = String(e.id);
+      const pct = Math.round(e.progress * 100);
+      const what = e.status === "succeeded"
+        ? `${e.frames} frames, ${formatBytes(e.file_size)}${e.stored ? ", in the PACS" : ""}`
+        : e.status === "failed" ? `failed: ${e.error}` : `${e.status} ${pct}% (${e.phase})`;
+      item.textContent = `DICOM SEG ${e.id} · ${e.segmentation_type} · ${what} `;
+      if (e.download_url) {
+        const link = document.createElement("a");
+        link.href = e.download_url;
+        link.textContent = "download .dcm";
+        link.setAttribute("download", `seg-${e.id}.dcm`);
+        item.append(link);
+      }
+      list.append(item);
     }
   }
 

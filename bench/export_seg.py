@@ -1,0 +1,276 @@
+"""DICOM SEG export of a large mask group into Orthanc (issue 15), beside highdicom's floor.
+
+    .venv/bin/python bench/export_seg.py                       # 350 x 512 x 512, 5 labels
+    .venv/bin/python bench/export_seg.py --slices 64 --size 256 --storage local
+
+A synthetic CT (pydicom, real geometry) is stored into Orthanc by STOW-RS (scripts/orthanc.sh
+starts one unless ORTHANC_DICOMWEB_URL is set). For each storage (the local store, and Ceph
+RGW from RGW_ENDPOINT/... or a throwaway scripts/rgw.sh one) a server process gets a group of
+slices x labels PNG masks uploaded through the SDK, then exports it as a LABELMAP SEG with
+`store` (STOW-RS into Orthanc) while another thread polls GET /health back to back.
+
+Printed per storage: the whole export (POST to `succeeded`), its parts as the server timed
+them (fetch+decode wall time and decode CPU, build, encode, write, STOW), the server's peak
+RSS growth during the export (VmHWM after resetting it through /proc/PID/clear_refs), and
+/health p50/p99/max. The floor is measured in this process on the same arrays: highdicom's
+own Segmentation() build + encode of the same volume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from fixtures.dicom import Series, ct_series
+from fixtures.rgw import Rgw, suite_rgw
+from fixtures.server import ServerProcess, make_token, s3_server
+from pacs_ext.client import PacsClient, upload_mask_group
+from pacs_ext.dicomweb import DicomwebTarget, series_metadata, store
+from pacs_ext.seg import labels
+from pacs_ext.seg.build import Assembler, SeriesInfo, build, encode
+from pacs_ext.seg.geometry import sort_along_normal
+from pacs_ext.seg.mapping import MaskRef, map_masks
+from pacs_ext.seg.pixels import encode_mask
+from pacs_ext.seg.warmup import warm_up
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ["liver", "spleen", "kidney", "pancreas", "tumor"]
+
+
+def masks_of(slices: int, size: int, count: int) -> dict[tuple[int, str], np.ndarray]:
+    """Non-overlapping discs and bands, different on every slice (PNG sizes like real masks)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = {}
+    for s in range(slices):
+        for k, label in enumerate(LABELS[:count]):
+            cx = size * (k + 1) / (count + 1)
+            r = size / (3 * (count + 1)) * (0.6 + 0.4 * np.sin(s / 20 + k))
+            out[(s, label)] = (xx - cx) ** 2 + (yy - size / 2) ** 2 <= r * r
+    return out
+
+
+def write_pngs(folder: Path, masks: dict[tuple[int, str], np.ndarray]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for (s, label), mask in masks.items():
+        (folder / f"{s:04d}_{label}.png").write_bytes(encode_mask(mask))
+
+
+@contextlib.contextmanager
+def orthanc(folder: Path) -> Iterator[DicomwebTarget]:
+    url = os.environ.get("ORTHANC_DICOMWEB_URL")
+    if url:
+        yield DicomwebTarget(url=url)
+        return
+    script = ROOT / "scripts" / "orthanc.sh"
+    subprocess.run([str(script), "start", str(folder)], check=True, capture_output=True)
+    try:
+        env = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in (folder / "env.sh").read_text().splitlines()
+        )
+        yield DicomwebTarget(url=env["ORTHANC_DICOMWEB_URL"])
+    finally:
+        subprocess.run([str(script), "destroy", str(folder)], check=False, capture_output=True)
+
+
+def stow_series(target: DicomwebTarget, series: Series) -> float:
+    t = time.perf_counter()
+    for i in range(0, len(series.instances), 25):
+        store(target, series.instances[i : i + 25])
+    return time.perf_counter() - t
+
+
+def floor(
+    target: DicomwebTarget, series: Series, masks: dict[tuple[int, str], np.ndarray]
+) -> tuple[float, float]:
+    """highdicom's own build + encode of the same volume (seconds each)."""
+    sources = sort_along_normal(
+        series_metadata(target, series.study_instance_uid, series.series_instance_uid)
+    )
+    refs = [MaskRef(f"{s}/{label}", f"{s:04d}_{label}.png", label, s, None) for (s, label) in masks]
+    mapping = map_masks(refs, sources)
+    assembler = Assembler(mapping, "LABELMAP")
+    for ref in refs:
+        assert ref.slice_index is not None
+        assert ref.label_name is not None
+        assembler.add(ref, masks[(ref.slice_index, ref.label_name)])
+    styles = [labels.resolve(label, i) for i, label in enumerate(mapping.labels)]
+    warm_up()  # the server warms up at start-up too (seg/warmup.py)
+    t = time.perf_counter()
+    seg = build(assembler, styles, None, SeriesInfo(generate_uid(), generate_uid(), "floor"))
+    built = time.perf_counter() - t
+    t = time.perf_counter()
+    encode(seg)
+    return built, time.perf_counter() - t
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
+def poll_health(url: str, stop: threading.Event, out: list[float]) -> None:
+    with httpx.Client(base_url=url, timeout=30) as c:
+        while not stop.is_set():
+            t = time.perf_counter()
+            c.get("/health").raise_for_status()
+            out.append(time.perf_counter() - t)
+
+
+def run_export(srv: ServerProcess, annotation: int, group: int) -> dict[str, object]:
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    # Reset the peak RSS so VmHWM measures this export only.
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = rss_kib(pid, "VmRSS")
+    stop = threading.Event()
+    latencies: list[float] = []
+    poller = threading.Thread(target=poll_health, args=(srv.url, stop, latencies))
+    path = f"/api/annotations/{annotation}/mask-groups/{group}/exports"
+    with srv.client("bench") as api:
+        poller.start()
+        t = time.perf_counter()
+        r = api.post(path, json={"segmentation_type": "LABELMAP", "store": True})
+        r.raise_for_status()
+        post = time.perf_counter() - t
+        state = r.json()
+        while state["status"] not in ("succeeded", "failed"):
+            time.sleep(0.05)
+            state = api.get(f"{path}/{state['id']}").json()
+        total = time.perf_counter() - t
+        stop.set()
+        poller.join()
+    if state["status"] != "succeeded":
+        raise RuntimeError(f"export failed: {state['error']}")
+    latencies.sort()
+    return {
+        "total": total,
+        "post": post,
+        "timings": state["timings"],
+        "rss_growth_mib": (rss_kib(pid, "VmHWM") - before) / 1024,
+        "health": (
+            statistics.median(latencies) * 1000,
+            latencies[int(len(latencies) * 0.99)] * 1000,
+            latencies[-1] * 1000,
+            len(latencies),
+        ),
+        "size": state["file_size"],
+        "frames": state["frames"],
+    }
+
+
+async def upload(srv: ServerProcess, series: Series, folder: Path) -> tuple[int, int, float]:
+    async with PacsClient(srv.url, make_token("bench")) as client:
+        annotation = await client.create_annotation(
+            series.study_instance_uid, series_instance_uid=series.series_instance_uid
+        )
+        t = time.perf_counter()
+        result = await upload_mask_group(
+            client, annotation.id, folder, group_name="bench organs", concurrency=32
+        )
+        return annotation.id, result.group.id, time.perf_counter() - t
+
+
+@contextlib.contextmanager
+def server(
+    kind: str, folder: Path, target: DicomwebTarget, rgw: Rgw | None
+) -> Iterator[ServerProcess]:
+    env = {"APP_DICOMWEB__URL": target.url, "APP_LOGGING__LEVEL": "WARNING"}
+    db = f"sqlite+aiosqlite:///{folder / 'pacs.db'}"
+    if kind == "local":
+        srv = ServerProcess(data_dir=folder, database_url=db, extra_env=env)
+        srv.start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+        return
+    assert rgw is not None
+    with rgw.bucket() as bucket:
+        srv = s3_server(folder, db, rgw, bucket)
+        srv.extra_env.update(env)
+        srv.start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slices", type=int, default=350)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--labels", type=int, default=5, choices=range(1, len(LABELS) + 1))
+    default = "both" if os.environ.get("RGW_ENDPOINT") else "local"
+    parser.add_argument("--storage", choices=["local", "rgw", "both"], default=default)
+    args = parser.parse_args()
+    kinds = ["local", "rgw"] if args.storage == "both" else [args.storage]
+    with tempfile.TemporaryDirectory(prefix="bench-seg-") as tmp:
+        root = Path(tmp)
+        with orthanc(root / "orthanc") as target, contextlib.ExitStack() as stack:
+            rgw = stack.enter_context(suite_rgw(root / "rgw")) if "rgw" in kinds else None
+            series = ct_series(args.slices, args.size, args.size)
+            print(
+                f"source: {args.slices} CT slices of {args.size}x{args.size}, STOW-RS into "
+                f"Orthanc in {stow_series(target, series):.1f} s"
+            )
+            masks = masks_of(args.slices, args.size, args.labels)
+            write_pngs(root / "pngs", masks)
+            png_bytes = sum(p.stat().st_size for p in (root / "pngs").iterdir())
+            print(f"masks: {len(masks):,} PNGs, {png_bytes / 1e6:.1f} MB, {args.labels} labels")
+            build_s, encode_s = floor(target, series, masks)
+            print(
+                f"floor (highdicom build + encode, same arrays, this process): "
+                f"{build_s + encode_s:.2f} s (build {build_s:.2f}, encode {encode_s:.2f})"
+            )
+            del masks
+            for kind in kinds:
+                with server(kind, root / f"srv-{kind}", target, rgw) as srv:
+                    annotation, group, up = asyncio.run(upload(srv, series, root / "pngs"))
+                    r = run_export(srv, annotation, group)
+                t = r["timings"]
+                assert isinstance(t, dict)
+                p50, p99, worst, n = r["health"]  # type: ignore[misc]
+                total, post = float(r["total"]), float(r["post"])  # type: ignore[arg-type]
+                size = int(r["size"]) / 1e6  # type: ignore[call-overload]
+                print(
+                    f"\n[{kind}] upload {up:.1f} s; export (POST to succeeded, LABELMAP, "
+                    f"{r['frames']} frames, {size:.1f} MB): {total:.2f} s"
+                )
+                print(
+                    f"  parts: POST (source series by WADO-RS, mapping) {post:.2f} s; "
+                    f"runner {t.get('total')} s = fetch+decode {t.get('fetch_decode')} s "
+                    f"(decode CPU {t.get('decode_cpu')} s), build {t.get('build')} s, "
+                    f"encode {t.get('encode')} s, write {t.get('write')} s, "
+                    f"STOW {t.get('stow')} s"
+                )
+                print(
+                    f"  vs floor: {total / (build_s + encode_s):.1f}x; "
+                    f"peak RSS growth {r['rss_growth_mib']:.0f} MiB"
+                )
+                print(
+                    f"  /health during export: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+                    f"max {worst:.1f} ms ({n} requests)"
+                )
+
+
+if __name__ == "__main__":
+    main()
