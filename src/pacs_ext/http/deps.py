@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..context import Ctx
 from ..core.auth import CurrentUser
+from ..core.clock import Clock
 from ..core.config import Settings
 from ..core.db import session_scope
 from ..storage.base import ObjectStorage
@@ -31,6 +32,11 @@ def _downloads(request: Request) -> DownloadSigner:
     return downloads
 
 
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -42,6 +48,7 @@ SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 StorageDep = Annotated[ObjectStorage, Depends(_storage)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DownloadsDep = Annotated[DownloadSigner, Depends(_downloads)]
+ClockDep = Annotated[Clock, Depends(_clock)]
 
 
 def _ctx(session: SessionDep, storage: StorageDep, settings: SettingsDep, user: CurrentUser) -> Ctx:
