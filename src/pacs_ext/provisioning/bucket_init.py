@@ -8,6 +8,7 @@ store, a bucket that cannot be created) count as errors.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,7 +35,15 @@ from .s3calls import (
 Status = Literal["unchanged", "changed", "refused", "skipped", "warning", "failed"]
 # Public access block before lifecycle: on Ceph RGW a BlockPublicAcls left on by someone
 # refuses the storage-class probe's upload, and this run turns it off first.
-SETTINGS = ("bucket", "cors", "public access block", "lifecycle", "encryption", "versioning")
+SETTINGS = (
+    "bucket",
+    "cors",
+    "public access block",
+    "bucket policy",
+    "lifecycle",
+    "encryption",
+    "versioning",
+)
 ADMIN_HINT = (
     "init needs an administrator's keys (the server's own least-privilege keys cannot "
     "configure a bucket): " + ", ".join(doc.INIT_ACTIONS)
@@ -78,6 +87,8 @@ class Provisioner:
     settings: Settings
     client: Any
     dry_run: bool = False
+    # Also suspend versioning when it is on (`init --fix`); otherwise it is only reported.
+    fix: bool = False
     requests: list[Request] = field(default_factory=list)
     flavour: Flavour = "s3-compatible"
     # False only in a dry run for a bucket that does not exist yet: nothing to read.
@@ -96,7 +107,13 @@ class Provisioner:
             return [Outcome("bucket", "failed", f.detail)] + [
                 Outcome(s, "skipped", skipped) for s in SETTINGS[1:]
             ]
-        steps = (self._cors, self._public_access, self._lifecycle, self._encryption)
+        steps = (
+            self._cors,
+            self._public_access,
+            self._bucket_policy,
+            self._lifecycle,
+            self._encryption,
+        )
         for i, step in enumerate((*steps, self._versioning), start=1):
             try:
                 outcomes.extend(await step())
@@ -257,19 +274,19 @@ class Provisioner:
                     advice.storage_class_instead(self.flavour, sorted(refused)),
                 )
             )
-        desired = doc.lifecycle_rule(self.settings, refused)
+        desired = doc.lifecycle_rules(self.settings, refused)
         try:
             return [await self._apply_lifecycle(current, desired), *extra]
         except Refusal as r:
-            without_abort = doc.lifecycle_rule(self.settings, refused, abort=False)
-            if desired is None or "AbortIncompleteMultipartUpload" not in desired:
+            without_abort = doc.lifecycle_rules(self.settings, refused, abort=False)
+            if without_abort == desired:
                 instead = advice.refused_setting_instead("lifecycle")
                 return [self._refused("lifecycle", r, instead), *extra]
             # MinIO documents AbortIncompleteMultipartUpload as unsupported in lifecycle
             # rules: keep the transitions and say how unfinished uploads go away there.
             abort = self._refused("lifecycle", r, advice.abort_uploads_instead(self.flavour))
-            abort.detail += "; the rule without abort-incomplete-uploads is tried instead"
-            if without_abort is None:
+            abort.detail += "; the rules without abort-incomplete-uploads are tried instead"
+            if not without_abort:
                 return [abort, *extra]
             try:
                 return [await self._apply_lifecycle(current, without_abort), abort, *extra]
@@ -278,12 +295,12 @@ class Provisioner:
                 return [self._refused("lifecycle", again, instead), *extra]
 
     async def _apply_lifecycle(
-        self, current: list[dict[str, Any]], desired: dict[str, Any] | None
+        self, current: list[dict[str, Any]], desired: list[dict[str, Any]]
     ) -> Outcome:
         prefix = self.settings.object_storage.key_prefix
         ours = [r for r in current if doc.is_ours(r, desired, prefix)]
         others = [r for r in current if not doc.is_ours(r, desired, prefix)]
-        if desired is None:
+        if not desired:
             if not ours:
                 return Outcome("lifecycle", "unchanged", "off (every part is switched off)")
             if others:
@@ -292,12 +309,12 @@ class Provisioner:
                 )
             else:
                 await self._write("DeleteBucketLifecycle")
-            return Outcome("lifecycle", "changed", f"removed the rule for {prefix}")
-        summary = doc.describe_rule(desired)
-        if len(ours) == 1 and doc.same_lifecycle_rule(ours[0], desired):
+            return Outcome("lifecycle", "changed", f"removed the rules for {prefix}")
+        summary = doc.describe_rules(desired)
+        if doc.same_lifecycle_rules(ours, desired):
             return Outcome("lifecycle", "unchanged", summary)
         await self._write(
-            "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": [*others, desired]}
+            "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": [*others, *desired]}
         )
         kept = f" (kept {len(others)} other rule(s))" if others else ""
         return Outcome("lifecycle", "changed", summary + kept)
@@ -379,12 +396,80 @@ class Provisioner:
             return [self._refused(name, r, advice.public_access_instead(self.flavour))]
         return [Outcome(name, "changed", summary)]
 
+    async def _bucket_policy(self) -> list[Outcome]:
+        name = "bucket policy"
+        if not self.settings.bucket.tls_only_policy:
+            return [Outcome(name, "skipped", "bucket.tls_only_policy = false")]
+        if not doc.tls_enforced(self.settings):
+            return [
+                Outcome(
+                    name,
+                    "skipped",
+                    "the endpoint is plain http:// (development, or "
+                    "object_storage.allow_insecure_endpoint): a TLS-only policy would lock the "
+                    "server out; it is applied once the endpoint is https://",
+                )
+            ]
+        try:
+            raw = (await self._read("GetBucketPolicy", "NoSuchBucketPolicy")).get("Policy")
+            current = json.loads(raw) if raw else {}
+            if doc.has_tls_statement(current, self.settings):
+                return [Outcome(name, "unchanged", "denies requests not made over TLS")]
+            policy = doc.bucket_policy(self.settings, current)
+            await self._write("PutBucketPolicy", Policy=json.dumps(policy))
+        except Refusal as r:
+            return [self._refused(name, r, advice.refused_setting_instead("bucket policy"))]
+        kept = len(policy["Statement"]) - 1
+        detail = "denies requests not made over TLS (aws:SecureTransport)"
+        return [Outcome(name, "changed", detail + (f"; kept {kept} statement(s)" if kept else ""))]
+
     async def _versioning(self) -> list[Outcome]:
-        return [await self._versioning_state()]
+        state = await self._versioning_state()
+        if state.status != "warning" or not state.detail.startswith("Enabled") or not self.fix:
+            return [state]
+        try:
+            await self._write(
+                "PutBucketVersioning", VersioningConfiguration={"Status": "Suspended"}
+            )
+        except Refusal as r:
+            return [self._refused("versioning", r, advice.refused_setting_instead("versioning"))]
+        old = await self._noncurrent_versions()
+        return [
+            Outcome(
+                "versioning",
+                "changed",
+                "suspended: new writes keep no old versions. " + old,
+            )
+        ]
+
+    async def _noncurrent_versions(self) -> str:
+        """What versioning left behind under the prefix (suspending deletes none of it)."""
+        prefix = self.settings.object_storage.key_prefix
+        count = size = 0
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        try:
+            while True:
+                page = await call(self.client, "ListObjectVersions", params)
+                old = [v for v in page.get("Versions", ()) if not v.get("IsLatest")]
+                count += len(old) + sum(1 for m in page.get("DeleteMarkers", ()))
+                size += sum(int(v.get("Size") or 0) for v in old)
+                if not page.get("IsTruncated"):
+                    break
+                params["KeyMarker"] = page.get("NextKeyMarker")
+                params["VersionIdMarker"] = page.get("NextVersionIdMarker")
+        except (ClientError, *TRANSPORT_FAILURES) as exc:
+            return f"Old versions under {prefix} could not be counted ({exc})."
+        gib = size / 1024**3
+        return (
+            f"{count} old version(s) and delete marker(s) under {prefix} remain, {size} bytes "
+            f"(~{gib * 0.023:.2f} USD a month at S3 Standard's 0.023 USD/GiB); remove them with "
+            "a lifecycle rule expiring noncurrent versions (NoncurrentVersionExpiration) or "
+            "`aws s3api delete-object --version-id`"
+        )
 
     async def _versioning_state(self) -> Outcome:
-        # Never changed: suspending versioning on a bucket that has it is a decision about
-        # the versions it keeps (replication, object lock), not ours to make.
+        # Changed only with --fix: suspending versioning on a bucket that has it is a decision
+        # about the versions it keeps (replication, object lock), the operator's to make.
         if not self.exists:
             return Outcome("versioning", "unchanged", "off (new bucket)")
         try:
@@ -398,8 +483,9 @@ class Provisioner:
                 "versioning",
                 "warning",
                 "Enabled: left as is. Overwritten and deleted masks keep billable old "
-                "versions; if nothing needs them: aws s3api put-bucket-versioning --bucket "
-                f"{self.bucket} --versioning-configuration Status=Suspended (and a lifecycle "
-                "rule expiring noncurrent versions)",
+                "versions; if nothing needs them (replication, object lock), re-run with "
+                "`pacs-ext storage init --fix` to suspend it, or: aws s3api "
+                f"put-bucket-versioning --bucket {self.bucket} --versioning-configuration "
+                "Status=Suspended",
             )
         return Outcome("versioning", "unchanged", "suspended" if status else "off")
