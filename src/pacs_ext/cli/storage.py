@@ -226,6 +226,15 @@ def policy(
     print(json.dumps(document, indent=2))
 
 
+@app.command("cloudformation")
+def cloudformation() -> None:
+    """Print a CloudFormation template of the bucket, the server's IAM identity and the
+    alarms, built from the same documents as init, policy and monitoring."""
+    from ..provisioning.cloudformation import render
+
+    print(render(settings_or_exit()), end="")
+
+
 @app.command("check")
 def check(
     as_json: bool = typer.Option(False, "--json", help="print the verdicts as JSON"),
