@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -227,3 +228,21 @@ def test_start_up_summary_names_storage_and_sources_never_secrets(
     }
     assert "very-secret-value" not in str(summary)
     assert "AKIAEXAMPLE" not in str(summary)
+
+
+def test_the_production_example_loads_as_aws_over_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("APP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("APP_CONFIG_DIR", str(Path(__file__).parent.parent / "config"))
+    monkeypatch.setenv("APP_ENV_FILE", "")
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("APP_AUTH__JWT_SECRET", SECRET)
+    s = load_settings()
+    o = s.object_storage
+    assert (o.provider, o.region, o.endpoint, o.sse) == ("s3", "ap-northeast-2", "", "AES256")
+    assert s.database.url.startswith("postgresql+asyncpg://")
+    assert s.bucket.lifecycle_archive_storage_class == "GLACIER_IR"
+    # Pointing it at a plain-HTTP store is refused there.
+    monkeypatch.setenv("APP_OBJECT_STORAGE__ENDPOINT", "http://minio:9000")
+    with pytest.raises(ConfigError, match=r"object_storage\.endpoint: an http:// endpoint"):
+        load_settings()
