@@ -336,7 +336,11 @@ class S3Storage(ObjectStorage):
 
     async def archive_state(self, key: str) -> ArchiveState:
         validate_key(key)
-        resp = await self.call("HeadObject", key, Key=key)
+        try:
+            resp = await self.call("HeadObject", key, Key=key)
+        except StorageAccessDenied:
+            await self.head(key)  # a missing key under least privilege: ObjectNotFound
+            raise
         restore = str(resp.get("Restore") or "")
         state = None
         if 'ongoing-request="true"' in restore:
