@@ -246,3 +246,22 @@ def test_the_production_example_loads_as_aws_over_tls(monkeypatch: pytest.Monkey
     monkeypatch.setenv("APP_OBJECT_STORAGE__ENDPOINT", "http://minio:9000")
     with pytest.raises(ConfigError, match=r"object_storage\.endpoint: an http:// endpoint"):
         load_settings()
+
+
+def test_the_cli_reads_dotenv_from_its_working_directory(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    env["APP_CONFIG_DIR"] = str(tmp_path / "none")
+    (tmp_path / ".env").write_text(
+        "APP_OBJECT_STORAGE__PROVIDER=s3\nAPP_OBJECT_STORAGE__BUCKET_NAME=from-dotenv\n"
+    )
+    r = subprocess.run(
+        [str(BIN), "storage", "policy"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "arn:aws:s3:::from-dotenv/mask/*" in r.stdout
+    assert "provider is local" not in r.stderr
