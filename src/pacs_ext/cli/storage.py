@@ -57,7 +57,8 @@ def init(
 ) -> None:
     """Create the bucket if missing and apply CORS, lifecycle, encryption, public access
     block and the TLS-only bucket policy; a second run changes nothing."""
-    from ..provisioning.bucket_init import Outcome, Provisioner, Request
+    from ..provisioning.bucket_init import Provisioner
+    from ..provisioning.outcomes import Outcome, Request
 
     settings = settings_or_exit()
     if settings.object_storage.provider == "local":

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..core.config import Settings
 from . import advice, diagnosis
 from . import documents as doc
+from .bucket_versioning import Versioning
+from .outcomes import Failure, Outcome, Refusal, Request
 from .s3calls import (
     FLAVOUR_NAMES,
     TRANSPORT_FAILURES,
@@ -32,7 +34,6 @@ from .s3calls import (
     transport_error,
 )
 
-Status = Literal["unchanged", "changed", "refused", "skipped", "warning", "failed"]
 # Public access block before lifecycle: on Ceph RGW a BlockPublicAcls left on by someone
 # refuses the storage-class probe's upload, and this run turns it off first.
 SETTINGS = (
@@ -48,38 +49,6 @@ ADMIN_HINT = (
     "init needs an administrator's keys (the server's own least-privilege keys cannot "
     "configure a bucket): " + ", ".join(doc.INIT_ACTIONS)
 )
-
-
-@dataclass
-class Outcome:
-    setting: str
-    status: Status
-    detail: str
-    instead: str = ""
-
-
-@dataclass
-class Request:
-    operation: str
-    params: dict[str, Any]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"operation": self.operation, "params": self.params}
-
-
-class Failure(Exception):
-    """A real failure of one setting; fatal ones stop the run."""
-
-    def __init__(self, detail: str, *, fatal: bool = False) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.fatal = fatal
-
-
-class Refusal(Exception):
-    def __init__(self, exc: ClientError) -> None:
-        super().__init__(said(exc))
-        self.exc = exc
 
 
 @dataclass
@@ -129,7 +98,7 @@ class Provisioner:
 
     # ---- calls ---------------------------------------------------------------------------
 
-    async def _read(self, operation: str, missing: str = "", **params: Any) -> dict[str, Any]:
+    async def read(self, operation: str, missing: str = "", **params: Any) -> dict[str, Any]:
         """A read; the error code `missing` (e.g. NoSuchCORSConfiguration) reads as {}."""
         if not self.exists:
             return {}
@@ -142,7 +111,7 @@ class Provisioner:
         except TRANSPORT_FAILURES as exc:
             raise self._unreachable(exc, operation) from None
 
-    async def _write(self, operation: str, **params: Any) -> None:
+    async def write(self, operation: str, **params: Any) -> None:
         request = Request(operation, {"Bucket": self.bucket, **params})
         self.requests.append(request)
         if self.dry_run:
@@ -169,7 +138,7 @@ class Provisioner:
             fatal=True,
         )
 
-    def _refused(self, setting: str, refusal: Refusal, instead: str) -> Outcome:
+    def refused(self, setting: str, refusal: Refusal, instead: str) -> Outcome:
         who = FLAVOUR_NAMES[self.flavour]
         return Outcome(setting, "refused", f"{who} refused it ({refusal})", instead)
 
@@ -241,15 +210,15 @@ class Provisioner:
                 )
             ]
         try:
-            current = (await self._read("GetBucketCors", "NoSuchCORSConfiguration")).get(
+            current = (await self.read("GetBucketCors", "NoSuchCORSConfiguration")).get(
                 "CORSRules", []
             )
             desired = doc.cors_configuration(self.settings)
             if doc.same_cors(current, desired["CORSRules"]):
                 return [Outcome("cors", "unchanged", f"allows {', '.join(origins)}")]
-            await self._write("PutBucketCors", CORSConfiguration=desired)
+            await self.write("PutBucketCors", CORSConfiguration=desired)
         except Refusal as r:
-            return [self._refused("cors", r, advice.cors_instead(self.flavour, self.settings))]
+            return [self.refused("cors", r, advice.cors_instead(self.flavour, self.settings))]
         detail = f"allows {', '.join(origins)}"
         if current:
             detail += f" (replaced {len(current)} rule(s) that differed)"
@@ -258,11 +227,11 @@ class Provisioner:
     async def _lifecycle(self) -> list[Outcome]:
         try:
             current = (
-                await self._read("GetBucketLifecycleConfiguration", "NoSuchLifecycleConfiguration")
+                await self.read("GetBucketLifecycleConfiguration", "NoSuchLifecycleConfiguration")
             ).get("Rules", [])
             refused = await self._unknown_storage_classes()
         except Refusal as r:
-            return [self._refused("lifecycle", r, advice.refused_setting_instead("lifecycle"))]
+            return [self.refused("lifecycle", r, advice.refused_setting_instead("lifecycle"))]
         extra: list[Outcome] = []
         if refused:
             extra.append(
@@ -281,10 +250,10 @@ class Provisioner:
             without_abort = doc.lifecycle_rules(self.settings, refused, abort=False)
             if without_abort == desired:
                 instead = advice.refused_setting_instead("lifecycle")
-                return [self._refused("lifecycle", r, instead), *extra]
+                return [self.refused("lifecycle", r, instead), *extra]
             # MinIO documents AbortIncompleteMultipartUpload as unsupported in lifecycle
             # rules: keep the transitions and say how unfinished uploads go away there.
-            abort = self._refused("lifecycle", r, advice.abort_uploads_instead(self.flavour))
+            abort = self.refused("lifecycle", r, advice.abort_uploads_instead(self.flavour))
             abort.detail += "; the rules without abort-incomplete-uploads are tried instead"
             if not without_abort:
                 return [abort, *extra]
@@ -292,7 +261,7 @@ class Provisioner:
                 return [await self._apply_lifecycle(current, without_abort), abort, *extra]
             except Refusal as again:
                 instead = advice.refused_setting_instead("lifecycle")
-                return [self._refused("lifecycle", again, instead), *extra]
+                return [self.refused("lifecycle", again, instead), *extra]
 
     async def _apply_lifecycle(
         self, current: list[dict[str, Any]], desired: list[dict[str, Any]]
@@ -304,16 +273,16 @@ class Provisioner:
             if not ours:
                 return Outcome("lifecycle", "unchanged", "off (every part is switched off)")
             if others:
-                await self._write(
+                await self.write(
                     "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": others}
                 )
             else:
-                await self._write("DeleteBucketLifecycle")
+                await self.write("DeleteBucketLifecycle")
             return Outcome("lifecycle", "changed", f"removed the rules for {prefix}")
         summary = doc.describe_rules(desired)
         if doc.same_lifecycle_rules(ours, desired):
             return Outcome("lifecycle", "unchanged", summary)
-        await self._write(
+        await self.write(
             "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": [*others, *desired]}
         )
         kept = f" (kept {len(others)} other rule(s))" if others else ""
@@ -354,7 +323,7 @@ class Provisioner:
         if not self.settings.bucket.default_encryption:
             return [Outcome("encryption", "skipped", "bucket.default_encryption = false")]
         try:
-            current = await self._read(
+            current = await self.read(
                 "GetBucketEncryption", "ServerSideEncryptionConfigurationNotFoundError"
             )
         except Refusal:
@@ -364,13 +333,13 @@ class Provisioner:
         if strong:
             return [Outcome("encryption", "unchanged", f"default encryption {strong[0]}")]
         try:
-            await self._write(
+            await self.write(
                 "PutBucketEncryption",
                 ServerSideEncryptionConfiguration=doc.encryption_configuration(),
             )
         except Refusal as r:
             instead = advice.encryption_instead(self.flavour, self.settings)
-            return [self._refused("encryption", r, instead)]
+            return [self.refused("encryption", r, instead)]
         return [Outcome("encryption", "changed", "default encryption SSE-S3 (AES256)")]
 
     async def _public_access(self) -> list[Outcome]:
@@ -387,13 +356,13 @@ class Provisioner:
             )
         try:
             current = (
-                await self._read("GetPublicAccessBlock", "NoSuchPublicAccessBlockConfiguration")
+                await self.read("GetPublicAccessBlock", "NoSuchPublicAccessBlockConfiguration")
             ).get("PublicAccessBlockConfiguration", {})
             if all(bool(current.get(k)) == v for k, v in desired.items()):
                 return [Outcome(name, "unchanged", summary)]
-            await self._write("PutPublicAccessBlock", PublicAccessBlockConfiguration=desired)
+            await self.write("PutPublicAccessBlock", PublicAccessBlockConfiguration=desired)
         except Refusal as r:
-            return [self._refused(name, r, advice.public_access_instead(self.flavour))]
+            return [self.refused(name, r, advice.public_access_instead(self.flavour))]
         return [Outcome(name, "changed", summary)]
 
     async def _bucket_policy(self) -> list[Outcome]:
@@ -411,81 +380,17 @@ class Provisioner:
                 )
             ]
         try:
-            raw = (await self._read("GetBucketPolicy", "NoSuchBucketPolicy")).get("Policy")
+            raw = (await self.read("GetBucketPolicy", "NoSuchBucketPolicy")).get("Policy")
             current = json.loads(raw) if raw else {}
             if doc.has_tls_statement(current, self.settings):
                 return [Outcome(name, "unchanged", "denies requests not made over TLS")]
             policy = doc.bucket_policy(self.settings, current)
-            await self._write("PutBucketPolicy", Policy=json.dumps(policy))
+            await self.write("PutBucketPolicy", Policy=json.dumps(policy))
         except Refusal as r:
-            return [self._refused(name, r, advice.refused_setting_instead("bucket policy"))]
+            return [self.refused(name, r, advice.refused_setting_instead("bucket policy"))]
         kept = len(policy["Statement"]) - 1
         detail = "denies requests not made over TLS (aws:SecureTransport)"
         return [Outcome(name, "changed", detail + (f"; kept {kept} statement(s)" if kept else ""))]
 
     async def _versioning(self) -> list[Outcome]:
-        state = await self._versioning_state()
-        if state.status != "warning" or not state.detail.startswith("Enabled") or not self.fix:
-            return [state]
-        try:
-            await self._write(
-                "PutBucketVersioning", VersioningConfiguration={"Status": "Suspended"}
-            )
-        except Refusal as r:
-            return [self._refused("versioning", r, advice.refused_setting_instead("versioning"))]
-        old = await self._noncurrent_versions()
-        return [
-            Outcome(
-                "versioning",
-                "changed",
-                "suspended: new writes keep no old versions. " + old,
-            )
-        ]
-
-    async def _noncurrent_versions(self) -> str:
-        """What versioning left behind under the prefix (suspending deletes none of it)."""
-        prefix = self.settings.object_storage.key_prefix
-        count = size = 0
-        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        try:
-            while True:
-                page = await call(self.client, "ListObjectVersions", params)
-                old = [v for v in page.get("Versions", ()) if not v.get("IsLatest")]
-                count += len(old) + sum(1 for m in page.get("DeleteMarkers", ()))
-                size += sum(int(v.get("Size") or 0) for v in old)
-                if not page.get("IsTruncated"):
-                    break
-                params["KeyMarker"] = page.get("NextKeyMarker")
-                params["VersionIdMarker"] = page.get("NextVersionIdMarker")
-        except (ClientError, *TRANSPORT_FAILURES) as exc:
-            return f"Old versions under {prefix} could not be counted ({exc})."
-        gib = size / 1024**3
-        return (
-            f"{count} old version(s) and delete marker(s) under {prefix} remain, {size} bytes "
-            f"(~{gib * 0.023:.2f} USD a month at S3 Standard's 0.023 USD/GiB); remove them with "
-            "a lifecycle rule expiring noncurrent versions (NoncurrentVersionExpiration) or "
-            "`aws s3api delete-object --version-id`"
-        )
-
-    async def _versioning_state(self) -> Outcome:
-        # Changed only with --fix: suspending versioning on a bucket that has it is a decision
-        # about the versions it keeps (replication, object lock), the operator's to make.
-        if not self.exists:
-            return Outcome("versioning", "unchanged", "off (new bucket)")
-        try:
-            status = (await self._read("GetBucketVersioning")).get("Status")
-        except Refusal:
-            return Outcome("versioning", "unchanged", "off (the store has no versioning API)")
-        except Failure as f:
-            return Outcome("versioning", "warning", f"could not read it: {f.detail}")
-        if status == "Enabled":
-            return Outcome(
-                "versioning",
-                "warning",
-                "Enabled: left as is. Overwritten and deleted masks keep billable old "
-                "versions; if nothing needs them (replication, object lock), re-run with "
-                "`pacs-ext storage init --fix` to suspend it, or: aws s3api "
-                f"put-bucket-versioning --bucket {self.bucket} --versioning-configuration "
-                "Status=Suspended",
-            )
-        return Outcome("versioning", "unchanged", "suspended" if status else "off")
+        return await Versioning(self).outcomes()

@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..core.config import Settings
-from .bucket_init import Outcome, Request
+from .outcomes import Outcome, Request
 from .s3calls import TRANSPORT_FAILURES, call, endpoint_name, error_code, said, transport_error
 
 ALARM_METRICS = ("4xxErrors", "5xxErrors")
