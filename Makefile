@@ -34,6 +34,7 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/cfn-lint deploy/aws/cloudformation.yaml
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 ## Serve the documentation (docs/, mkdocs.yml) with live reload on http://127.0.0.1:8001.

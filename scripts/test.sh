@@ -37,6 +37,17 @@ PYTHON="$BIN/python" scripts/rgw.sh start "$RGW_DIR" >/dev/null
 . "$RGW_DIR/env.sh"
 export RGW_ENDPOINT RGW_ACCESS_KEY RGW_SECRET_KEY RGW_BUCKET RGW_REGION RGW_DIR
 
+# moto's standalone server for the AWS-only calls RGW refuses (CloudWatch, request metrics,
+# Glacier, RestoreObject); MOTO_ENDPOINT for tests/fixtures/moto.py. Stopped by its PID.
+MOTO_DIR=.moto
+# Chained onto whatever EXIT trap is set already, so other services' cleanups still run.
+moto_prev_trap=$(trap -p EXIT | awk -F"'" '{print $2}')
+trap "scripts/moto.sh stop $MOTO_DIR >/dev/null 2>&1 || true; ${moto_prev_trap:-:}" EXIT INT TERM
+scripts/moto.sh start "$MOTO_DIR" >/dev/null
+# shellcheck disable=SC1091
+. "$MOTO_DIR/env.sh"
+export MOTO_ENDPOINT
+
 # promtool (Debian's prometheus package) for the alert-rule tests: installed once into .venv/bin.
 scripts/promtool.sh >/dev/null
 

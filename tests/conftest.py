@@ -8,6 +8,7 @@ import pytest
 
 from fixtures.databases import database
 from fixtures.inprocess import AppFactory, Apps, InProcess, migrate
+from fixtures.moto import Moto, suite_moto
 from fixtures.objects import StoredObjects
 from fixtures.rgw import Rgw, started_rgw, suite_rgw
 from fixtures.server import ServerProcess, s3_server
@@ -31,7 +32,7 @@ IN_PROCESS_FIXTURES = {"make_app", "inproc"}
 # What makes a test an end-to-end one: a real server process (the `server` fixture or one of
 # its own), the CLI in a subprocess, or Ceph RGW.
 E2E_FIXTURES = {"server", "srv", "rgw", "outage_rgw", "idp", "target", "faulty_server"}
-E2E_FIXTURES |= {"outage_server"}
+E2E_FIXTURES |= {"outage_server", "moto"}
 E2E_NAMES = {"own_server", "ServerProcess", "s3_server", "BIN", "subprocess", "started_rgw"}
 
 
@@ -49,6 +50,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
         if _is_e2e(item):
             item.add_marker(pytest.mark.e2e)
+        if "moto" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.moto)
         if TESTS / "security" in item.path.parents or IN_PROCESS_FIXTURES & set(
             getattr(item, "fixturenames", ())
         ):
@@ -89,6 +92,13 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
     """The suite's Ceph RGW: the one scripts/test.sh started, else one started here."""
     with suite_rgw(tmp_path_factory.mktemp("rgw")) as r:
         yield r
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    """moto's server (the one scripts/test.sh started, else one started here)."""
+    with suite_moto(tmp_path_factory.mktemp("moto")) as m:
+        yield m
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def config_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     cfg.mkdir()
     monkeypatch.setenv("APP_CONFIG_DIR", str(cfg))
     monkeypatch.setenv("APP_SERVER__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("APP_ENV_FILE", "")  # a developer's ./.env stays out of these tests
     return cfg
 
 
@@ -137,3 +139,129 @@ def test_outside_development_an_empty_secret_refuses_start(
         load_settings()
     monkeypatch.setenv("APP_AUTH__JWT_SECRET", "p" * 48)
     assert load_settings().jwt_secret() == "p" * 48
+
+
+SECRET = "s" * 40
+
+
+def test_dotenv_sits_between_the_toml_files_and_the_environment(
+    config_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (config_env / "default.toml").write_text(
+        '[object_storage]\nbucket_name = "from-default"\nregion = "eu-west-1"\n'
+        'endpoint = "https://s3.default.test"\n'
+    )
+    (config_env / "staging.toml").write_text('[object_storage]\nregion = "from-staging"\n')
+    # The spec's .env: APP_ENV there picks config/staging.toml; non-APP_ lines are ignored.
+    (tmp_path / ".env").write_text(
+        f"APP_ENV=staging\nAPP_AUTH__JWT_SECRET={SECRET}\nAWS_PROFILE=ignored\n"
+        "APP_OBJECT_STORAGE__PROVIDER=s3\nAPP_OBJECT_STORAGE__BUCKET_NAME=from-dotenv\n"
+        "APP_OBJECT_STORAGE__REGION=from-dotenv\nAPP_SIGNED_URL__DEFAULT_TTL=120\n"
+    )
+    monkeypatch.delenv("APP_ENV_FILE")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APP_OBJECT_STORAGE__REGION", "ap-northeast-2")
+    s = load_settings()
+    assert s.env == "staging"
+    assert s.object_storage.provider == "s3"
+    assert s.object_storage.bucket_name == "from-dotenv"  # .env over the TOML files
+    assert s.object_storage.region == "ap-northeast-2"  # the environment over .env
+    assert s.object_storage.endpoint == "https://s3.default.test"
+    assert s.signed_url.default_ttl == 120
+    monkeypatch.setenv("APP_ENV_FILE", "")  # empty: no file
+    assert load_settings().object_storage.provider == "local"
+
+
+def test_env_file_path_is_overridable_and_a_typo_in_it_names_the_line(
+    config_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / "pacs.env"
+    env_file.write_text("APP_OBJECT_STORAGE__PROVIDER=minio\n")
+    monkeypatch.setenv("APP_ENV_FILE", str(env_file))
+    assert load_settings().object_storage.provider == "minio"
+    env_file.write_text("APP_OBJECT_STORAGE__BUKET_NAME=x\n")
+    with pytest.raises(ConfigError, match=r"pacs\.env: APP_OBJECT_STORAGE__BUKET_NAME is not a"):
+        load_settings()
+    env_file.write_text("APP_OBJECT_STORAGE__PROVIDER=gcs\n")
+    with pytest.raises(ConfigError, match=r"object_storage\.provider"):
+        load_settings()
+    monkeypatch.setenv("APP_ENV_FILE", str(tmp_path / "missing.env"))
+    with pytest.raises(ConfigError, match=r"APP_ENV_FILE: .*missing\.env is not a file"):
+        load_settings()
+
+
+@pytest.mark.parametrize("key", ["endpoint", "public_endpoint"])
+def test_a_plain_http_endpoint_is_refused_outside_development(
+    config_env: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("APP_OBJECT_STORAGE__PROVIDER", "s3")
+    monkeypatch.setenv(f"APP_OBJECT_STORAGE__{key.upper()}", "http://rgw.internal:7480")
+    assert load_settings().object_storage.provider == "s3"  # development: allowed
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("APP_AUTH__JWT_SECRET", SECRET)
+    with pytest.raises(ConfigError, match=rf"^object_storage\.{key}: an http:// endpoint"):
+        load_settings()
+    monkeypatch.setenv("APP_OBJECT_STORAGE__ALLOW_INSECURE_ENDPOINT", "true")
+    assert load_settings().object_storage.allow_insecure_endpoint
+    monkeypatch.setenv("APP_OBJECT_STORAGE__ALLOW_INSECURE_ENDPOINT", "false")
+    monkeypatch.setenv(f"APP_OBJECT_STORAGE__{key.upper()}", "https://rgw.internal")
+    assert load_settings().object_storage.provider == "s3"
+
+
+def test_start_up_summary_names_storage_and_sources_never_secrets(
+    config_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pacs_ext.app import storage_summary
+
+    (config_env / "default.toml").write_text('[object_storage]\nregion = "ap-northeast-2"\n')
+    monkeypatch.setenv("APP_OBJECT_STORAGE__PROVIDER", "s3")
+    monkeypatch.setenv("APP_OBJECT_STORAGE__ACCESS_KEY", "AKIAEXAMPLE")
+    monkeypatch.setenv("APP_OBJECT_STORAGE__SECRET_KEY", "very-secret-value")
+    summary = storage_summary(load_settings())
+    assert summary == {
+        "storage": "s3",
+        "config": f"{config_env / 'default.toml'}, environment",
+        "bucket": "pacs-masks",
+        "region": "ap-northeast-2",
+        "endpoint": "AWS S3 (ap-northeast-2)",
+        "credentials": "static access key",
+    }
+    assert "very-secret-value" not in str(summary)
+    assert "AKIAEXAMPLE" not in str(summary)
+
+
+def test_the_production_example_loads_as_aws_over_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("APP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("APP_CONFIG_DIR", str(Path(__file__).parent.parent / "config"))
+    monkeypatch.setenv("APP_ENV_FILE", "")
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("APP_AUTH__JWT_SECRET", SECRET)
+    s = load_settings()
+    o = s.object_storage
+    assert (o.provider, o.region, o.endpoint, o.sse) == ("s3", "ap-northeast-2", "", "AES256")
+    assert s.database.url.startswith("postgresql+asyncpg://")
+    assert s.bucket.lifecycle_archive_storage_class == "GLACIER_IR"
+    # Pointing it at a plain-HTTP store is refused there.
+    monkeypatch.setenv("APP_OBJECT_STORAGE__ENDPOINT", "http://minio:9000")
+    with pytest.raises(ConfigError, match=r"object_storage\.endpoint: an http:// endpoint"):
+        load_settings()
+
+
+def test_the_cli_reads_dotenv_from_its_working_directory(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    env["APP_CONFIG_DIR"] = str(tmp_path / "none")
+    (tmp_path / ".env").write_text(
+        "APP_OBJECT_STORAGE__PROVIDER=s3\nAPP_OBJECT_STORAGE__BUCKET_NAME=from-dotenv\n"
+    )
+    r = subprocess.run(
+        [str(BIN), "storage", "policy"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "arn:aws:s3:::from-dotenv/mask/*" in r.stdout
+    assert "provider is local" not in r.stderr

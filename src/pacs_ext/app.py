@@ -20,7 +20,7 @@ from . import __version__
 from .api import api_router
 from .core.auth import TokenVerifier
 from .core.clock import SYSTEM_CLOCK, Clock
-from .core.config import Settings, get_settings
+from .core.config import Settings, config_layers, get_settings
 from .core.db import create_engine, create_sessionmaker, no_answer
 from .core.errors import AppError
 from .core.logging import configure_logging, register_secrets
@@ -90,9 +90,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
             )
         log.info(
             "server.started",
-            storage=settings.object_storage.provider,
             database=engine.dialect.name,
             version=__version__,
+            **storage_summary(settings),
         )
         # DICOM SEG exports run here, off the requests that start them.
         app.state.exports = ExportRunner(app.state.sessionmaker, app.state.storage, settings)
@@ -157,6 +157,25 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     return app
 
 
+def storage_summary(settings: Settings) -> dict[str, str]:
+    """Which storage the server uses and where its settings came from, for the start-up log:
+    an operator whose `.env` was not read sees `storage=local` at once. Never a secret."""
+    o = settings.object_storage
+    summary = {"storage": o.provider, "config": ", ".join(config_layers().describe())}
+    if o.provider == "local":
+        summary["objects"] = str((settings.server.data_dir / "objects").resolve())
+        return summary
+    summary |= {
+        "bucket": o.bucket_name,
+        "region": o.region,
+        "endpoint": o.endpoint or f"AWS S3 ({o.region})",
+        "credentials": "static access key" if o.access_key else "AWS credential chain",
+    }
+    if o.public_endpoint:
+        summary["public_endpoint"] = o.public_endpoint
+    return summary
+
+
 def _secrets(settings: Settings) -> list[str]:
     """Values the log redaction masks wherever they would appear."""
     storage = settings.object_storage
@@ -184,10 +203,9 @@ def _error(status: int, error: str, detail: Any, **extra: Any) -> JSONResponse:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
         resp = _error(exc.status_code, exc.error, exc.detail, **exc.extra)
-        if headers:
-            resp.headers.update(headers)
+        resp.headers.update(headers | exc.headers)
         return resp
 
     @app.exception_handler(RequestValidationError)

@@ -23,12 +23,14 @@ STEPS = [
     "bucket",
     "clock",
     "region",
+    "tls",
     f"cors {VIEWER}",
     "cors foreign origin",
     "presigned PUT",
     "presigned GET",
     "delete",
     "sse",
+    "monitoring",
 ]
 # An S3-compatible endpoint nothing listens on: for commands that make no call.
 NO_RGW = Rgw(
@@ -108,7 +110,10 @@ def test_init_twice_then_every_check_passes(rgw: Rgw, new_bucket: str, tmp_path:
     code, steps = check(env)
     assert code == 0, steps
     assert list(steps) == STEPS
-    assert set(statuses(steps).values()) == {"PASS"}
+    # The test RGW speaks plain HTTP (allowed in development: a WARN) and has no CloudWatch.
+    assert statuses(steps) == {**dict.fromkeys(STEPS, "PASS"), "tls": "WARN", "monitoring": "SKIP"}
+    assert "plain http://" in steps["tls"]["detail"]
+    assert steps["monitoring"]["detail"].startswith("Ceph RGW has no CloudWatch")
     assert steps["sse"]["detail"].startswith("not configured")
     # Neither the storage-class probe of init nor the check's probe object is left behind.
     assert s3.list_objects_v2(Bucket=new_bucket)["KeyCount"] == 0
@@ -125,11 +130,13 @@ def test_dry_run_prints_the_requests_and_changes_nothing(
     assert {q["params"]["Bucket"] for q in requests} == {new_bucket}
     cors = requests[1]["params"]["CORSConfiguration"]["CORSRules"][0]
     assert cors["AllowedOrigins"] == [VIEWER]
-    (rule,) = requests[3]["params"]["LifecycleConfiguration"]["Rules"]
-    assert rule["Transitions"] == [
+    moves, abort = requests[3]["params"]["LifecycleConfiguration"]["Rules"]
+    assert moves["Transitions"] == [
         {"Days": 90, "StorageClass": "STANDARD_IA"},
-        {"Days": 365, "StorageClass": "GLACIER"},
+        {"Days": 365, "StorageClass": "GLACIER_IR"},
     ]
+    assert moves["Filter"]["And"]["Tags"] == [{"Key": "pacs-ext-lifecycle", "Value": "transition"}]
+    assert abort["Filter"] == {"Prefix": "mask/"}
     assert "would create" in r.stderr
     assert not _exists(rgw, new_bucket)
 
@@ -143,8 +150,10 @@ def test_wrong_secret_fails_at_credentials(rgw: Rgw, bucket: str, tmp_path: Path
     assert "SignatureDoesNotMatch" in steps["credentials"]["detail"]
     assert "object_storage.secret_key" in steps["credentials"]["fix"]
     assert steps["clock"]["status"] == "PASS"  # the store's Date came with its refusal
-    skipped = [n for n in STEPS if n not in ("credentials", "clock")]
+    # tls judges the configured endpoint's scheme: it needs no credentials.
+    skipped = [n for n in STEPS if n not in ("credentials", "clock", "tls")]
     assert {steps[n]["status"] for n in skipped} == {"SKIP"}
+    assert steps["tls"]["status"] == "WARN"
     assert steps["presigned PUT"]["detail"] == "skipped: the credentials were refused"
 
     init = run(env, "init")
@@ -232,6 +241,7 @@ def test_policy_and_cors_documents(tmp_path: Path) -> None:
         "s3:DeleteObject",
         "s3:AbortMultipartUpload",
         "s3:ListMultipartUploadParts",
+        "s3:PutObjectTagging",  # uploads carry the lifecycle's transition tag
     }
     listing = by_sid["ListMaskPrefix"]
     assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", "arn:aws:s3:::pacs-masks")
@@ -244,6 +254,9 @@ def test_policy_and_cors_documents(tmp_path: Path) -> None:
     # With an endpoint (an S3-compatible store) the bucket-ARN delete RGW needs is there.
     assert by_sid["BatchDeleteOnS3Compatible"]["Resource"] == "arn:aws:s3:::pacs-masks"
     assert all("Principal" not in s for s in policy["Statement"])
+    # An http:// endpoint: no TLS-only deny (it would lock the server out), and a note says so.
+    assert "DenyInsecureTransport" not in by_sid
+    assert "no TLS-only deny" in r.stderr
 
     cors = json.loads(run(env, "policy", "--cors").stdout)
     assert cors == {

@@ -22,8 +22,10 @@ def test_fifty_files_round_trip(alice: httpx.Client, objects: StoredObjects) -> 
     assert {u["filename"] for u in group["uploads"]} == {m.filename for m in masks}
     for u in group["uploads"]:
         assert u["object_key"] == f"mask/{annotation['id']}/{group['id']}/{u['filename']}"
-        # Exactly what the client must send: on S3 also the signed write-once header.
-        write_once = set() if isinstance(objects, LocalObjects) else {"If-None-Match"}
+        # Exactly what the client must send: on S3 also the signed write-once header and the
+        # tag the lifecycle's transition rule filters on.
+        s3_only = {"If-None-Match", "x-amz-tagging"}
+        write_once = set() if isinstance(objects, LocalObjects) else s3_only
         assert set(u["headers"]) == {"Content-Type", "Content-Length", "Content-MD5"} | write_once
 
     put_all(group["uploads"], masks)

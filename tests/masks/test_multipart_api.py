@@ -83,6 +83,7 @@ def test_seventy_mib_file_completes_and_downloads_identical(
         "Content-Length",
         "Content-MD5",
         "If-None-Match",  # write-once, signed
+        "x-amz-tagging",  # the lifecycle moves tagged uploads only, never metadata.json
     }
 
     put_parts(big, body)

@@ -120,10 +120,16 @@ async def test_minio_refusals_are_reported_and_the_rest_applied(rgw: Rgw, bucket
     assert f"MINIO_API_CORS_ALLOW_ORIGIN={VIEWER}" in cors.instead
     assert "public access block API" in by_setting["public access block", "refused"].instead
     # The rule went in without the abort part; the refusal says how MinIO cleans up instead.
-    assert by_setting["lifecycle", "changed"].detail == "mask/: STANDARD after 90 d"
+    assert by_setting["lifecycle", "changed"].detail == (
+        "mask/ tagged pacs-ext-lifecycle=transition: STANDARD after 90 d"
+    )
     assert "stale_uploads_expiry" in by_setting["lifecycle", "refused"].instead
     (rule,) = rgw.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert rule["Filter"] == {"Prefix": "mask/"}
+    # RGW reads the tag filter back as Filter{Prefix, Tag}.
+    assert rule["Filter"] == {
+        "Prefix": "mask/",
+        "Tag": {"Key": "pacs-ext-lifecycle", "Value": "transition"},
+    }
     assert rule["Transitions"] == [{"Days": 90, "StorageClass": "STANDARD"}]
     assert "AbortIncompleteMultipartUpload" not in rule
     # RGW's own refusal of SSE-S3, explained for the configured provider.

@@ -47,6 +47,11 @@ def reindex_cmd(
             f"annotation(s), {report.groups:,} group(s), {report.masks:,} mask(s); "
             f"{report.groups_present:,} group(s) already in the database"
         )
+        if report.archived:
+            out.print(
+                f"[yellow]archived[/yellow]: {len(report.archived):,} metadata.json in an "
+                "archive storage class (restore them, then reindex --merge)"
+            )
         if report.problems:
             out.print(f"[red]inconsistent[/red] ({len(report.problems)}):")
             for problem in report.problems[:SHOWN]:

@@ -1,4 +1,5 @@
-"""Settings: config/default.toml, then config/{APP_ENV}.toml, then APP_<SECTION>__<KEY> env vars."""
+"""Settings: config/default.toml, then config/{APP_ENV}.toml, then a `.env` file, then
+APP_<SECTION>__<KEY> environment variables (each layer wins over the ones before it)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# Re-exported: the rest of the code knows these as core.config's.
+from .config_files import ConfigError as ConfigError
+from .config_files import ConfigLayers as ConfigLayers
+from .config_files import DotEnvLayer
+from .config_files import config_layers as config_layers
+
 MiB = 1024 * 1024
 # object_storage.allowed_content_types by default: masks as PNG/JPEG, DICOM (SEG exports), NIfTI
 # (.nii as octet-stream or x-nifti, .nii.gz as gzip), JSON documents. Never HTML or SVG: the
@@ -31,11 +38,13 @@ DEFAULT_ALLOWED_CONTENT_TYPES = (
     "application/octet-stream",
     "application/json",
 )
+# Storage classes whose objects must be restored before they can be read (S3 Glacier Flexible
+# Retrieval and Deep Archive); Glacier Instant Retrieval is read like STANDARD.
+RESTORE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+# The tag client uploads carry when lifecycle transitions are on: the transition rule filters
+# on it, so objects the server writes itself (metadata.json above all) are never archived.
+TRANSITION_TAG = ("pacs-ext-lifecycle", "transition")
 _MEDIA_TYPE = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}"
-
-
-class ConfigError(Exception):
-    """A configuration value is missing or invalid; the message names the key."""
 
 
 class ServerSettings(BaseModel):
@@ -164,6 +173,9 @@ class ObjectStorageSettings(BaseModel):
     multipart_part_size: int = Field(16 * MiB, ge=5 * MiB, le=5 * 1024 * MiB)
     # Folder of a pre-migration local mask tree served for masks not yet in object storage.
     legacy_local_dir: str = ""
+    # Outside development an http:// endpoint is refused (keys and masks in clear text)
+    # unless this says the network is trusted.
+    allow_insecure_endpoint: bool = False
     # Content types a file may be declared with; anything else is a 422 naming these.
     allowed_content_types: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED_CONTENT_TYPES), min_length=1
@@ -211,8 +223,15 @@ class BucketSettings(BaseModel):
     lifecycle_ia_days: int = Field(90, ge=0)
     lifecycle_ia_storage_class: str = Field("STANDARD_IA", pattern=r"^[A-Z][A-Z0-9_]*$")
     lifecycle_archive_days: int = Field(365, ge=0)
-    lifecycle_archive_storage_class: str = Field("GLACIER", pattern=r"^[A-Z][A-Z0-9_]*$")
+    # Glacier Instant Retrieval: archived masks still download at once. GLACIER (Flexible
+    # Retrieval) or DEEP_ARCHIVE cost less but a download first needs a restore (409).
+    lifecycle_archive_storage_class: str = Field("GLACIER_IR", pattern=r"^[A-Z][A-Z0-9_]*$")
     lifecycle_abort_multipart_days: int = Field(7, ge=0)
+    # A download of a mask in GLACIER / DEEP_ARCHIVE starts a restore for this long, this fast.
+    archive_restore_days: int = Field(7, ge=1, le=365)
+    archive_restore_tier: Literal["Expedited", "Standard", "Bulk"] = "Standard"
+    # A bucket policy denying every request not made over TLS (aws:SecureTransport).
+    tls_only_policy: bool = True
     default_encryption: bool = True  # SSE-S3 (AES256) as the bucket default
     block_public_access: bool = True
     manage_cors: bool = True  # CORS for server.cors_allowed_origins
@@ -225,6 +244,36 @@ class BucketSettings(BaseModel):
                 f"lifecycle_archive_days ({archive}) must be after lifecycle_ia_days ({ia})"
             )
         return self
+
+    @property
+    def transitions_on(self) -> bool:
+        return bool(self.lifecycle_ia_days or self.lifecycle_archive_days)
+
+    @property
+    def restore_needed(self) -> bool:
+        """Whether archived masks must be restored before they can be read."""
+        return bool(self.lifecycle_archive_days) and (
+            self.lifecycle_archive_storage_class in RESTORE_CLASSES
+        )
+
+
+class MonitoringSettings(BaseModel):
+    """What `pacs-ext storage monitoring` sets up on AWS: S3 request metrics and CloudWatch."""
+
+    # The request-metrics configuration on the key prefix (its FilterId in CloudWatch).
+    metrics_filter_id: str = Field("pacs-ext-masks", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    alarm_4xx_threshold: float = Field(5, ge=0)
+    alarm_5xx_threshold: float = Field(1, ge=0)
+    # Request metrics have one-minute granularity: a period is a multiple of 60 s.
+    alarm_period_seconds: int = Field(300, ge=60, le=86400, multiple_of=60)
+    alarm_evaluation_periods: int = Field(1, ge=1, le=100)
+    # Empty: the alarms change state without notifying anyone.
+    sns_topic_arn: str = Field(
+        "", pattern=r"^(arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+)?$"
+    )
+    # Empty: no server access logging. Else the bucket that receives the access logs.
+    access_log_bucket: str = Field("", max_length=63)
+    access_log_prefix: str = "s3-access-logs/"
 
 
 class SignedUrlSettings(BaseModel):
@@ -351,6 +400,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     dicomweb: DicomwebSettings = Field(default_factory=DicomwebSettings)
     dicom_seg: DicomSegSettings = Field(default_factory=DicomSegSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @property
     def is_development(self) -> bool:
@@ -365,11 +415,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_dir = Path(os.environ.get("APP_CONFIG_DIR", "config"))
-        app_env = os.environ.get("APP_ENV", "development")
-        files = [config_dir / f"{app_env}.toml", config_dir / "default.toml"]
-        tomls = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in files if f.is_file()]
-        return (init_settings, env_settings, *tomls)
+        layers = config_layers()
+        tomls = [TomlConfigSettingsSource(settings_cls, toml_file=f) for f in layers.tomls]
+        dotenv: tuple[PydanticBaseSettingsSource, ...] = ()
+        if layers.env_file is not None:
+            dotenv = (DotEnvLayer(settings_cls, env_file=layers.env_file),)
+        return (init_settings, env_settings, *dotenv, *tomls)
 
     def database_url(self) -> str:
         if self.database.url:
@@ -438,7 +489,23 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             f"auth.jwt_secret: must be set when APP_ENV is {settings.env!r} (not development)"
         )
+    insecure = insecure_endpoints(settings)
+    if insecure and not settings.is_development:
+        raise ConfigError(
+            f"{insecure[0]}: an http:// endpoint sends keys' signatures, masks and signed URLs "
+            f"in clear text; use https://, or set object_storage.allow_insecure_endpoint = "
+            f"true if this network is trusted (APP_ENV is {settings.env!r}, not development)"
+        )
     return settings
+
+
+def insecure_endpoints(settings: Settings) -> list[str]:
+    """Keys naming a plain-HTTP object storage endpoint that is not explicitly allowed."""
+    o = settings.object_storage
+    if o.provider == "local" or o.allow_insecure_endpoint:
+        return []
+    keys = ("endpoint", "public_endpoint")
+    return [f"object_storage.{k}" for k in keys if getattr(o, k).startswith("http://")]
 
 
 @lru_cache

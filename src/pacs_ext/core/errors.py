@@ -13,6 +13,8 @@ class AppError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra or {}
+        # Response headers, e.g. Retry-After.
+        self.headers: dict[str, str] = {}
 
 
 class BadRequest(AppError):

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..storage.base import (
     InvalidObjectKey,
+    ObjectArchived,
     ObjectNotFound,
     StorageAccessDenied,
     StorageError,
@@ -87,6 +88,8 @@ def storage_answer(exc: StorageError) -> tuple[int, str, str]:
     With an operation recorded (storage/errors.py), the answer names it; without one, the
     historical "StorageUnavailable" answer is kept (HTTP contract unchanged)."""
     op = exc.operation
+    if isinstance(exc, ObjectArchived):
+        return 409, "ObjectArchived", str(exc)
     if op is None:
         return 503, "StorageUnavailable", f"object storage failed: {exc}"
     if isinstance(exc, ObjectNotFound):

@@ -14,7 +14,7 @@ from ..http.deps import ClockDep, CtxDep, DownloadsDep, SessionDep, SettingsDep,
 from ..http.params import MaskPageParams, PageParams, ResourceId
 from ..models import Mask
 from ..storage import inert
-from . import idempotency, service
+from . import archive, idempotency, service
 from .schemas import (
     DownloadUrl,
     MaskFilters,
@@ -220,15 +220,19 @@ async def get_download_url(
     mask_id: ResourceId,
     ctx: CtxDep,
     downloads: DownloadsDep,
+    clock: ClockDep,
     # Bounded here for the schema; resolve_ttl then names the configured range.
     ttl_seconds: Annotated[int | None, Query(ge=-MAX_BIGINT, le=MAX_BIGINT)] = None,
     attachment: Annotated[
         bool, Query(description="ask browsers to save the file under its name")
     ] = False,
 ) -> DownloadUrl:
-    """A signed GET URL for the mask's object."""
+    """A signed GET URL for the mask's object (409 ObjectArchived while it is restored)."""
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
     ttl = resolve_ttl(ctx.settings, ttl_seconds)
+    await archive.ensure_readable(
+        ctx.storage, ctx.settings, clock, mask.object_key, mask.created_at
+    )
     disposition = f'attachment; filename="{mask.filename}"' if attachment else None
     await service.prepare_signing(ctx)
     signed = await downloads.sign_download(
@@ -257,10 +261,12 @@ async def get_mask_content(
     settings: SettingsDep,
     clock: ClockDep,
     downloads: DownloadsDep,
+    clock: ClockDep,
 ) -> RedirectResponse:
     """Redirect to a short-lived signed GET (usable as an <img src> with ?access_token=)."""
     ctx = Ctx(session=session, storage=storage, settings=settings, principal=user, clock=clock)
     mask = await service.readable_mask(ctx, annotation_id, group_id, mask_id)
+    await archive.ensure_readable(storage, settings, clock, mask.object_key, mask.created_at)
     await service.prepare_signing(ctx)
     signed = await downloads.sign_download(
         mask.object_key,

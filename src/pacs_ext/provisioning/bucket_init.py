@@ -8,15 +8,18 @@ store, a bucket that cannot be created) count as errors.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..core.config import Settings
 from . import advice, diagnosis
 from . import documents as doc
+from .bucket_versioning import Versioning
+from .outcomes import Failure, Outcome, Refusal, Request
 from .s3calls import (
     FLAVOUR_NAMES,
     TRANSPORT_FAILURES,
@@ -31,10 +34,17 @@ from .s3calls import (
     transport_error,
 )
 
-Status = Literal["unchanged", "changed", "refused", "skipped", "warning", "failed"]
 # Public access block before lifecycle: on Ceph RGW a BlockPublicAcls left on by someone
 # refuses the storage-class probe's upload, and this run turns it off first.
-SETTINGS = ("bucket", "cors", "public access block", "lifecycle", "encryption", "versioning")
+SETTINGS = (
+    "bucket",
+    "cors",
+    "public access block",
+    "bucket policy",
+    "lifecycle",
+    "encryption",
+    "versioning",
+)
 ADMIN_HINT = (
     "init needs an administrator's keys (the server's own least-privilege keys cannot "
     "configure a bucket): " + ", ".join(doc.INIT_ACTIONS)
@@ -42,42 +52,12 @@ ADMIN_HINT = (
 
 
 @dataclass
-class Outcome:
-    setting: str
-    status: Status
-    detail: str
-    instead: str = ""
-
-
-@dataclass
-class Request:
-    operation: str
-    params: dict[str, Any]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"operation": self.operation, "params": self.params}
-
-
-class Failure(Exception):
-    """A real failure of one setting; fatal ones stop the run."""
-
-    def __init__(self, detail: str, *, fatal: bool = False) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.fatal = fatal
-
-
-class Refusal(Exception):
-    def __init__(self, exc: ClientError) -> None:
-        super().__init__(said(exc))
-        self.exc = exc
-
-
-@dataclass
 class Provisioner:
     settings: Settings
     client: Any
     dry_run: bool = False
+    # Also suspend versioning when it is on (`init --fix`); otherwise it is only reported.
+    fix: bool = False
     requests: list[Request] = field(default_factory=list)
     flavour: Flavour = "s3-compatible"
     # False only in a dry run for a bucket that does not exist yet: nothing to read.
@@ -96,7 +76,13 @@ class Provisioner:
             return [Outcome("bucket", "failed", f.detail)] + [
                 Outcome(s, "skipped", skipped) for s in SETTINGS[1:]
             ]
-        steps = (self._cors, self._public_access, self._lifecycle, self._encryption)
+        steps = (
+            self._cors,
+            self._public_access,
+            self._bucket_policy,
+            self._lifecycle,
+            self._encryption,
+        )
         for i, step in enumerate((*steps, self._versioning), start=1):
             try:
                 outcomes.extend(await step())
@@ -112,7 +98,7 @@ class Provisioner:
 
     # ---- calls ---------------------------------------------------------------------------
 
-    async def _read(self, operation: str, missing: str = "", **params: Any) -> dict[str, Any]:
+    async def read(self, operation: str, missing: str = "", **params: Any) -> dict[str, Any]:
         """A read; the error code `missing` (e.g. NoSuchCORSConfiguration) reads as {}."""
         if not self.exists:
             return {}
@@ -125,7 +111,7 @@ class Provisioner:
         except TRANSPORT_FAILURES as exc:
             raise self._unreachable(exc, operation) from None
 
-    async def _write(self, operation: str, **params: Any) -> None:
+    async def write(self, operation: str, **params: Any) -> None:
         request = Request(operation, {"Bucket": self.bucket, **params})
         self.requests.append(request)
         if self.dry_run:
@@ -152,7 +138,7 @@ class Provisioner:
             fatal=True,
         )
 
-    def _refused(self, setting: str, refusal: Refusal, instead: str) -> Outcome:
+    def refused(self, setting: str, refusal: Refusal, instead: str) -> Outcome:
         who = FLAVOUR_NAMES[self.flavour]
         return Outcome(setting, "refused", f"{who} refused it ({refusal})", instead)
 
@@ -224,15 +210,15 @@ class Provisioner:
                 )
             ]
         try:
-            current = (await self._read("GetBucketCors", "NoSuchCORSConfiguration")).get(
+            current = (await self.read("GetBucketCors", "NoSuchCORSConfiguration")).get(
                 "CORSRules", []
             )
             desired = doc.cors_configuration(self.settings)
             if doc.same_cors(current, desired["CORSRules"]):
                 return [Outcome("cors", "unchanged", f"allows {', '.join(origins)}")]
-            await self._write("PutBucketCors", CORSConfiguration=desired)
+            await self.write("PutBucketCors", CORSConfiguration=desired)
         except Refusal as r:
-            return [self._refused("cors", r, advice.cors_instead(self.flavour, self.settings))]
+            return [self.refused("cors", r, advice.cors_instead(self.flavour, self.settings))]
         detail = f"allows {', '.join(origins)}"
         if current:
             detail += f" (replaced {len(current)} rule(s) that differed)"
@@ -241,11 +227,11 @@ class Provisioner:
     async def _lifecycle(self) -> list[Outcome]:
         try:
             current = (
-                await self._read("GetBucketLifecycleConfiguration", "NoSuchLifecycleConfiguration")
+                await self.read("GetBucketLifecycleConfiguration", "NoSuchLifecycleConfiguration")
             ).get("Rules", [])
             refused = await self._unknown_storage_classes()
         except Refusal as r:
-            return [self._refused("lifecycle", r, advice.refused_setting_instead("lifecycle"))]
+            return [self.refused("lifecycle", r, advice.refused_setting_instead("lifecycle"))]
         extra: list[Outcome] = []
         if refused:
             extra.append(
@@ -257,47 +243,47 @@ class Provisioner:
                     advice.storage_class_instead(self.flavour, sorted(refused)),
                 )
             )
-        desired = doc.lifecycle_rule(self.settings, refused)
+        desired = doc.lifecycle_rules(self.settings, refused)
         try:
             return [await self._apply_lifecycle(current, desired), *extra]
         except Refusal as r:
-            without_abort = doc.lifecycle_rule(self.settings, refused, abort=False)
-            if desired is None or "AbortIncompleteMultipartUpload" not in desired:
+            without_abort = doc.lifecycle_rules(self.settings, refused, abort=False)
+            if without_abort == desired:
                 instead = advice.refused_setting_instead("lifecycle")
-                return [self._refused("lifecycle", r, instead), *extra]
+                return [self.refused("lifecycle", r, instead), *extra]
             # MinIO documents AbortIncompleteMultipartUpload as unsupported in lifecycle
             # rules: keep the transitions and say how unfinished uploads go away there.
-            abort = self._refused("lifecycle", r, advice.abort_uploads_instead(self.flavour))
-            abort.detail += "; the rule without abort-incomplete-uploads is tried instead"
-            if without_abort is None:
+            abort = self.refused("lifecycle", r, advice.abort_uploads_instead(self.flavour))
+            abort.detail += "; the rules without abort-incomplete-uploads are tried instead"
+            if not without_abort:
                 return [abort, *extra]
             try:
                 return [await self._apply_lifecycle(current, without_abort), abort, *extra]
             except Refusal as again:
                 instead = advice.refused_setting_instead("lifecycle")
-                return [self._refused("lifecycle", again, instead), *extra]
+                return [self.refused("lifecycle", again, instead), *extra]
 
     async def _apply_lifecycle(
-        self, current: list[dict[str, Any]], desired: dict[str, Any] | None
+        self, current: list[dict[str, Any]], desired: list[dict[str, Any]]
     ) -> Outcome:
         prefix = self.settings.object_storage.key_prefix
         ours = [r for r in current if doc.is_ours(r, desired, prefix)]
         others = [r for r in current if not doc.is_ours(r, desired, prefix)]
-        if desired is None:
+        if not desired:
             if not ours:
                 return Outcome("lifecycle", "unchanged", "off (every part is switched off)")
             if others:
-                await self._write(
+                await self.write(
                     "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": others}
                 )
             else:
-                await self._write("DeleteBucketLifecycle")
-            return Outcome("lifecycle", "changed", f"removed the rule for {prefix}")
-        summary = doc.describe_rule(desired)
-        if len(ours) == 1 and doc.same_lifecycle_rule(ours[0], desired):
+                await self.write("DeleteBucketLifecycle")
+            return Outcome("lifecycle", "changed", f"removed the rules for {prefix}")
+        summary = doc.describe_rules(desired)
+        if doc.same_lifecycle_rules(ours, desired):
             return Outcome("lifecycle", "unchanged", summary)
-        await self._write(
-            "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": [*others, desired]}
+        await self.write(
+            "PutBucketLifecycleConfiguration", LifecycleConfiguration={"Rules": [*others, *desired]}
         )
         kept = f" (kept {len(others)} other rule(s))" if others else ""
         return Outcome("lifecycle", "changed", summary + kept)
@@ -337,7 +323,7 @@ class Provisioner:
         if not self.settings.bucket.default_encryption:
             return [Outcome("encryption", "skipped", "bucket.default_encryption = false")]
         try:
-            current = await self._read(
+            current = await self.read(
                 "GetBucketEncryption", "ServerSideEncryptionConfigurationNotFoundError"
             )
         except Refusal:
@@ -347,13 +333,13 @@ class Provisioner:
         if strong:
             return [Outcome("encryption", "unchanged", f"default encryption {strong[0]}")]
         try:
-            await self._write(
+            await self.write(
                 "PutBucketEncryption",
                 ServerSideEncryptionConfiguration=doc.encryption_configuration(),
             )
         except Refusal as r:
             instead = advice.encryption_instead(self.flavour, self.settings)
-            return [self._refused("encryption", r, instead)]
+            return [self.refused("encryption", r, instead)]
         return [Outcome("encryption", "changed", "default encryption SSE-S3 (AES256)")]
 
     async def _public_access(self) -> list[Outcome]:
@@ -370,36 +356,41 @@ class Provisioner:
             )
         try:
             current = (
-                await self._read("GetPublicAccessBlock", "NoSuchPublicAccessBlockConfiguration")
+                await self.read("GetPublicAccessBlock", "NoSuchPublicAccessBlockConfiguration")
             ).get("PublicAccessBlockConfiguration", {})
             if all(bool(current.get(k)) == v for k, v in desired.items()):
                 return [Outcome(name, "unchanged", summary)]
-            await self._write("PutPublicAccessBlock", PublicAccessBlockConfiguration=desired)
+            await self.write("PutPublicAccessBlock", PublicAccessBlockConfiguration=desired)
         except Refusal as r:
-            return [self._refused(name, r, advice.public_access_instead(self.flavour))]
+            return [self.refused(name, r, advice.public_access_instead(self.flavour))]
         return [Outcome(name, "changed", summary)]
 
-    async def _versioning(self) -> list[Outcome]:
-        return [await self._versioning_state()]
-
-    async def _versioning_state(self) -> Outcome:
-        # Never changed: suspending versioning on a bucket that has it is a decision about
-        # the versions it keeps (replication, object lock), not ours to make.
-        if not self.exists:
-            return Outcome("versioning", "unchanged", "off (new bucket)")
+    async def _bucket_policy(self) -> list[Outcome]:
+        name = "bucket policy"
+        if not self.settings.bucket.tls_only_policy:
+            return [Outcome(name, "skipped", "bucket.tls_only_policy = false")]
+        if not doc.tls_enforced(self.settings):
+            return [
+                Outcome(
+                    name,
+                    "skipped",
+                    "the endpoint is plain http:// (development, or "
+                    "object_storage.allow_insecure_endpoint): a TLS-only policy would lock the "
+                    "server out; it is applied once the endpoint is https://",
+                )
+            ]
         try:
-            status = (await self._read("GetBucketVersioning")).get("Status")
-        except Refusal:
-            return Outcome("versioning", "unchanged", "off (the store has no versioning API)")
-        except Failure as f:
-            return Outcome("versioning", "warning", f"could not read it: {f.detail}")
-        if status == "Enabled":
-            return Outcome(
-                "versioning",
-                "warning",
-                "Enabled: left as is. Overwritten and deleted masks keep billable old "
-                "versions; if nothing needs them: aws s3api put-bucket-versioning --bucket "
-                f"{self.bucket} --versioning-configuration Status=Suspended (and a lifecycle "
-                "rule expiring noncurrent versions)",
-            )
-        return Outcome("versioning", "unchanged", "suspended" if status else "off")
+            raw = (await self.read("GetBucketPolicy", "NoSuchBucketPolicy")).get("Policy")
+            current = json.loads(raw) if raw else {}
+            if doc.has_tls_statement(current, self.settings):
+                return [Outcome(name, "unchanged", "denies requests not made over TLS")]
+            policy = doc.bucket_policy(self.settings, current)
+            await self.write("PutBucketPolicy", Policy=json.dumps(policy))
+        except Refusal as r:
+            return [self.refused(name, r, advice.refused_setting_instead("bucket policy"))]
+        kept = len(policy["Statement"]) - 1
+        detail = "denies requests not made over TLS (aws:SecureTransport)"
+        return [Outcome(name, "changed", detail + (f"; kept {kept} statement(s)" if kept else ""))]
+
+    async def _versioning(self) -> list[Outcome]:
+        return await Versioning(self).outcomes()

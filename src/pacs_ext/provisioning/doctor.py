@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from ..storage.base import StorageError
 from . import diagnosis
 from .diagnosis import INIT, NTP, POLICY
-from .doctor_probes import ObjectProbes
+from .doctor_aws import AwsSteps
 from .doctor_run import Status, Step
 from .documents import normalise_region
 from .s3calls import (
@@ -35,15 +35,18 @@ SKEW_WARN = 300.0  # a 5-minute skew already moves a 10-minute URL's window by h
 SKEW_FAIL = 900.0  # SigV4: stores refuse requests more than 15 minutes off
 
 
-class Doctor(ObjectProbes):
-    """Credentials, bucket, clock and region here; the browser-facing steps in ObjectProbes."""
+class Doctor(AwsSteps):
+    """Credentials, bucket, clock and region here; the browser-facing steps in ObjectProbes,
+    TLS and CloudWatch monitoring in AwsSteps."""
 
     async def run(self) -> list[Step]:
         await self.credentials_and_bucket()
         self.clock()
         await self.region()
+        await self.tls()
         await self.cors()
         await self.roundtrip()
+        await self.monitoring()
         return self.steps
 
     # ---- credentials, bucket, clock, region ----------------------------------------------

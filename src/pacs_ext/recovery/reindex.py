@@ -34,7 +34,7 @@ from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
 from ..objects.claims import parse_key
 from ..objects.keys import METADATA_NAME
-from ..storage.base import ObjectInfo, ObjectStorage, StorageError
+from ..storage.base import ObjectArchived, ObjectInfo, ObjectStorage, StorageError
 
 FETCH_CONCURRENCY = 16
 SEQUENCES = ("annotations", "mask_groups", "masks", "mask_group_files")
@@ -52,6 +52,8 @@ class ReindexReport:
     masks: int = 0
     groups_present: int = 0  # already in the database: left alone
     problems: list[str] = field(default_factory=list)
+    # metadata.json documents in an archive class (Glacier): not readable until restored.
+    archived: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +66,7 @@ class ReindexReport:
                 "masks": self.masks,
             },
             "groups_present": self.groups_present,
+            "archived": self.archived,
             "problems": self.problems,
         }
 
@@ -171,6 +174,15 @@ async def _fetch(
             try:
                 data = await storage.get_bytes(key)
                 return parse(data, key, key_prefix, allowed_types)
+            except ObjectArchived:
+                # Written before metadata.json was kept out of transitions: not an error of
+                # the bucket, but its groups cannot come back until it is restored.
+                report.archived.append(key)
+                report.problems.append(
+                    f"{key}: archived, not readable until restored (aws s3api restore-object "
+                    f"--key {key} ...), then run reindex again with --merge; skipped"
+                )
+                return None
             except (StorageError, BadMetadata) as exc:
                 report.problems.append(f"{key}: {exc}; skipped")
                 return None

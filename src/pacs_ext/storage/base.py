@@ -44,6 +44,11 @@ class MultipartUploadNotFound(ObjectNotFound):
     """The multipart upload was completed, aborted, or expired (S3's NoSuchUpload)."""
 
 
+class ObjectArchived(StorageError):
+    """The object is in an archive class (S3 Glacier Flexible Retrieval, Deep Archive) and
+    must be restored before it can be read (S3's 403 InvalidObjectState)."""
+
+
 class ChecksumMismatch(StorageError):
     """The body storage received differs from the declared MD5 (S3's BadDigest)."""
 
@@ -115,6 +120,15 @@ class MultipartUploadInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveState:
+    """Where an object's bytes are: its storage class and whether a restore makes it readable."""
+
+    storage_class: str
+    # None: never restored; "ongoing": a restore runs; "done": a restored copy is readable.
+    restore: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     multipart: bool = False
     sse: bool = False
@@ -176,6 +190,17 @@ class ObjectStorage(abc.ABC):
         if keys:
             await self.delete_many(keys)
         return len(keys)
+
+    async def archive_state(self, key: str) -> ArchiveState:
+        """The object's storage class and restore status (ObjectNotFound if missing). Stores
+        without archive classes answer STANDARD."""
+        await self.head(key)
+        return ArchiveState("STANDARD")
+
+    async def restore(self, key: str, days: int, tier: str) -> None:
+        """Ask for a readable copy of an archived object for `days` (RestoreObject); a restore
+        already under way is not an error."""
+        raise NotImplementedError(f"{self.name} storage has no archive classes")
 
     async def ping(self) -> None:
         """Cheap reachability probe; raises StorageError when storage is not usable."""

@@ -21,6 +21,7 @@ import structlog
 from ..core import metrics
 from ..core.logging import strip_query
 from .base import (
+    ArchiveState,
     Capabilities,
     CompletedPart,
     InvalidObjectKey,
@@ -86,6 +87,7 @@ class InstrumentedStorage(ObjectStorage):
                 "ListMultipartUploads",
                 "ListParts",
                 "Ping",
+                "RestoreObject",
             )
         }
         self._signed_put = metrics.SIGNED_URLS.labels(method="PUT")
@@ -240,6 +242,15 @@ class InstrumentedStorage(ObjectStorage):
     async def get_bytes(self, key: str) -> bytes:
         data: bytes = await self._timed("GetObject", lambda: self.wrapped.get_bytes(key))
         return data
+
+    async def archive_state(self, key: str) -> ArchiveState:
+        state: ArchiveState = await self._timed(
+            "HeadObject", lambda: self.wrapped.archive_state(key)
+        )
+        return state
+
+    async def restore(self, key: str, days: int, tier: str) -> None:
+        await self._timed("RestoreObject", lambda: self.wrapped.restore(key, days, tier))
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         await self._timed("PutObject", lambda: self.wrapped.put_bytes(key, data, content_type))

@@ -17,8 +17,9 @@ from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...core.clock import SYSTEM_CLOCK, Clock
-from ...core.config import ConfigError, Settings
+from ...core.config import TRANSITION_TAG, ConfigError, Settings
 from ..base import (
+    ArchiveState,
     Capabilities,
     CompletedPart,
     MultipartUploadInfo,
@@ -80,6 +81,7 @@ class S3Storage(ObjectStorage):
         multipart_threshold: int | None = None,
         multipart_part_size: int | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        object_tagging: str = "",
     ) -> None:
         if bool(access_key) != bool(secret_key):
             raise ValueError(
@@ -101,6 +103,9 @@ class S3Storage(ObjectStorage):
         self.region = region
         self.endpoint = endpoint
         self.sse = sse or None
+        # Tags every client upload carries ("k=v", URL-encoded): the lifecycle's transition
+        # rule filters on it, so what the server writes itself is never archived.
+        self.object_tagging = object_tagging
         self._signing_endpoint = public_endpoint or endpoint
         self.public_endpoint_differs = self._signing_endpoint != endpoint
         self.addressing_style: Literal["path", "virtual"]
@@ -188,6 +193,24 @@ class S3Storage(ObjectStorage):
                 self._client_cm = cm
         return self._client_obj
 
+    def service_client(self, service: str) -> Any:
+        """An async context manager giving a client of another AWS service (CloudWatch for
+        `pacs-ext storage monitoring`) with the same credentials and region. Its endpoint is
+        AWS's, or botocore's own AWS_ENDPOINT_URL_<SERVICE> variable when set."""
+        static = self._static or (None, None, None)
+        return self._session.create_client(
+            service,
+            region_name=self.region,
+            aws_access_key_id=static[0],
+            aws_secret_access_key=static[1],
+            aws_session_token=static[2],
+            config=AioConfig(
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+                retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            ),
+        )
+
     async def prepare_signing(self) -> None:
         if self._static:
             return
@@ -245,6 +268,8 @@ class S3Storage(ObjectStorage):
             headers["x-amz-server-side-encryption"] = self.sse
         if spec.sha256_b64 and self.capabilities.checksum_sha256:
             headers["x-amz-checksum-sha256"] = spec.sha256_b64
+        if self.object_tagging:
+            headers["x-amz-tagging"] = self.object_tagging
         # Write-once: a signed conditional PUT never replaces an object (412 if the key is
         # taken: AWS S3 since 2024, MinIO, Ceph RGW as measured). Signed, so it cannot be left out.
         headers["If-None-Match"] = "*"
@@ -313,6 +338,31 @@ class S3Storage(ObjectStorage):
             etag=str(resp.get("ETag", "")).strip('"'),
             last_modified=resp.get("LastModified"),
         )
+
+    async def archive_state(self, key: str) -> ArchiveState:
+        validate_key(key)
+        try:
+            resp = await self.call("HeadObject", key, Key=key)
+        except StorageAccessDenied:
+            await self.head(key)  # a missing key under least privilege: ObjectNotFound
+            raise
+        restore = str(resp.get("Restore") or "")
+        state = None
+        if 'ongoing-request="true"' in restore:
+            state = "ongoing"
+        elif 'ongoing-request="false"' in restore:
+            state = "done"
+        return ArchiveState(str(resp.get("StorageClass") or "STANDARD"), state)
+
+    async def restore(self, key: str, days: int, tier: str) -> None:
+        validate_key(key)
+        request = {"Days": days, "GlacierJobParameters": {"Tier": tier}}
+        try:
+            await self.call("RestoreObject", key, Key=key, RestoreRequest=request)
+        except StorageError as exc:
+            # RestoreAlreadyInProgress (409): what was asked for is happening.
+            if "RestoreAlreadyInProgress" not in str(exc):
+                raise
 
     async def get_bytes(self, key: str) -> bytes:
         validate_key(key)
@@ -456,6 +506,7 @@ _METHODS = {
     "PutObject": "put_object",
     "DeleteObjects": "delete_objects",
     "HeadBucket": "head_bucket",
+    "RestoreObject": "restore_object",
     "CreateMultipartUpload": "create_multipart_upload",
     "ListParts": "list_parts",
     "UploadPart": "upload_part",
@@ -486,6 +537,7 @@ def create(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> S3Storage:
             multipart_threshold=o.multipart_threshold,
             multipart_part_size=o.multipart_part_size,
             clock=clock,
+            object_tagging="=".join(TRANSITION_TAG) if settings.bucket.transitions_on else "",
         )
     except ValueError as exc:
         raise ConfigError(f"object_storage: {exc}") from None

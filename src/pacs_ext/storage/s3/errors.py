@@ -18,6 +18,7 @@ from botocore.exceptions import (
 from ..base import (
     ChecksumMismatch,
     MultipartUploadNotFound,
+    ObjectArchived,
     ObjectNotFound,
     StorageAccessDenied,
     StorageError,
@@ -110,6 +111,10 @@ class S3Failure:
         if code == "NoSuchUpload":
             return MultipartUploadNotFound(
                 f"multipart upload of {key!r} no longer exists in {where} ({operation})"
+            )
+        if code == "InvalidObjectState":
+            return ObjectArchived(
+                f"{key!r} in {where} is archived ({operation}: {said}); restore it first"
             )
         if code in ("BadDigest", "InvalidDigest"):
             return ChecksumMismatch(

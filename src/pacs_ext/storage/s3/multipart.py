@@ -57,6 +57,8 @@ class S3Multipart:
         kwargs: dict[str, Any] = {"Key": key, "ContentType": content_type}
         if self.client.sse:
             kwargs["ServerSideEncryption"] = self.client.sse
+        if self.client.object_tagging:
+            kwargs["Tagging"] = self.client.object_tagging
         resp = await self.client.call("CreateMultipartUpload", key, **kwargs)
         return str(resp["UploadId"])
 
