@@ -261,7 +261,6 @@ async def get_mask_content(
     settings: SettingsDep,
     clock: ClockDep,
     downloads: DownloadsDep,
-    clock: ClockDep,
 ) -> RedirectResponse:
     """Redirect to a short-lived signed GET (usable as an <img src> with ?access_token=)."""
     ctx = Ctx(session=session, storage=storage, settings=settings, principal=user, clock=clock)
