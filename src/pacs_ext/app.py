@@ -33,6 +33,7 @@ from .http.viewer import install_viewer
 from .janitor import periodic as periodic_janitor
 from .masks import upload_guard
 from .observability import listener as metrics_listener
+from .observability.drain import Drain
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
 from .storage.base import ObjectStorage, StorageError
@@ -64,8 +65,11 @@ def _downloads(legacy: LegacyFiles | None, storage: ObjectStorage) -> DownloadSi
     return Fallback(legacy, storage)
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
-    """clock: the time signed-URL expiry and the janitor decide against (tests pass a fake)."""
+def create_app(
+    settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK, drain: Drain | None = None
+) -> FastAPI:
+    """clock: the time signed-URL expiry and the janitor decide against (tests pass a fake);
+    drain: set by `serve` on SIGTERM, turns /ready to 503 (cli/serve.py)."""
     settings = settings or get_settings()
     configure_logging(settings.logging)
     register_secrets(_secrets(settings))
@@ -115,6 +119,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.drain = drain or Drain()
     app.state.token_verifier = TokenVerifier(settings)
 
     _install_error_handlers(app)

@@ -49,6 +49,11 @@ class ServerSettings(BaseModel):
     # How long an idle keep-alive connection stays open: longer than every client pool and
     # load balancer in front of the server keeps one, or they send on a closing connection.
     keepalive_timeout_seconds: int = Field(75, ge=1, le=3600)
+    # SIGTERM (a rolling restart): /ready answers 503 at once and requests are still served
+    # for drain_seconds, long enough for a load balancer's health checks to take the instance
+    # out; then the listener closes and requests in flight get up to shutdown_timeout_seconds.
+    drain_seconds: float = Field(5.0, ge=0, le=600)
+    shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("public_url")
     @classmethod
