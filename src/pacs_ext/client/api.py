@@ -23,7 +23,7 @@ from ..masks.schemas import (
     UploadTarget,
     UploadUrlsResponse,
 )
-from .connections import KEEPALIVE_EXPIRY, REPEATABLE, pooled_transport
+from .connections import KEEPALIVE_EXPIRY, REPEATABLE, lean_pooled_transport, pooled_transport
 from .errors import ApiError, IncompleteUpload, ServerUnreachable
 from .retry import (
     RETRYABLE_STATUSES,
@@ -80,7 +80,7 @@ class PacsClient:
         self.storage = httpx.AsyncClient(
             headers={"User-Agent": agent},
             timeout=timeout,
-            transport=storage_transport or pooled_transport(limits),
+            transport=storage_transport or lean_pooled_transport(limits),
         )
 
     async def __aenter__(self) -> PacsClient:
