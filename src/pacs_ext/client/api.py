@@ -23,8 +23,9 @@ from ..masks.schemas import (
     UploadTarget,
     UploadUrlsResponse,
 )
-from .connections import KEEPALIVE_EXPIRY, REPEATABLE, lean_pooled_transport, pooled_transport
+from .connections import KEEPALIVE_EXPIRY, REPEATABLE, RetryDroppedConnection, pooled_transport
 from .errors import ApiError, IncompleteUpload, ServerUnreachable
+from .lean_transport import LeanTransport
 from .retry import (
     RETRYABLE_STATUSES,
     RETRYABLE_UNSAFE_STATUSES,
@@ -77,10 +78,14 @@ class PacsClient:
             timeout=timeout,
             transport=transport or pooled_transport(limits),
         )
+        # Storage: the lean transport (lean_transport.py), unless a test brings its own; the
+        # uploader's small PUTs call it directly, without httpx's models (`lean`).
+        self.lean = LeanTransport(limits) if storage_transport is None else None
         self.storage = httpx.AsyncClient(
             headers={"User-Agent": agent},
             timeout=timeout,
-            transport=storage_transport or lean_pooled_transport(limits),
+            transport=storage_transport
+            or RetryDroppedConnection(self.lean or LeanTransport(limits)),
         )
 
     async def __aenter__(self) -> PacsClient:

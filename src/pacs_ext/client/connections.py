@@ -16,8 +16,6 @@ from typing import Any
 
 import httpx
 
-from .lean_transport import LeanTransport
-
 # Below every idle timeout we know of, uvicorn's 5 s default included, so the SDK is safe
 # even with a server that keeps uvicorn's default; a new connection costs one handshake.
 KEEPALIVE_EXPIRY = 4.0
@@ -86,8 +84,3 @@ def _with_trace(extensions: dict[str, Any], trace: Trace | None) -> dict[str, An
 def pooled_transport(limits: httpx.Limits) -> RetryDroppedConnection:
     """The SDK's transport: httpx's own, with its limits, behind the one retry."""
     return RetryDroppedConnection(httpx.AsyncHTTPTransport(limits=limits))
-
-
-def lean_pooled_transport(limits: httpx.Limits) -> RetryDroppedConnection:
-    """The SDK's transport to object storage: the lean one (lean_transport.py), same retry."""
-    return RetryDroppedConnection(LeanTransport(limits))

@@ -303,6 +303,7 @@ class _Run:
             self.stats,
             self.concurrency,
             self._more_parts,
+            lean=self.client.lean,
         )
         # Stop early when everything fails (storage down, CORS, bad clock): no point waiting
         # out the backoff of thousands of files.
