@@ -225,8 +225,10 @@ def ensure_rclone() -> str:
 
 def rclone_run(rclone: str, masks: Path, rgw: Rgw, concurrency: int) -> Run:
     """`rclone copy` of the same files into a fresh bucket of the same RGW."""
+    # rclone 1.60 refuses AWS_CA_BUNDLE with its own transport; the RGW here is plain HTTP.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "RCLONE_CONFIG": os.devnull,
         "RCLONE_CONFIG_BENCH_TYPE": "s3",
         "RCLONE_CONFIG_BENCH_PROVIDER": "Ceph",
         "RCLONE_CONFIG_BENCH_ENDPOINT": rgw.endpoint,
