@@ -17,6 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .config_error import ConfigError as ConfigError  # re-exported: its old home
+
 MiB = 1024 * 1024
 # object_storage.allowed_content_types by default: masks as PNG/JPEG, DICOM (SEG exports), NIfTI
 # (.nii as octet-stream or x-nifti, .nii.gz as gzip), JSON documents. Never HTML or SVG: the
@@ -32,10 +34,6 @@ DEFAULT_ALLOWED_CONTENT_TYPES = (
     "application/json",
 )
 _MEDIA_TYPE = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}"
-
-
-class ConfigError(Exception):
-    """A configuration value is missing or invalid; the message names the key."""
 
 
 class ServerSettings(BaseModel):
