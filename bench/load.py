@@ -236,6 +236,18 @@ def print_waits(before: Scrape, after: Scrape) -> None:
         f"p99 <= {bucket_quantile(before, after, pool, 0.99):g}, "
         f"max <= {bucket_quantile(before, after, pool, 1.0):g} (requests wait at pool_size + 10)"
     )
+    sql = "pacs_db_statement_duration_seconds"
+    for verb in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "other"):
+        count = after.total(f"{sql}_count", statement=verb) - before.total(
+            f"{sql}_count", statement=verb
+        )
+        if count:
+            p50 = bucket_quantile(before, after, sql, 0.5, statement=verb)
+            p99 = bucket_quantile(before, after, sql, 0.99, statement=verb)
+            print(
+                f"  database {verb:<21} {count:6.0f} statements: p50 <= {p50 * 1000:g} ms, "
+                f"p99 <= {p99 * 1000:g} ms"
+            )
     storage = "pacs_storage_operation_duration_seconds"
     ops = sorted({dict(ls)["operation"] for (nm, ls) in after.samples if nm == f"{storage}_count"})
     for op in ops:
@@ -271,7 +283,8 @@ async def run_load(srv: ServerProcess, args: argparse.Namespace) -> Stats:
         after = await asyncio.to_thread(scrape, srv.url)
         print(
             f"database={args.database} storage={args.storage} clients={args.clients} "
-            f"files/flow={args.files} size~{args.size} B workers={args.workers}"
+            f"files/flow={args.files} size~{args.size} B workers={args.workers} "
+            f"pool_size={args.pool_size or 'default'}; load average {os.getloadavg()[0]:.1f}"
         )
         print(
             f"  {stats.flows} flows in {elapsed:.1f} s = {stats.flows / elapsed:.1f} flows/s "
@@ -317,9 +330,14 @@ def main() -> None:
     p.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
     p.add_argument("--storage", choices=["local", "s3"], default="local")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
+    p.add_argument(
+        "--pool-size", type=int, default=None, help="database.pool_size (default: the server's)"
+    )
     args = p.parse_args()
     rgw = rgw_from_env() if args.storage == "s3" else None
     env = {"APP_SERVER__WORKERS": str(args.workers), "APP_LOGGING__LEVEL": "WARNING"}
+    if args.pool_size:
+        env["APP_DATABASE__POOL_SIZE"] = str(args.pool_size)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         url = stack.enter_context(database(args.database, Path(tmp)))

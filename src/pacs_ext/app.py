@@ -33,7 +33,7 @@ from .http.viewer import install_viewer
 from .janitor import periodic as periodic_janitor
 from .masks import upload_guard
 from .observability import listener as metrics_listener
-from .observability import loop_probe
+from .observability import waits
 from .observability.drain import Drain
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
@@ -102,11 +102,11 @@ def create_app(
             engine, app.state.sessionmaker, app.state.storage, settings, clock
         )
         metrics_task = await metrics_listener.start(app, settings)
-        probe_task = loop_probe.start(engine)
+        probe_task = waits.start(engine)
         try:
             yield
         finally:
-            await loop_probe.stop(probe_task)
+            await waits.stop(probe_task)
             await metrics_listener.stop(metrics_task)
             await periodic_janitor.stop(janitor_task)
             await app.state.storage.close()
