@@ -184,3 +184,15 @@ async def test_no_answer_in_time_is_a_read_timeout() -> None:
         never.set()
         await lean.aclose()
         server.close()
+
+
+async def test_a_proxy_in_the_environment_turns_the_direct_path_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pacs_ext.client import PacsClient
+
+    async with PacsClient("http://127.0.0.1:9", "t") as plain:
+        assert plain.lean is not None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    async with PacsClient("http://127.0.0.1:9", "t") as proxied:
+        assert proxied.lean is None  # PUTs go through httpx, which honours the proxy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
@@ -80,7 +81,10 @@ class PacsClient:
         )
         # Storage: the lean transport (lean_transport.py), unless a test brings its own; the
         # uploader's small PUTs call it directly, without httpx's models (`lean`).
-        self.lean = LeanTransport(limits) if storage_transport is None else None
+        # With a proxy in the environment (HTTPS_PROXY...), httpx routes storage through it and
+        # the direct path, which knows no proxies, stays off.
+        direct = storage_transport is None and not _env_proxies()
+        self.lean = LeanTransport(limits) if direct else None
         self.storage = httpx.AsyncClient(
             headers={"User-Agent": agent},
             timeout=timeout,
@@ -328,6 +332,11 @@ class PacsClient:
                 raise ApiError(resp.status_code, "StorageError", storage_message(resp))
             # As stored, never decoded: a stored Content-Encoding does not apply to mask bytes.
             return b"".join([chunk async for chunk in resp.aiter_raw()])
+
+
+def _env_proxies() -> bool:
+    proxies = urllib.request.getproxies()
+    return any(k in proxies for k in ("http", "https", "all"))
 
 
 def _specs(files: Sequence[FileLike]) -> list[dict[str, object]]:
