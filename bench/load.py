@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fixtures.databases import database
 from fixtures.factories import png_like
+from fixtures.metrics import Scrape, scrape
 from fixtures.rgw import Rgw
 from fixtures.server import ServerProcess, make_token
 
@@ -43,6 +44,8 @@ from fixtures.server import ServerProcess, make_token
 @dataclass
 class Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # The server's own time per request (its Server-Timing `app;dur=`), API endpoints only.
+    server: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     flows: int = 0
     # (annotation id, group id) → {filename: base64 md5}
@@ -56,6 +59,9 @@ class Stats:
             self.errors[f"{name} (transport)"] += 1
             raise
         self.latencies[name].append(time.perf_counter() - t0)
+        timing = response.headers.get("server-timing", "")
+        if timing.startswith("app;dur="):
+            self.server[name].append(float(timing[len("app;dur=") :]) / 1000)
         if response.status_code >= 400:
             self.errors[f"{name} {response.status_code}"] += 1
         return response
@@ -189,6 +195,74 @@ async def verify_all(http: httpx.AsyncClient, base: str, stats: Stats) -> tuple[
     return checked, bad
 
 
+def bucket_quantile(before: Scrape, after: Scrape, name: str, q: float, **labels: str) -> float:
+    """The q-quantile of a histogram's observations between two scrapes: the upper bound of
+    the bucket it falls in (Prometheus' histogram_quantile without interpolation)."""
+    bounds = sorted(
+        float(dict(ls)["le"])
+        for (n, ls), _ in after.samples.items()
+        if n == f"{name}_bucket" and set(labels.items()) <= ls
+    )
+    counts = [
+        after.total(f"{name}_bucket", le=_le(b), **labels)
+        - before.total(f"{name}_bucket", le=_le(b), **labels)
+        for b in bounds
+    ]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= q * counts[-1]:
+            return bound
+    return bounds[-1]
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def print_waits(before: Scrape, after: Scrape) -> None:
+    """Where a request's time went inside the server during the load (from /metrics)."""
+    lag = "pacs_event_loop_lag_seconds"
+    n = after.total(f"{lag}_count") - before.total(f"{lag}_count")
+    mean = (after.total(f"{lag}_sum") - before.total(f"{lag}_sum")) / n if n else 0.0
+    print(
+        f"  event-loop lag (0.1 s timer, {n:.0f} samples): mean {mean * 1000:.1f} ms, "
+        f"p50 <= {bucket_quantile(before, after, lag, 0.5) * 1000:g} ms, "
+        f"p99 <= {bucket_quantile(before, after, lag, 0.99) * 1000:g} ms"
+    )
+    pool = "pacs_db_pool_in_use"
+    print(
+        f"  database connections in use: p50 <= {bucket_quantile(before, after, pool, 0.5):g}, "
+        f"p99 <= {bucket_quantile(before, after, pool, 0.99):g}, "
+        f"max <= {bucket_quantile(before, after, pool, 1.0):g} (requests wait at pool_size + 10)"
+    )
+    sql = "pacs_db_statement_duration_seconds"
+    for verb in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "other"):
+        count = after.total(f"{sql}_count", statement=verb) - before.total(
+            f"{sql}_count", statement=verb
+        )
+        if count:
+            p50 = bucket_quantile(before, after, sql, 0.5, statement=verb)
+            p99 = bucket_quantile(before, after, sql, 0.99, statement=verb)
+            print(
+                f"  database {verb:<21} {count:6.0f} statements: p50 <= {p50 * 1000:g} ms, "
+                f"p99 <= {p99 * 1000:g} ms"
+            )
+    storage = "pacs_storage_operation_duration_seconds"
+    ops = sorted({dict(ls)["operation"] for (nm, ls) in after.samples if nm == f"{storage}_count"})
+    for op in ops:
+        count = after.total(f"{storage}_count", operation=op) - before.total(
+            f"{storage}_count", operation=op
+        )
+        if count:
+            p50 = bucket_quantile(before, after, storage, 0.5, operation=op)
+            p99 = bucket_quantile(before, after, storage, 0.99, operation=op)
+            print(
+                f"  storage {op:<22} {count:6.0f} calls: p50 <= {p50 * 1000:g} ms, "
+                f"p99 <= {p99 * 1000:g} ms"
+            )
+
+
 def pct(values: list[float], q: int) -> float:
     if len(values) == 1:
         return values[0]
@@ -199,15 +273,18 @@ async def run_load(srv: ServerProcess, args: argparse.Namespace) -> Stats:
     stats = Stats()
     limits = httpx.Limits(max_connections=args.clients * args.put_concurrency + 16)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        before = await asyncio.to_thread(scrape, srv.url)
         deadline = time.monotonic() + args.seconds
         started = time.monotonic()
         await asyncio.gather(
             *(client_loop(http, srv.url, n, deadline, args, stats) for n in range(args.clients))
         )
         elapsed = time.monotonic() - started
+        after = await asyncio.to_thread(scrape, srv.url)
         print(
             f"database={args.database} storage={args.storage} clients={args.clients} "
-            f"files/flow={args.files} size~{args.size} B workers={args.workers}"
+            f"files/flow={args.files} size~{args.size} B workers={args.workers} "
+            f"pool_size={args.pool_size or 'default'}; load average {os.getloadavg()[0]:.1f}"
         )
         print(
             f"  {stats.flows} flows in {elapsed:.1f} s = {stats.flows / elapsed:.1f} flows/s "
@@ -219,6 +296,14 @@ async def run_load(srv: ServerProcess, args: argparse.Namespace) -> Stats:
                 f"  {name:<20}{len(values):>8}{pct(values, 50) * 1000:>10.1f}"
                 f"{pct(values, 99) * 1000:>10.1f}{max(values) * 1000:>10.1f}"
             )
+        print(f"  {'server (app;dur)':<20}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}{'p99/p50':>10}")
+        for name, values in stats.server.items():
+            p50, p99 = pct(values, 50), pct(values, 99)
+            print(
+                f"  {name:<20}{len(values):>8}{p50 * 1000:>10.1f}{p99 * 1000:>10.1f}"
+                f"{p99 / p50 if p50 else 0:>10.1f}"
+            )
+        print_waits(before, after)
         for name, count in sorted(stats.errors.items()):
             print(f"  error: {name}: {count}")
         t0 = time.monotonic()
@@ -245,9 +330,14 @@ def main() -> None:
     p.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
     p.add_argument("--storage", choices=["local", "s3"], default="local")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
+    p.add_argument(
+        "--pool-size", type=int, default=None, help="database.pool_size (default: the server's)"
+    )
     args = p.parse_args()
     rgw = rgw_from_env() if args.storage == "s3" else None
     env = {"APP_SERVER__WORKERS": str(args.workers), "APP_LOGGING__LEVEL": "WARNING"}
+    if args.pool_size:
+        env["APP_DATABASE__POOL_SIZE"] = str(args.pool_size)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         url = stack.enter_context(database(args.database, Path(tmp)))

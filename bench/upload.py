@@ -1,9 +1,13 @@
 """Upload benchmark: N mask files of ~SIZE bytes through the SDK (upload_mask_group) into a
 server this script starts, on the local store and on Ceph RGW in the same invocation, printing
-files/s, MB/s and the CPU seconds of the server (and of RGW) during the upload.
+files/s, MB/s and the CPU seconds of the server (and of RGW) during the upload. With RGW it
+also runs `pacs-ext upload` (the CLI, a process of its own) and `rclone copy` (Debian's rclone,
+installed with apt-get when missing) on the same files into the same RGW, at each
+--concurrency, and prints pacs-ext's files/s against rclone's at the same concurrency and
+against rclone's best.
 
     .venv/bin/python bench/upload.py                         # 2,000 x ~20 KB, local and rgw
-    .venv/bin/python bench/upload.py --storage rgw --runs 3
+    .venv/bin/python bench/upload.py --storage rgw --concurrency 16,32 --runs 3
     .venv/bin/python bench/upload.py --files 500 --size 200000 --database postgres
 
 With the local store the server is also the object store, so its CPU grows with the bytes;
@@ -22,7 +26,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,9 +39,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import httpx
+
 from fixtures.databases import database
 from fixtures.rgw import Rgw, suite_rgw
-from fixtures.server import ServerProcess, make_token, s3_server
+from fixtures.server import BIN, ServerProcess, make_token, s3_server
 from pacs_ext.client import PacsClient, upload_mask_group
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -123,7 +132,7 @@ async def upload(srv: ServerProcess, masks: Path, state: Path, concurrency: int)
 
 
 def one_run(
-    args: argparse.Namespace, storage: str, masks: Path, rgw: Rgw | None, work: Path, n: int
+    args: argparse.Namespace, storage: str, masks: Path, rgw: Rgw | None, work: Path, n: str
 ) -> Run:
     folder = work / f"{storage}-{n}"
     folder.mkdir()
@@ -146,6 +155,115 @@ def one_run(
         )
 
 
+def children_cpu() -> float:
+    """CPU of this process's waited-for children (the CLI, rclone)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def cli_run(masks: Path, rgw: Rgw, work: Path, n: str, concurrency: int) -> Run:
+    """`pacs-ext upload` as a user runs it: its own process, progress on (not drawn without a
+    terminal), the interpreter's start-up included in its CPU."""
+    folder = work / f"cli-{n}"
+    folder.mkdir()
+    with database("sqlite", folder) as db_url, started("rgw", folder, db_url, rgw) as srv:
+        assert srv.proc is not None
+        token = make_token("bench")
+        with httpx_client(srv.url, token) as http:
+            annotation = http.post("/api/annotations", json={"study_instance_uid": "1.2.9"})
+            annotation_id = annotation.json()["id"]
+        ceph = ceph_pids(rgw)
+        server_before, storage_before = cpu_seconds(srv.proc.pid), sum(map(cpu_seconds, ceph))
+        client_before = children_cpu()
+        started_at = time.perf_counter()
+        done = subprocess.run(
+            [
+                *(str(BIN), "upload", str(masks), "-a", str(annotation_id), "--new-group"),
+                *("--concurrency", str(concurrency), "--server", srv.url, "--token", token),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "XDG_CACHE_HOME": str(folder / "cache")},
+        )
+        seconds = time.perf_counter() - started_at
+        if done.returncode != 0:
+            raise SystemExit(f"pacs-ext upload failed:\n{done.stdout}{done.stderr}")
+        files = len(list(masks.iterdir()))
+        return Run(
+            seconds=seconds,
+            files=files,
+            nbytes=sum(p.stat().st_size for p in masks.iterdir()),
+            server_cpu=cpu_seconds(srv.proc.pid) - server_before,
+            storage_cpu=sum(map(cpu_seconds, ceph)) - storage_before if ceph else None,
+            client_cpu=children_cpu() - client_before,
+        )
+
+
+@contextlib.contextmanager
+def httpx_client(url: str, token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
+        yield c
+
+
+def ensure_rclone() -> str:
+    found = shutil.which("rclone")
+    if found:
+        return found
+    print("installing Debian's rclone for the comparison", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"env": env, "capture_output": True, "check": False}
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "rclone"]
+    if subprocess.run(cmd, **quiet).returncode != 0:  # type: ignore[call-overload]
+        subprocess.run(["apt-get", "update", "-qq"], **quiet)  # type: ignore[call-overload]
+        subprocess.run(cmd, **quiet)  # type: ignore[call-overload]
+    found = shutil.which("rclone")
+    if not found:
+        raise SystemExit("rclone is not installed and apt-get could not install it")
+    return found
+
+
+def rclone_run(rclone: str, masks: Path, rgw: Rgw, concurrency: int) -> Run:
+    """`rclone copy` of the same files into a fresh bucket of the same RGW."""
+    # rclone 1.60 refuses AWS_CA_BUNDLE with its own transport; the RGW here is plain HTTP.
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "RCLONE_CONFIG": os.devnull,
+        "RCLONE_CONFIG_BENCH_TYPE": "s3",
+        "RCLONE_CONFIG_BENCH_PROVIDER": "Ceph",
+        "RCLONE_CONFIG_BENCH_ENDPOINT": rgw.endpoint,
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": rgw.access_key,
+        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": rgw.secret_key,
+        "RCLONE_CONFIG_BENCH_REGION": rgw.region,
+    }
+    with rgw.bucket() as bucket:
+        ceph = ceph_pids(rgw)
+        storage_before, client_before = sum(map(cpu_seconds, ceph)), children_cpu()
+        started_at = time.perf_counter()
+        done = subprocess.run(
+            [
+                *(rclone, "copy", str(masks), f"bench:{bucket}/mask/1/1"),
+                *("--transfers", str(concurrency), "--checkers", str(concurrency)),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.perf_counter() - started_at
+        if done.returncode != 0:
+            raise SystemExit(f"rclone failed:\n{done.stderr[-2000:]}")
+        files = list(masks.iterdir())
+        return Run(
+            seconds=seconds,
+            files=len(files),
+            nbytes=sum(p.stat().st_size for p in files),
+            server_cpu=0.0,
+            storage_cpu=sum(map(cpu_seconds, ceph)) - storage_before if ceph else None,
+            client_cpu=children_cpu() - client_before,
+        )
+
+
 def median_run(runs: list[Run]) -> Run:
     """Each figure's median over the runs."""
     storage = [r.storage_cpu for r in runs if r.storage_cpu is not None]
@@ -163,10 +281,10 @@ def report(storage: str, r: Run) -> str:
     mb = r.nbytes / 1e6
     storage_cpu = "" if r.storage_cpu is None else f"  Ceph CPU {r.storage_cpu:5.2f} s"
     return (
-        f"{storage:>5}: {r.seconds:6.2f} s  {r.files / r.seconds:6,.0f} files/s  "
+        f"{storage:>18}: {r.seconds:6.2f} s  {r.files / r.seconds:6,.0f} files/s  "
         f"{mb / r.seconds:5.2f} MB/s  server CPU {r.server_cpu:5.2f} s "
         f"({r.server_cpu / r.files * 1000:.2f} ms/file){storage_cpu}  "
-        f"client CPU {r.client_cpu:5.2f} s"
+        f"client CPU {r.client_cpu:5.2f} s ({r.client_cpu / r.files * 1000:.2f} ms/file)"
     )
 
 
@@ -174,7 +292,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--size", type=int, default=20_000, help="approximate bytes per file")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--concurrency", default="16,32", help="comma-separated PUTs in flight (default 16,32)"
+    )
+    parser.add_argument("--no-rclone", action="store_true", help="skip the CLI and rclone runs")
     parser.add_argument("--runs", type=int, default=1, help="runs per store (median printed)")
     parser.add_argument(
         "--storage", default="local,rgw", help="comma-separated: local, rgw (default both)"
@@ -182,6 +303,7 @@ def main() -> None:
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     stores = [s.strip() for s in args.storage.split(",") if s.strip()]
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not stores or set(stores) - {"local", "rgw"}:
         raise SystemExit("--storage takes local, rgw or both (comma-separated)")
 
@@ -191,20 +313,53 @@ def main() -> None:
         total = make_files(work / "masks", args.files, args.size)
         print(
             f"{args.files} files, {total / 1e6:.1f} MB (~{args.size / 1000:.0f} KB each), "
-            f"concurrency {args.concurrency}, database {args.database}; one line per run"
+            f"concurrency {levels}, database {args.database}; one line per run; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         )
         results: dict[str, list[Run]] = {}
-        for storage in stores:
-            for n in range(args.runs):
-                r = one_run(args, storage, work / "masks", rgw, work, n)
-                if (r.files, r.nbytes) != (args.files, total):
-                    raise SystemExit(f"uploaded {r.files} files / {r.nbytes} B, expected {total}")
-                results.setdefault(storage, []).append(r)
-                print(report(storage, r), flush=True)
+        rclone = ensure_rclone() if "rgw" in stores and not args.no_rclone else None
+        for n in range(args.runs):
+            for concurrency in levels:
+                for storage in stores:
+                    args.concurrency = concurrency
+                    r = one_run(args, storage, work / "masks", rgw, work, f"{n}-{concurrency}")
+                    if (r.files, r.nbytes) != (args.files, total):
+                        raise SystemExit(f"uploaded {r.files} files / {r.nbytes} B, not {total}")
+                    name = f"{storage} SDK c={concurrency}"
+                    results.setdefault(name, []).append(r)
+                    print(report(name, r), flush=True)
+                if rclone is None or rgw is None:
+                    continue
+                name = f"rgw CLI c={concurrency}"
+                r = cli_run(work / "masks", rgw, work, f"{n}-{concurrency}", concurrency)
+                results.setdefault(name, []).append(r)
+                print(report(name, r), flush=True)
+                name = f"rclone c={concurrency}"
+                r = rclone_run(rclone, work / "masks", rgw, concurrency)
+                results.setdefault(name, []).append(r)
+                print(report(name, r), flush=True)
+        medians = {name: median_run(runs) for name, runs in results.items()}
         if args.runs > 1:
             print("medians:")
-            for storage, runs in results.items():
-                print(report(storage, median_run(runs)))
+            for name, r in medians.items():
+                print(report(name, r))
+        if rclone is not None and "rgw" in stores:
+            compare(medians, levels)
+
+
+def compare(medians: dict[str, Run], levels: list[int]) -> None:
+    """pacs-ext (SDK and CLI) against rclone, same files, same RGW, same invocation."""
+    rate = {name: r.files / r.seconds for name, r in medians.items()}
+    best = max(rate[f"rclone c={c}"] for c in levels)
+    print(f"against rclone (best {best:,.0f} files/s):")
+    for c in levels:
+        peer = rate[f"rclone c={c}"]
+        for kind in ("SDK", "CLI"):
+            mine = rate[f"rgw {kind} c={c}"]
+            print(
+                f"  pacs-ext {kind} c={c}: {mine / peer:4.2f}x rclone c={c}, "
+                f"{mine / best:4.2f}x rclone's best"
+            )
 
 
 if __name__ == "__main__":

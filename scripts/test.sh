@@ -25,6 +25,16 @@ if ! command -v chromium >/dev/null; then
   command -v chromium >/dev/null || { echo "could not install chromium"; exit 1; }
 fi
 
+# HAProxy (Debian's package) for the cluster test (tests/e2e/test_cluster.py, bench/cluster.py,
+# which starts and stops its own HAProxy by PID): installed once.
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  echo "installing Debian's haproxy for the cluster test"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends haproxy >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends haproxy; }
+  [ -x /usr/sbin/haproxy ] || { echo "could not install haproxy"; exit 1; }
+fi
+
 # A fresh single-node Ceph RGW for the S3 tests; its env.sh exports RGW_ENDPOINT and keys.
 cleanup() {
   scripts/rgw.sh destroy "$RGW_DIR" >/dev/null 2>&1 || true

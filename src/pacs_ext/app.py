@@ -34,6 +34,8 @@ from .http.viewer import install_viewer
 from .janitor import periodic as periodic_janitor
 from .masks import upload_guard
 from .observability import listener as metrics_listener
+from .observability import waits
+from .observability.drain import Drain
 from .observability.endpoints import Readiness
 from .observability.endpoints import router as operations_router
 from .storage.base import ObjectStorage, StorageError
@@ -65,8 +67,11 @@ def _downloads(legacy: LegacyFiles | None, storage: ObjectStorage) -> DownloadSi
     return Fallback(legacy, storage)
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
-    """clock: the time signed-URL expiry and the janitor decide against (tests pass a fake)."""
+def create_app(
+    settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK, drain: Drain | None = None
+) -> FastAPI:
+    """clock: the time signed-URL expiry and the janitor decide against (tests pass a fake);
+    drain: set by `serve` on SIGTERM, turns /ready to 503 (cli/serve.py)."""
     settings = settings or get_settings()
     configure_logging(settings.logging)
     register_secrets(_secrets(settings))
@@ -100,9 +105,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
             engine, app.state.sessionmaker, app.state.storage, settings, clock
         )
         metrics_task = await metrics_listener.start(app, settings)
+        probe_task = waits.start(engine)
         try:
             yield
         finally:
+            await waits.stop(probe_task)
             await metrics_listener.stop(metrics_task)
             await app.state.exports.close()
             await periodic_janitor.stop(janitor_task)
@@ -120,6 +127,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
     )
     app.state.settings = settings
     app.state.clock = clock
+    app.state.drain = drain or Drain()
     app.state.token_verifier = TokenVerifier(settings)
 
     _install_error_handlers(app)

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from ..core.config import ConfigError
+from ..core.config_error import ConfigError
 
 # command name → (module in this package, attribute): a typer.Typer (a group) or a function.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 
-from ..core.config import ConfigError, Settings, load_settings
+from ..core.config_error import ConfigError
+
+if TYPE_CHECKING:
+    from ..core.config import Settings
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def settings_or_exit() -> Settings:
+    from ..core.config import load_settings  # here: client commands never load settings
+
     try:
         return load_settings()
     except ConfigError as exc:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+import signal
+import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
+import structlog
 import typer
 import uvicorn
 
@@ -13,6 +17,11 @@ from ..core.db import database_error_reason
 from ..storage.registry import create_storage
 from .common import fail, settings_or_exit
 from .db import pending_migrations
+
+if TYPE_CHECKING:
+    from ..observability.drain import Drain
+
+log = structlog.get_logger(__name__)
 
 
 def serve(
@@ -47,7 +56,25 @@ def serve(
         from ..core.multiproc import prepare_multiprocess_dir
 
         prepare_multiprocess_dir(settings.server.data_dir / "prometheus-multiproc")
-    uvicorn.run("pacs_ext.app:create_app", **uvicorn_options(settings, workers))
+    if workers > 1:
+        # uvicorn's supervisor forwards SIGTERM to each worker, which stops listening and
+        # finishes its requests (shutdown_timeout_seconds), without the /ready drain phase.
+        uvicorn.run("pacs_ext.app:create_app", **uvicorn_options(settings, workers))
+        return
+    from ..app import create_app
+    from ..observability.drain import Drain
+
+    drain = Drain()
+    options = {k: v for k, v in uvicorn_options(settings, 1).items() if k != "workers"}
+    options["factory"] = False
+    server = DrainingServer(
+        uvicorn.Config(create_app(settings, drain=drain), **options),
+        drain,
+        settings.server.drain_seconds,
+    )
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's own code for a start-up failure
 
 
 def uvicorn_options(settings: Settings, workers: int) -> dict[str, Any]:
@@ -64,4 +91,42 @@ def uvicorn_options(settings: Settings, workers: int) -> dict[str, Any]:
         # uvicorn's own default is 5 s, the same as httpx's pool: a client reusing a connection
         # just as the server closes it loses the request (issue 17).
         "timeout_keep_alive": settings.server.keepalive_timeout_seconds,
+        # After the listener closes: the longest wait for requests in flight.
+        "timeout_graceful_shutdown": settings.server.shutdown_timeout_seconds,
     }
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain phase on SIGTERM, for rolling restarts behind a balancer.
+
+    SIGTERM: /ready answers 503 at once while every request is still served for
+    `drain_seconds` (the balancer's health checks take the instance out meanwhile); then
+    uvicorn's own shutdown: the listener closes, requests in flight get up to
+    `timeout_graceful_shutdown`, and the process exits 0 — a requested stop, not a failure
+    (uvicorn itself re-raises the signal, which makes the exit status 143).
+    A second SIGTERM, or SIGINT, ends the drain at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, drain_seconds: float) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._drain_seconds = drain_seconds
+        self._drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM:
+            super().handle_exit(sig, frame)
+            return
+        if self._drain.active or self._drain_seconds <= 0:
+            self._drain.begin()
+            self.should_exit = True
+            return
+        self._drain.begin()
+        self._drain_until = time.monotonic() + self._drain_seconds
+        log.info("server.draining", seconds=self._drain_seconds)
+
+    async def on_tick(self, counter: int) -> bool:
+        # main_loop ticks every 0.1 s: the drain ends within a tick of its deadline.
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
@@ -25,8 +26,9 @@ from ..masks.schemas import (
     UploadTarget,
     UploadUrlsResponse,
 )
-from .connections import KEEPALIVE_EXPIRY, REPEATABLE, pooled_transport
+from .connections import KEEPALIVE_EXPIRY, REPEATABLE, RetryDroppedConnection, pooled_transport
 from .errors import ApiError, IncompleteUpload, ServerUnreachable
+from .lean_transport import LeanTransport
 from .retry import (
     RETRYABLE_STATUSES,
     RETRYABLE_UNSAFE_STATUSES,
@@ -82,10 +84,17 @@ class PacsClient:
             timeout=timeout,
             transport=transport or pooled_transport(limits),
         )
+        # Storage: the lean transport (lean_transport.py), unless a test brings its own; the
+        # uploader's small PUTs call it directly, without httpx's models (`lean`).
+        # With a proxy in the environment (HTTPS_PROXY...), httpx routes storage through it and
+        # the direct path, which knows no proxies, stays off.
+        direct = storage_transport is None and not _env_proxies()
+        self.lean = LeanTransport(limits) if direct else None
         self.storage = httpx.AsyncClient(
             headers={"User-Agent": agent},
             timeout=timeout,
-            transport=storage_transport or pooled_transport(limits),
+            transport=storage_transport
+            or RetryDroppedConnection(self.lean or LeanTransport(limits)),
         )
 
     async def __aenter__(self) -> PacsClient:
@@ -390,6 +399,11 @@ class PacsClient:
         if response.status_code != 200:
             raise ApiError(response.status_code, "StorageError", storage_message(response))
         return response.content
+
+
+def _env_proxies() -> bool:
+    proxies = urllib.request.getproxies()
+    return any(k in proxies for k in ("http", "https", "all"))
 
 
 def _specs(files: Sequence[FileLike]) -> list[dict[str, object]]:

@@ -14,6 +14,10 @@ from ..objects.keys import check_filename, parse_slice_filename
 from .errors import LocalFileError
 
 CHUNK = 1024 * 1024
+# Files up to this size keep the bytes their hash read (LocalFile.body) until they are sent:
+# a small file is read once, not once to hash and once more in a thread to send. The
+# uploader holds about two batches of files at once (2 x 500 x 64 KiB at most).
+KEEP_BODY = 64 * 1024
 # Files from S3's smallest part size up declare their part size and part MD5s: the server
 # uploads them in parts when they reach its multipart threshold (which the client does not
 # know), and then storage checks each part and `complete` the whole object against them.
@@ -44,6 +48,7 @@ class LocalFile:
     sha256: str | None = None
     part_md5s: list[str] | None = None  # base64, one per part of part_size bytes
     part_size: int | None = None
+    body: bytes | None = None  # the bytes hashed, for a small file, until it is sent
 
     def spec(self) -> dict[str, object]:
         """The file spec to declare; the local name is kept as the object's name."""
@@ -174,6 +179,13 @@ def hash_file(f: LocalFile, sha256: bool) -> None:
             # Part MD5s in the same read, for the part size of the size known now; the size
             # read decides below whether they are declared.
             step = part_size(st.st_size)
+            if st.st_size <= KEEP_BODY:
+                # One read, kept: what is sent is exactly what was hashed.
+                data = fh.read(KEEP_BODY + 1)
+                if len(data) <= KEEP_BODY:
+                    _set_digests(f, data, st, sha256)
+                    return
+                fh.seek(0)
             parts: list[str] = []
             part = hashlib.md5()  # noqa: S324
             in_part = 0
@@ -200,6 +212,17 @@ def hash_file(f: LocalFile, sha256: bool) -> None:
     f.sha256 = base64.b64encode(sha.digest()).decode() if sha is not None else None
     f.part_md5s = parts if needs_part_md5s(size) else None
     f.part_size = step if needs_part_md5s(size) else None
+
+
+def _set_digests(f: LocalFile, data: bytes, st: os.stat_result, sha256: bool) -> None:
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - Content-MD5
+    f.size = len(data)
+    f.mtime_ns = st.st_mtime_ns
+    f.md5 = md5
+    f.sha256 = base64.b64encode(hashlib.sha256(data).digest()).decode() if sha256 else None
+    f.part_md5s = None  # far below S3's smallest part
+    f.part_size = None
+    f.body = data
 
 
 def hash_files(files: Sequence[LocalFile], sha256: bool) -> None:

@@ -306,6 +306,7 @@ class _Run:
             self.concurrency,
             self._more_parts,
             self.client.clock,
+            lean=self.client.lean,
         )
         # Stop early when everything fails (storage down, CORS, bad clock): no point waiting
         # out the backoff of thousands of files.

@@ -19,7 +19,7 @@ from pydantic_settings import (
 )
 
 # Re-exported: the rest of the code knows these as core.config's.
-from .config_files import ConfigError as ConfigError
+from .config_error import ConfigError as ConfigError
 from .config_files import ConfigLayers as ConfigLayers
 from .config_files import DotEnvLayer
 from .config_files import config_layers as config_layers
@@ -58,6 +58,11 @@ class ServerSettings(BaseModel):
     # How long an idle keep-alive connection stays open: longer than every client pool and
     # load balancer in front of the server keeps one, or they send on a closing connection.
     keepalive_timeout_seconds: int = Field(75, ge=1, le=3600)
+    # SIGTERM (a rolling restart): /ready answers 503 at once and requests are still served
+    # for drain_seconds, long enough for a load balancer's health checks to take the instance
+    # out; then the listener closes and requests in flight get up to shutdown_timeout_seconds.
+    drain_seconds: float = Field(5.0, ge=0, le=600)
+    shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("public_url")
     @classmethod

@@ -11,12 +11,10 @@ from dotenv import dotenv_values
 from pydantic import BaseModel
 from pydantic_settings import DotEnvSettingsSource
 
+from .config_error import ConfigError
+
 # Variables that say where settings come from; they are read before the settings themselves.
 META_VARIABLES = ("APP_ENV_FILE", "APP_CONFIG_DIR")
-
-
-class ConfigError(Exception):
-    """A configuration value is missing or invalid; the message names the key."""
 
 
 class DotEnvLayer(DotEnvSettingsSource):

@@ -80,6 +80,27 @@ UPLOAD_COMPLETION_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 
+# Where a latency tail comes from (observability/waits.py).
+EVENT_LOOP_LAG = Histogram(
+    "pacs_event_loop_lag_seconds",
+    "How late a 0.1 s timer fires in the server's event loop: time the loop spent on other "
+    "requests' CPU work, or the process waited for a CPU core.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+DB_POOL_IN_USE = Histogram(
+    "pacs_db_pool_in_use",
+    "Database connections checked out of the pool, sampled every 0.1 s; a request waits for "
+    "one when all database.pool_size + 10 are in use.",
+    buckets=(0, 1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30, 40, 60),
+)
+DB_STATEMENT_DURATION = Histogram(
+    "pacs_db_statement_duration_seconds",
+    "Time from sending a SQL statement to its result (COMMIT not included), by its first "
+    "word; with the loop lag and the pool use, it tells where a request waited.",
+    ["statement"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
 MASK_GROUP_STATUSES = ("pending", "complete", "expired")
 
 # Series that alerts divide or take increase() of exist from the start (at zero).

@@ -59,6 +59,9 @@ async def run_once(
             metrics.RUNS.labels(mode=metrics.mode(apply), outcome="skipped").inc()
             log.info("janitor.skipped", reason="another run holds the lock")
             return
+        # With janitor.finished, brackets the run: one instance at a time holds the lock, and
+        # the logs show it (bench/cluster.py checks that no two runs overlap).
+        log.info("janitor.started", apply=apply)
         report = await run(maker, storage, settings, apply=apply, clock=clock)
     metrics.publish(report)
 

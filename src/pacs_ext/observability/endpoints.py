@@ -19,6 +19,7 @@ from ..core.db import no_answer
 from ..core.logging import redact_text
 from ..masks import service as masks
 from ..storage.base import ObjectStorage
+from .drain import Drain
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +102,12 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", responses={503: {"description": "a dependency is down"}})
 async def ready(request: Request) -> JSONResponse:
-    """Database and storage reachable; 503 naming the failing part otherwise."""
+    """Database and storage reachable; 503 naming the failing part otherwise, and 503 at
+    once while the instance drains after a SIGTERM."""
+    drain: Drain = request.app.state.drain
+    if drain.active:
+        # Not probed: whatever the database says, new requests belong on another instance.
+        return JSONResponse({"status": "draining", "failing": ["draining"]}, status_code=503)
     readiness: Readiness = request.app.state.readiness
     checks = await readiness.check()
     failing = [name for name, answer in checks.items() if answer != OK]
