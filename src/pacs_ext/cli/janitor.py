@@ -31,6 +31,8 @@ LABELS = {
     "tombstones": ("tombstones of deletions past retention", "forgotten"),
     "metadata_outbox": ("metadata.json writes left unfinished", "written"),
     "metadata_mismatch": ("metadata.json differing from the database", "rewritten"),
+    "recovery_outbox": ("recovery documents left unwritten", "written"),
+    "audit_export": ("audit rows not yet exported to the bucket", "exported"),
 }
 
 

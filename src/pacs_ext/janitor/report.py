@@ -41,6 +41,10 @@ class JanitorReport:
     metadata_outbox: Finding = field(default_factory=Finding)
     # Complete groups whose stored metadata.json says something else than the database.
     metadata_mismatch: Finding = field(default_factory=Finding)
+    # Recovery documents (an annotation's, a tombstone) a committed change left unwritten.
+    recovery_outbox: Finding = field(default_factory=Finding)
+    # Audit rows not in the bucket yet (found) and exported now (acted).
+    audit_export: Finding = field(default_factory=Finding)
     orphan_bytes: int = 0
     objects_deleted: int = 0
     multipart_supported: bool = False
@@ -56,6 +60,8 @@ class JanitorReport:
         "tombstones",
         "metadata_outbox",
         "metadata_mismatch",
+        "recovery_outbox",
+        "audit_export",
     )
 
     def finding(self, name: str) -> Finding:

@@ -9,6 +9,7 @@ from .mask_group import MaskGroup
 from .mask_group_file import MaskGroupFile
 from .metadata_outbox import MetadataOutbox
 from .pending_deletion import PendingDeletion
+from .recovery import RecoveryMark, RecoveryOutbox
 from .tombstone import Tombstone
 
 __all__ = [
@@ -21,5 +22,7 @@ __all__ = [
     "MaskGroupFile",
     "MetadataOutbox",
     "PendingDeletion",
+    "RecoveryMark",
+    "RecoveryOutbox",
     "Tombstone",
 ]

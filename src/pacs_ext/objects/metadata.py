@@ -19,7 +19,7 @@ def metadata_document(
     annotation: Annotation, group: MaskGroup, masks: Sequence[Mask | Mapping[str, Any]]
 ) -> bytes:
     def get(m: Mask | Mapping[str, Any], k: str) -> Any:
-        return m[k] if isinstance(m, Mapping) else getattr(m, k)
+        return m.get(k) if isinstance(m, Mapping) else getattr(m, k)
 
     doc = {
         "schema_version": METADATA_SCHEMA_VERSION,
@@ -42,9 +42,12 @@ def metadata_document(
             "slice_count": group.slice_count,
             "created_at": group.created_at.isoformat() if group.created_at else None,
             "completed_at": group.completed_at.isoformat() if group.completed_at else None,
+            "updated_at": group.updated_at.isoformat() if group.updated_at else None,
         },
         "files": [
             {
+                # The mask's id: reindex restores it, so links to a mask survive a rebuild.
+                "id": get(m, "id"),
                 "key": get(m, "object_key"),
                 "filename": get(m, "filename"),
                 "size": get(m, "file_size"),

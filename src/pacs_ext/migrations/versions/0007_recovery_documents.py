@@ -1,0 +1,50 @@
+"""recovery documents: an outbox for annotation documents and tombstones, id marks
+
+Revision ID: 0007_recovery_documents
+Revises: 0006_metadata_outbox
+Create Date: 2026-11-29 01:40:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007_recovery_documents"
+down_revision: str | None = "0006_metadata_outbox"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "recovery_outbox",
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("object_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("token", sa.String(length=32), nullable=False),
+        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("kind", "object_id", name=op.f("pk_recovery_outbox")),
+    )
+    op.create_table(
+        "recovery_marks",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_recovery_marks")),
+    )
+    # Present from the start, so that concurrent first writers lock a row instead of racing
+    # to insert it.
+    marks = sa.table(
+        "recovery_marks", sa.column("name", sa.String), sa.column("value", sa.BigInteger)
+    )
+    op.bulk_insert(
+        marks,
+        [
+            {"name": name, "value": 0}
+            for name in ("ids:annotations", "ids:mask_groups", "ids:masks", "audit:exported")
+        ],
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("recovery_marks")
+    op.drop_table("recovery_outbox")
