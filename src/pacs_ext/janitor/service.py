@@ -114,12 +114,19 @@ class _Run:
             )
             if self.report.apply:
                 await self._expire(annotation_id, group_id)
-
-    async def _expire(self, annotation_id: int, group_id: int) -> None:
         async with self.maker() as session:
-            if not await repo.claim_expiry(session, group_id, self.cutoff):
+            leftovers = await repo.expired_groups_with_masks(session)
+        for group_id, annotation_id in leftovers:
+            finding.add({"annotation_id": annotation_id, "group_id": group_id, "masks": True})
+            if self.report.apply:
+                await self._expire(annotation_id, group_id, already=True)
+
+    async def _expire(self, annotation_id: int, group_id: int, *, already: bool = False) -> None:
+        async with self.maker() as session:
+            if not already and not await repo.claim_expiry(session, group_id, self.cutoff):
                 await session.rollback()
                 return  # completed or renewed meanwhile
+            await repo.drop_masks(session, group_id)
             uploads = await repo.upload_ids(session, group_id)
             pending = await deletions.schedule(
                 session,
