@@ -149,7 +149,8 @@ def test_reindex_restores_everything_and_reuses_no_id(
         original.start()
         ids, kept_key = _build(original)
         expected = _snapshot(original)
-        assert len(expected["annotations"]) == 2 and len(expected["audit"]) > 10
+        assert len(expected["annotations"]) == 2
+        assert len(expected["audit"]) > 10
         original.stop()
         # The audit trail reaches the bucket through the janitor (periodic in a server).
         janitor = run(original, "janitor", "--apply", "--json")
