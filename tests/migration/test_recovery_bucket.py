@@ -7,6 +7,9 @@ loss (deleted annotations, never-completed groups, deleted masks included) is ha
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ KINDS = [
     pytest.param("sqlite", id="sqlite-local"),
     pytest.param("postgres-rgw", marks=(pytest.mark.postgres, pytest.mark.rgw), id="postgres-rgw"),
 ]
+ROOT = Path(__file__).resolve().parents[2]
 # Audit rows are exported once settled; 0 here so that one janitor run exports them all.
 EXPORT_NOW = {"APP_JANITOR__AUDIT_EXPORT_SETTLE_SECONDS": "0", "APP_JANITOR__INTERVAL_SECONDS": "0"}
 
@@ -194,3 +198,46 @@ def test_reindex_restores_everything_and_reuses_no_id(
         old = {e["id"] for e in expected["audit"]}
         assert all(e["id"] > max(old) for e in audit if e["id"] not in old)
         restored.stop()
+
+
+def test_upgrade_writes_documents_of_what_existed_before(tmp_path: Path) -> None:
+    """A database from before the recovery documents: its annotations and its remembered
+    deletions get their documents, and the bucket a mark past every id, on the janitor's
+    next run."""
+    import sqlite3
+
+    srv = ServerProcess(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    alembic = [str(Path(sys.executable).parent / "alembic"), "-c", str(ROOT / "alembic.ini")]
+    up = subprocess.run(
+        [*alembic, "upgrade", "0006_metadata_outbox"],
+        env=srv.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert up.returncode == 0, up.stderr[-2000:]
+    when = "2026-01-01 00:00:00"
+    with sqlite3.connect(tmp_path / "x.db") as conn:
+        conn.execute(
+            "INSERT INTO annotations (id, owner, study_instance_uid, data, measurement_values, "
+            "is_shared, created_at, updated_at) VALUES (5, 'alice', '1.2', '{}', '[]', 1, ?, ?)",
+            (when, when),
+        )
+        conn.execute(
+            "INSERT INTO tombstones (kind, object_id, owner, deleted_by, deleted_at) "
+            "VALUES ('annotation', 9, 'alice', 'alice', ?)",
+            (when,),
+        )
+        conn.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'annotations'")
+    assert run(srv, "db", "upgrade").returncode == 0
+    janitor = run(srv, "janitor", "--apply", "--json")
+    assert janitor.returncode == 0, janitor.stderr
+    assert json_of(janitor)["recovery_outbox"]["acted"] == 2
+    docs = tmp_path / "objects" / "mask" / "_recovery"
+    annotation = json.loads((docs / "annotations" / "5.json").read_bytes())
+    assert annotation["annotation"]["is_shared"] is True
+    tomb = json.loads((docs / "annotations" / "9.json").read_bytes())
+    assert tomb["tombstone"]["id"] == 9
+    mark = json.loads((docs / "ids" / "annotations.json").read_bytes())
+    assert mark["reserved"] >= 9

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.config import Settings
 from ..models import PendingDeletion
-from ..objects import audit_export, outbox, recovery_outbox
+from ..objects import audit_export, high_water, outbox, recovery_outbox
 from ..objects.claims import claimed_keys, parse_key
 from ..objects.deletions import repository as deletions_repo
 from ..objects.deletions import service as deletions
@@ -248,6 +248,14 @@ class _Run:
                 self.report.errors.append(f"recovery document of {kind} {object_id}: {exc}")
             else:
                 finding.acted += 1
+        if self.report.apply:
+            # Ids handed out where no request reserved them (a database upgraded from before
+            # the mark existed, a command-line import): the bucket's mark must cover them.
+            for table in high_water.TABLES:
+                async with self.maker() as session:
+                    largest = await high_water.largest_issued(session, table)
+                    await high_water.reserve(session, self.storage, self.key_prefix, table, largest)
+                    await session.commit()
 
     async def audit_export(self) -> None:
         settle = self.settings.janitor.audit_export_settle_seconds

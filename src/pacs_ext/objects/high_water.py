@@ -12,7 +12,7 @@ one table's mark are serialized, so the document only ever grows.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import RecoveryMark
@@ -43,6 +43,26 @@ async def reserve(
     if largest_id <= await reserved(session, table):
         return
     await set_mark(session, storage, key_prefix, table, largest_id + BLOCKS[table])
+
+
+async def largest_issued(session: AsyncSession, table: str) -> int:
+    """The largest id the database ever handed out for `table` (its sequence, which deleted
+    rows do not lower), for the janitor's check that the bucket's mark covers it."""
+    dialect = (await session.connection()).dialect.name
+    if dialect == "postgresql":
+        value = await session.scalar(
+            text(
+                "SELECT COALESCE(pg_sequence_last_value("
+                "pg_get_serial_sequence(:t, 'id')::regclass), 0)"
+            ),
+            {"t": table},
+        )
+    else:
+        value = await session.scalar(
+            text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table}
+        )
+    largest = await session.scalar(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}"))  # noqa: S608 - fixed names
+    return max(int(value or 0), int(largest or 0))
 
 
 async def set_mark(

@@ -44,6 +44,23 @@ def upgrade() -> None:
         ],
     )
 
+    # Existing annotations and remembered deletions get their documents written by the
+    # janitor's next run (it writes what the outbox asks for).
+    _backfill()
+
+
+def _backfill() -> None:
+    op.execute(
+        "INSERT INTO recovery_outbox (kind, object_id, token, requested_at) "
+        "SELECT 'annotation', id, 'upgrade-0007', CURRENT_TIMESTAMP FROM annotations"
+    )
+    op.execute(
+        "INSERT INTO recovery_outbox (kind, object_id, token, requested_at) "
+        "SELECT DISTINCT kind, object_id, 'upgrade-0007', CURRENT_TIMESTAMP FROM tombstones "
+        "WHERE kind IN ('annotation', 'mask_group') AND NOT (kind = 'annotation' "
+        "AND object_id IN (SELECT id FROM annotations))"
+    )
+
 
 def downgrade() -> None:
     op.drop_table("recovery_marks")
