@@ -80,7 +80,10 @@ def _build(srv: ServerProcess) -> tuple[Issued, str]:
         r = bob.patch(f"/api/annotations/{a2}", json={"description": "reviewed"})
         assert r.status_code == 200
         # Pending, never uploaded: its id was handed out with URLs naming it.
-        pending = create_group(bob, a2, make_masks(2, size=300))["id"]
+        half = make_masks(2, size=300)
+        pending_group = create_group(bob, a2, half)
+        pending = pending_group["id"]
+        put_all(pending_group["uploads"][:1], half[:1])  # one of two uploaded
         # Deleted annotation with a complete group: its id must never come back.
         a3 = create_annotation(bob)["id"]
         g3 = _complete(bob, a3, 1)
@@ -169,8 +172,13 @@ def test_reindex_restores_everything_and_reuses_no_id(
         assert report["problems"] == []
         assert report["deleted_skipped"] == 1  # the deleted group's document put back
         assert report["restored"]["annotations"] == 2
+        # The pending group's one upload and the deleted group's document: told, and left
+        # to the janitor.
+        assert report["unrestored_objects"] == 2
         assert report["restored"]["audit_events"] == len(expected["audit"])
 
+        dry = json_of(run(restored, "janitor", "--json"))
+        assert dry["young_unclaimed"] == 2
         restored.start()
         assert _snapshot(restored) == expected
         with restored.client("root", admin=True) as admin:

@@ -47,6 +47,17 @@ def reindex_cmd(
             f"annotation(s), {report.groups:,} group(s), {report.masks:,} mask(s); "
             f"{report.groups_present:,} group(s) already in the database"
         )
+        if report.audit_events or report.deleted_skipped:
+            out.print(
+                f"{report.audit_events:,} audit event(s) restored; {report.deleted_skipped:,} "
+                "document(s) of deleted annotations or groups left out"
+            )
+        if report.unrestored_objects:
+            out.print(
+                f"{report.unrestored_objects:,} object(s) belong to no restored group (uploads "
+                "never completed, deletions storage did not finish): `pacs-ext janitor --apply` "
+                "deletes them once older than janitor.grace_seconds"
+            )
         if report.problems:
             out.print(f"[red]inconsistent[/red] ({len(report.problems)}):")
             for problem in report.problems[:SHOWN]:

@@ -347,6 +347,7 @@ class _Run:
                 if key not in listed:
                     self._missing(mask_id, group_id, key)
         orphans = decisions.orphans(chunk, claimed, self.cutoff)
+        self.report.young_unclaimed += sum(1 for o in chunk if o.key not in claimed) - len(orphans)
         finding = self.report.orphan_objects
         for o in orphans:
             self.report.orphan_bytes += o.size

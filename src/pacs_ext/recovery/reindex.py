@@ -64,6 +64,9 @@ class ReindexReport:
     groups_present: int = 0  # already in the database: left alone
     audit_events: int = 0
     deleted_skipped: int = 0  # documents of deleted annotations or groups: not restored
+    # Objects under groups no document restores (never completed, deleted): the janitor
+    # deletes them once older than its grace period.
+    unrestored_objects: int = 0
     problems: list[str] = field(default_factory=list)
     dry_run: bool = False
 
@@ -79,6 +82,7 @@ class ReindexReport:
             },
             "groups_present": self.groups_present,
             "deleted_skipped": self.deleted_skipped,
+            "unrestored_objects": self.unrestored_objects,
             "problems": self.problems,
         }
 
@@ -125,6 +129,12 @@ async def reindex(
         by_annotation[doc.annotation.id].append(doc)
     for annotation_id in recovery.annotations:
         by_annotation.setdefault(annotation_id, [])
+    restoring = {(a, d.group.id) for a, group_docs in by_annotation.items() for d in group_docs}
+    report.unrestored_objects = sum(
+        1
+        for parts in (parse_key(key_prefix, k) for k in listing)
+        if parts is not None and (parts.annotation_id, parts.group_id) not in restoring
+    )
     progress.phase("restoring", total=len(by_annotation))
     audit_ids: list[int] = []
     try:
