@@ -20,6 +20,7 @@ import pytest
 from fixtures.databases import database
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
 from fixtures.migration import json_of, put_object, run
+from fixtures.recovery import api_snapshot
 from fixtures.rgw import Rgw
 from fixtures.server import ServerProcess, make_token, s3_server
 
@@ -114,24 +115,6 @@ def _build(srv: ServerProcess) -> tuple[Issued, str]:
     return ids, kept_key
 
 
-def _snapshot(srv: ServerProcess) -> dict[str, Any]:
-    """Everything the API shows an admin."""
-    out: dict[str, Any] = {}
-    with srv.client("root", admin=True) as admin:
-        annotations = admin.get("/api/annotations", params={"limit": 100}).json()["items"]
-        out["annotations"] = annotations
-        for a in annotations:
-            groups = admin.get(f"/api/annotations/{a['id']}/mask-groups").json()["items"]
-            # Pending groups are not restored (the bucket has no document of them).
-            complete = [g for g in groups if g["status"] == "complete"]
-            out[f"groups {a['id']}"] = complete
-            for g in complete:
-                masks = admin.get(group_url(a["id"], g["id"]) + "/masks", params={"limit": 1000})
-                out[f"masks {g['id']}"] = masks.json()["items"]
-        out["audit"] = admin.get("/api/audit", params={"limit": 1000}).json()["items"]
-    return out
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_reindex_restores_everything_and_reuses_no_id(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -155,7 +138,7 @@ def test_reindex_restores_everything_and_reuses_no_id(
         restored.extra_env.update(EXPORT_NOW)
         original.start()
         ids, kept_key = _build(original)
-        expected = _snapshot(original)
+        expected = api_snapshot(original)
         assert len(expected["annotations"]) == 2
         assert len(expected["audit"]) > 10
         original.stop()
@@ -180,7 +163,7 @@ def test_reindex_restores_everything_and_reuses_no_id(
         dry = json_of(run(restored, "janitor", "--json"))
         assert dry["young_unclaimed"] == 2
         restored.start()
-        assert _snapshot(restored) == expected
+        assert api_snapshot(restored) == expected
         with restored.client("root", admin=True) as admin:
             assert admin.get(group_url(*map(int, kept_key.split("/")[1:3]))).status_code == 404
         # A user of the project still reads the shared annotation; Bob's is Bob's.

@@ -94,6 +94,7 @@ async def reindex(
     *,
     merge: bool = False,
     dry_run: bool = False,
+    ids_only: bool = False,
     progress: Progress | None = None,
     allowed_types: Sequence[str] = DEFAULT_ALLOWED_CONTENT_TYPES,
 ) -> ReindexReport:
@@ -101,6 +102,8 @@ async def reindex(
     report = ReindexReport(dry_run=dry_run)
     async with maker() as session:
         count = await session.scalar(select(func.count()).select_from(Annotation))
+    if ids_only:
+        return await _move_sequences(storage, maker, key_prefix, report, progress)
     if count and not merge:
         raise ReindexRefused(
             f"the database already has {count} annotation(s): reindex restores into an empty "
@@ -157,6 +160,32 @@ async def reindex(
                 await reset_sequences(session, floors)
                 await _keep_marks(session, recovery, audit_ids)
                 await session.commit()
+    return report
+
+
+async def _move_sequences(
+    storage: ObjectStorage,
+    maker: async_sessionmaker[AsyncSession],
+    key_prefix: str,
+    report: ReindexReport,
+    progress: Progress,
+) -> ReindexReport:
+    """Restore nothing; move every sequence past every id the bucket shows was handed out.
+    For a database restored from a backup (pgBackRest, to a point in time): ids issued after
+    that point are gone from it, but not from the bucket, and must never be issued again."""
+    progress.phase("listing the bucket")
+    listing = {o.key: o async for o in storage.list_prefix(key_prefix)}
+    recovery = await documents.read(storage, listing, key_prefix, report.problems)
+    group_keys: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for key in listing:
+        parts = parse_key(key_prefix, key)
+        if parts is not None:
+            group_keys[(parts.annotation_id, parts.group_id)].append(key)
+    if not report.dry_run:
+        async with maker() as session:
+            await reset_sequences(session, _floors(recovery, group_keys, [], []))
+            await _keep_marks(session, recovery, [])
+            await session.commit()
     return report
 
 
