@@ -34,6 +34,10 @@ PYTHON="$BIN/python" scripts/rgw.sh start "$RGW_DIR" >/dev/null
 . "$RGW_DIR/env.sh"
 export RGW_ENDPOINT RGW_ACCESS_KEY RGW_SECRET_KEY RGW_BUCKET RGW_REGION RGW_DIR
 
+# pgBackRest (Debian's package) for the restore drill, tests/e2e/test_pgbackrest_restore.py; the
+# drill starts and stops its own PostgreSQL cluster.
+scripts/pgbackrest.sh install
+
 # promtool (Debian's prometheus package) for the alert-rule tests: installed once into .venv/bin.
 scripts/promtool.sh >/dev/null
 
