@@ -108,7 +108,7 @@ def test_reindex_skips_what_the_api_refuses_and_resets_sequences(kind: str, tmp_
         for name, key in poisoned.items():
             assert any(p.startswith(key) and "skipped" in p for p in report["problems"]), name
         good_groups = {g, 301} | ({206} if not html_refused else set())
-        assert report["restored"]["groups"] == len(good_groups)
+        assert report["restored"]["groups"] == len(good_groups), "\n".join(report["problems"])
 
         # The same bucket merged again: the same report, nothing new, no traceback.
         again = run(restored, "reindex", "--merge", "--json")

@@ -138,6 +138,13 @@ async def reindex(
         for parts in (parse_key(key_prefix, k) for k in listing)
         if parts is not None and (parts.annotation_id, parts.group_id) not in restoring
     )
+    if not dry_run:
+        # Before anything is restored: masks of older documents (no id) take theirs from the
+        # sequence, which must already be past every id a document names, or one of them
+        # could take an id a later document restores.
+        async with maker() as session:
+            await reset_sequences(session, _floors(recovery, group_keys, docs, []))
+            await session.commit()
     progress.phase("restoring", total=len(by_annotation))
     audit_ids: list[int] = []
     try:
