@@ -57,6 +57,9 @@ scripts/moto.sh start "$MOTO_DIR" >/dev/null
 # shellcheck disable=SC1091
 . "$MOTO_DIR/env.sh"
 export MOTO_ENDPOINT
+# pgBackRest (Debian's package) for the restore drill, tests/e2e/test_pgbackrest_restore.py; the
+# drill starts and stops its own PostgreSQL cluster.
+scripts/pgbackrest.sh install
 
 # promtool (Debian's prometheus package) for the alert-rule tests: installed once into .venv/bin.
 scripts/promtool.sh >/dev/null

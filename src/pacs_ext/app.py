@@ -86,7 +86,10 @@ def create_app(
         app.state.storage = instrument(backend)
         # The local store's own routes serve its files: they are handed the store itself.
         app.state.local_store = backend if settings.object_storage.provider == "local" else None
-        app.state.readiness = Readiness(engine, app.state.storage)
+        legacy_dir = settings.object_storage.legacy_local_dir
+        app.state.readiness = Readiness(engine, app.state.storage, legacy_dir=legacy_dir)
+        if legacy_dir:
+            _log_legacy_dir(legacy_dir)
         app.state.downloads = _downloads(app.state.legacy_files, app.state.storage)
         if settings.object_storage.provider == "local":
             # The local store's PUTs are write-once and refused for groups no longer pending.
@@ -182,6 +185,16 @@ def storage_summary(settings: Settings) -> dict[str, str]:
     if o.public_endpoint:
         summary["public_endpoint"] = o.public_endpoint
     return summary
+
+
+def _log_legacy_dir(folder: str) -> None:
+    from .objects.legacy_folder import KEY, inspect
+
+    state = inspect(folder)
+    if state.ok:
+        log.info("legacy_local_dir.serving", key=KEY, path=folder)
+    else:  # `serve` refuses to start on this; an app built otherwise says it loudly
+        log.error("legacy_local_dir.unusable", key=KEY, path=folder, detail=state.detail)
 
 
 def _secrets(settings: Settings) -> list[str]:

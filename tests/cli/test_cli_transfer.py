@@ -153,3 +153,25 @@ def test_a_large_file_round_trips_through_multipart(
     down = cli(server, "download", "-a", aid, "-g", str(group["id"]), str(tmp_path / "copy"))
     assert down.returncode == 0, down.stderr
     assert files_of(tmp_path / "copy") == files_of(tmp_path / "masks")
+
+
+@pytest.mark.server_kinds("sqlite")
+def test_download_tells_a_missing_object_from_a_failure_worth_retrying(
+    server: ServerProcess, alice: httpx.Client, tmp_path: Path
+) -> None:
+    """Issue 19 item 4: "run the same command again" cannot help an object storage lost."""
+    from fixtures.factories import group_url, put_all
+
+    masks = make_masks(3, size=500)
+    annotation = create_annotation(alice)
+    group = create_group(alice, annotation["id"], masks)
+    put_all(group["uploads"], masks)
+    assert alice.post(group_url(annotation["id"], group["id"]) + "/complete").status_code == 200
+    lost = group["uploads"][0]["object_key"]
+    (server.data_dir / "objects" / lost).unlink()
+    aid, gid = str(annotation["id"]), str(group["id"])
+    down = cli(server, "download", "-a", aid, "-g", gid, str(tmp_path / "d"), "--retries", "0")
+    assert down.returncode == 1
+    assert "1 of them are missing from object storage" in down.stderr
+    assert "run the same command again" not in down.stderr
+    assert "Traceback" not in down.stderr

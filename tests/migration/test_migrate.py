@@ -153,7 +153,7 @@ def test_files_of_known_groups_become_masks(target: ServerProcess, tmp_path: Pat
     folder.mkdir(parents=True)
     for m in masks:
         (folder / m.filename).write_bytes(m.body)
-    # A pending group the folder has only part of: masks added, not completed.
+    # A pending group the folder has only part of: left as it is (no masks, not completed).
     short = src / str(annotation["id"]) / str(partial["id"])
     short.mkdir()
     for m in make_masks(2, size=300):
@@ -163,9 +163,11 @@ def test_files_of_known_groups_become_masks(target: ServerProcess, tmp_path: Pat
     code, s = migrate_json(target, src)
     assert code == 0, s
     assert s["registered"]["groups"] == 1
-    assert s["registered"]["masks_added"] == 8 + 2
-    assert len(s["registered"]["conflicts"]) == 1
-    assert "left pending" in s["registered"]["conflicts"][0]
+    assert s["registered"]["masks_added"] == 8
+    # Its own group, not "under another annotation" (issue 19 item 4).
+    assert s["registered"]["conflicts"] == []
+    assert len(s["registered"]["pending_groups"]) == 1
+    assert f"/{partial['id']}: pending" in s["registered"]["pending_groups"][0]
     assert s["registered"]["unknown_groups"] == [f"{annotation['id'] + 1000}/77"]
 
     url = f"/api/annotations/{annotation['id']}/mask-groups/{group['id']}"
@@ -178,7 +180,7 @@ def test_files_of_known_groups_become_masks(target: ServerProcess, tmp_path: Pat
             (m.slice_index, m.label_name) for m in masks
         }
         left = alice.get(f"/api/annotations/{annotation['id']}/mask-groups/{partial['id']}")
-        assert (left.json()["status"], left.json()["mask_count"]) == ("pending", 2)
+        assert (left.json()["status"], left.json()["mask_count"]) == ("pending", 0)
         first = listed[0]
         assert first["mime_type"] == "image/png"
         content = alice.get(f"{url}/masks/{first['id']}/content", follow_redirects=True)

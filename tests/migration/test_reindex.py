@@ -119,7 +119,12 @@ def test_reindex_reproduces_groups_and_masks(
         r = run(restored, "reindex", "--json")
         assert r.returncode == 0, r.stdout + r.stderr
         report = json_of(r)
-        assert report["restored"] == {"annotations": 2, "groups": 3, "masks": 6 + 2 + 4}
+        assert report["restored"] == {
+            "annotations": 2,
+            "groups": 3,
+            "masks": 6 + 2 + 4,
+            "audit_events": 0,  # no janitor ran, so nothing was exported
+        }
         assert report["problems"] == []
 
         # Idempotent: a second run refuses the now non-empty database unless told to merge,
@@ -128,7 +133,12 @@ def test_reindex_reproduces_groups_and_masks(
         assert again.returncode == 1
         assert "--merge" in again.stderr
         merged = json_of(run(restored, "reindex", "--merge", "--json"))
-        assert merged["restored"] == {"annotations": 0, "groups": 0, "masks": 0}
+        assert merged["restored"] == {
+            "annotations": 0,
+            "groups": 0,
+            "masks": 0,
+            "audit_events": 0,
+        }
         assert merged["groups_present"] == 3
 
         restored.start()

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from fixtures.databases import PG_ADMIN_DSN
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
 from fixtures.isolated import own_server
 from fixtures.server import BIN, ServerProcess
-from pacs_ext.models import MaskGroup
+from pacs_ext.models import Mask, MaskGroup
 
 DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 HOURS_AGO = time.time() - 2 * 3600
@@ -204,3 +204,50 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "janitor failed" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_expiry_removes_masks_an_old_migrate_added_to_a_pending_group(srv: ServerProcess) -> None:
+    """Issue 19 item 3: `migrate` used to add mask rows to a pending group; expiring it then
+    said "objects deleted" while the rows kept every object claimed, for good. Expiry now
+    drops the rows, so the objects go, and the counts say what was done."""
+    objects = srv.data_dir / "objects"
+    with srv.client("alice") as alice:
+        a = create_annotation(alice)["id"]
+        masks = make_masks(3, size=350)
+        group = create_group(alice, a, masks)
+        put_all(group["uploads"], masks)
+
+    async def add_mask_rows() -> None:  # what an earlier `migrate` left
+        engine = create_async_engine(srv.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(Mask),
+                    [
+                        {
+                            "group_id": group["id"],
+                            "filename": m.filename,
+                            "object_key": u["object_key"],
+                            "mime_type": "image/png",
+                            "file_size": len(m.body),
+                            "created_at": datetime.now(UTC),
+                        }
+                        for m, u in zip(masks, group["uploads"], strict=True)
+                    ],
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(add_mask_rows())
+    expire_uploads(srv, group)
+    report = janitor(srv, "--apply", "--grace", "0")
+    assert report["expired_groups"]["acted"] >= 1
+    assert report["objects_deleted"] >= len(masks)
+    prefix = objects / f"mask/{a}/{group['id']}"
+    assert not prefix.exists() or not any(prefix.iterdir())
+    with srv.client("alice") as alice:
+        g = alice.get(group_url(a, group["id"])).json()
+        assert (g["status"], g["mask_count"]) == ("expired", 0)
+    # Nothing is left for a later run to find.
+    again = janitor(srv, "--apply", "--grace", "0")
+    assert not any(s.get("group_id") == group["id"] for s in again["expired_groups"]["samples"])

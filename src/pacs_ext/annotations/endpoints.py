@@ -19,7 +19,9 @@ async def create_annotation(body: AnnotationCreate, ctx: CtxDep) -> AnnotationRe
     """Create an annotation owned by the caller."""
     check_json_limits(body, ctx.settings.limits)
     annotation = await service.create(ctx, body)
-    return AnnotationRead.model_validate(annotation)
+    read = AnnotationRead.model_validate(annotation)
+    await service.write_annotation_document(ctx, annotation.id)
+    return read
 
 
 @router.get("", response_model=Page[AnnotationRead])

@@ -13,10 +13,12 @@ from ..core.auth import Principal, can_read, require_owner, require_project_memb
 from ..core.errors import Forbidden, NotFound
 from ..core.schemas import Pagination
 from ..models import Annotation, tombstone
-from ..objects import outbox
+from ..models.recovery import ANNOTATION_DOC
+from ..objects import high_water, outbox, recovery_outbox
 from ..objects.deletions import service as deletions
 from ..objects.deletions import tombstones
 from ..objects.keys import annotation_prefix
+from ..storage.errors import translate_storage_errors
 from . import repository
 from .schemas import AnnotationCreate, AnnotationFilters, AnnotationUpdate
 
@@ -30,6 +32,10 @@ async def create(ctx: Ctx, body: AnnotationCreate) -> Annotation:
     annotation = Annotation(owner=principal.subject, **body.model_dump())
     session.add(annotation)
     await session.flush()
+    # The bucket learns of the id before any client does (objects/high_water.py).
+    async with translate_storage_errors("reserving ids in the bucket's high-water mark"):
+        await high_water.reserve(session, ctx.storage, ctx.key_prefix, "annotations", annotation.id)
+    await recovery_outbox.request(session, ANNOTATION_DOC, annotation.id)
     await audit.record(
         session, principal, AuditAction.ANNOTATION_CREATE, annotation_id=annotation.id
     )
@@ -86,19 +92,28 @@ async def update(ctx: Ctx, annotation_id: int, body: AnnotationUpdate) -> Annota
         annotation_id=annotation_id,
         detail={"fields": sorted(changes)},
     )
+    await recovery_outbox.request(session, ANNOTATION_DOC, annotation_id)
     if changes.keys() & IN_METADATA:
         # Its groups' metadata.json name these: rewritten after the commit (see write_documents).
         await outbox.request_for_annotation(session, annotation_id)
     return annotation
 
 
+async def write_annotation_document(ctx: Ctx, annotation_id: int) -> None:
+    """Commit, then write the annotation's recovery document (objects/recovery_outbox.py)."""
+    await recovery_outbox.write_after_commit(
+        ctx.session, ctx.storage, ctx.key_prefix, ANNOTATION_DOC, annotation_id
+    )
+
+
 async def write_documents(ctx: Ctx, annotation_id: int) -> None:
-    """Commit, then write the metadata.json that update() requested (objects/outbox.py)."""
+    """Commit, then write the documents update() requested: the annotation's recovery
+    document and its groups' metadata.json (objects/outbox.py)."""
     session, storage, key_prefix = ctx.session, ctx.storage, ctx.key_prefix
     group_ids = await outbox.requested_for_annotation(session, annotation_id)
+    await write_annotation_document(ctx, annotation_id)
     if not group_ids:
         return
-    await session.commit()
     bind = session.bind
 
     def new_session() -> AsyncSession:
@@ -164,3 +179,4 @@ async def delete(ctx: Ctx, annotation_id: int) -> None:
         session, principal, AuditAction.ANNOTATION_DELETE, annotation_id=annotation_id
     )
     await deletions.run_now(session, storage, key_prefix, [pending], f"annotation {annotation_id}")
+    await write_annotation_document(ctx, annotation_id)  # its tombstone

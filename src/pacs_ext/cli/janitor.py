@@ -31,6 +31,8 @@ LABELS = {
     "tombstones": ("tombstones of deletions past retention", "forgotten"),
     "metadata_outbox": ("metadata.json writes left unfinished", "written"),
     "metadata_mismatch": ("metadata.json differing from the database", "rewritten"),
+    "recovery_outbox": ("recovery documents left unwritten", "written"),
+    "audit_export": ("audit rows not yet exported to the bucket", "exported"),
 }
 
 
@@ -106,6 +108,12 @@ def _print(report: JanitorReport) -> None:
         table.add_row(label, str(finding.found), acted, action)
     console.print(table)
     console.print(f"objects deleted: {report.objects_deleted}; orphan bytes: {report.orphan_bytes}")
+    if report.young_unclaimed:
+        console.print(
+            f"{report.young_unclaimed} object(s) with no database record are younger than the "
+            f"grace period ({report.grace_seconds} s, janitor.grace_seconds): kept for now, "
+            "deleted by a run once they are older (an upload may still be arriving)"
+        )
     for name in ("orphan_objects", "missing_objects"):
         for sample in report.finding(name).samples[:20]:
             console.print(f"  {name.replace('_', ' ')[:-1]}: {sample['key']}")

@@ -139,6 +139,16 @@ def _listed(out: Console, title: str, items: list[Any]) -> None:
         out.print(f"  ... and {len(items) - SHOWN} more")
 
 
+def _metadata_note(out: Console, count: int) -> None:
+    """The folder's metadata.json files are not among the files counted: say so."""
+    if count:
+        out.print(
+            f"{count:,} metadata.json file(s) in the folder are not counted as files: the "
+            "server writes each group's own (a group the database does not know keeps the "
+            "folder's)"
+        )
+
+
 def _print_summary(out: Console, s: Summary, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(s.as_dict()))
@@ -168,6 +178,8 @@ def _print_summary(out: Console, s: Summary, as_json: bool) -> None:
     unknown = [f"{a}/{g} ({n} files)" for (a, g), n in sorted(r.unknown.items())]
     _listed(out, "groups the database does not know (copied, not registered)", unknown)
     _listed(out, "groups under another annotation in the database", r.conflicts)
+    _listed(out, "pending groups left as they are (declared files not in the folder)", r.pending)
+    _metadata_note(out, s.metadata_files)
     _listed(out, "would copy", s.planned_copies)
     _listed(out, "would delete", s.planned_deletions)
     _listed(out, "ignored (not {annotation_id}/{group_id}/{file})", s.ignored)
@@ -187,6 +199,7 @@ def _print_verify(out: Console, report: VerifyReport, as_json: bool) -> None:
     _listed(out, "not in object storage", report.missing)
     _listed(out, "different in object storage", report.different)
     _listed(out, "ignored (not {annotation_id}/{group_id}/{file})", report.ignored)
+    _metadata_note(out, report.metadata_files)
     if report.local_only:
         out.print("[red]not safe to remove the local folder yet[/red]: run `pacs-ext migrate`")
     else:

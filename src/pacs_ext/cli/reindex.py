@@ -23,6 +23,12 @@ def reindex_cmd(
         False, "--merge", help="the database is not empty: add only what it lacks"
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="report what would be restored"),
+    ids_only: bool = typer.Option(
+        False,
+        "--ids-only",
+        help="restore nothing: only move every id sequence past the ids the bucket names "
+        "(after a point-in-time restore of the database)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Rebuild annotations, mask groups and masks from metadata.json files (disaster recovery).
@@ -32,7 +38,7 @@ def reindex_cmd(
     settings = settings_or_exit()
     check_database(settings)
     try:
-        report = asyncio.run(_run(settings, merge, dry_run))
+        report = asyncio.run(_run(settings, merge, dry_run, ids_only))
     except ReindexRefused as exc:
         raise fail(str(exc)) from None
     except StorageError as exc:
@@ -40,6 +46,8 @@ def reindex_cmd(
     out = Console(highlight=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
+    elif ids_only:
+        out.print("id sequences moved past every id the bucket names; nothing restored")
     else:
         verb = "would restore" if dry_run else "restored"
         out.print(
@@ -52,6 +60,17 @@ def reindex_cmd(
                 f"[yellow]archived[/yellow]: {len(report.archived):,} metadata.json in an "
                 "archive storage class (restore them, then reindex --merge)"
             )
+        if report.audit_events or report.deleted_skipped:
+            out.print(
+                f"{report.audit_events:,} audit event(s) restored; {report.deleted_skipped:,} "
+                "document(s) of deleted annotations or groups left out"
+            )
+        if report.unrestored_objects:
+            out.print(
+                f"{report.unrestored_objects:,} object(s) belong to no restored group (uploads "
+                "never completed, deletions storage did not finish): `pacs-ext janitor --apply` "
+                "deletes them once older than janitor.grace_seconds"
+            )
         if report.problems:
             out.print(f"[red]inconsistent[/red] ({len(report.problems)}):")
             for problem in report.problems[:SHOWN]:
@@ -61,7 +80,7 @@ def reindex_cmd(
     raise typer.Exit(1 if report.problems else 0)
 
 
-async def _run(settings: Settings, merge: bool, dry_run: bool) -> ReindexReport:
+async def _run(settings: Settings, merge: bool, dry_run: bool, ids_only: bool) -> ReindexReport:
     storage = create_storage(settings)
     engine = create_engine(settings)
     try:
@@ -72,6 +91,7 @@ async def _run(settings: Settings, merge: bool, dry_run: bool) -> ReindexReport:
                 settings.object_storage.key_prefix,
                 merge=merge,
                 dry_run=dry_run,
+                ids_only=ids_only,
                 progress=progress,
                 allowed_types=settings.object_storage.allowed_content_types,
             )

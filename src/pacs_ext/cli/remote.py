@@ -89,7 +89,15 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     except DownloadFailed as exc:
         _error(f"{len(exc.failures)} file(s) failed to download:")
         _list_failures(exc.failures)
-        err_console.print("run the same command again to fetch only what is missing")
+        missing = sum(1 for f in exc.failures if f.missing)
+        if missing:
+            err_console.print(
+                f"{missing} of them are missing from object storage: running again cannot "
+                "fetch them; tell an administrator (`pacs-ext janitor` lists masks whose "
+                "object is gone)"
+            )
+        if missing < len(exc.failures):
+            err_console.print("run the same command again to fetch only what is missing")
         raise typer.Exit(1) from None
     except ApiError as exc:
         hint = ""

@@ -44,6 +44,13 @@ def serve(
             create_storage(settings)  # checks endpoint, region and bucket; no I/O
         except (ConfigError, ValueError) as exc:
             raise fail(f"configuration error: {exc}", 2) from None
+    if settings.object_storage.legacy_local_dir:
+        from ..objects.legacy_folder import KEY, inspect
+
+        state = inspect(settings.object_storage.legacy_local_dir)
+        if not state.ok:
+            # Served anyway, every old mask would get a URL that 404s.
+            raise fail(f"configuration error: {KEY}: {state.detail}", 2)
     try:
         behind = pending_migrations(settings)
     except Exception as exc:

@@ -40,9 +40,10 @@ class DownloadResult:
 
 
 class _Failed(Exception):
-    def __init__(self, reason: str, retry: bool) -> None:
+    def __init__(self, reason: str, retry: bool, *, missing: bool = False) -> None:
         super().__init__(reason)
         self.retry = retry
+        self.missing = missing
 
 
 async def download_mask_group(
@@ -83,7 +84,7 @@ async def download_mask_group(
             try:
                 await _fetch_with_retries(client, annotation_id, group_id, m, dest, progress)
             except _Failed as exc:
-                failures.append(FileFailure(m.filename, str(exc)))
+                failures.append(FileFailure(m.filename, str(exc), missing=exc.missing))
                 return
             done[0] += 1
             done[1] += m.file_size
@@ -193,6 +194,7 @@ async def _fetch(
                         f"storage answered {storage_message(response)}",
                         retry=response.status_code in RETRYABLE_STATUSES
                         or response.status_code == 403,
+                        missing=response.status_code == 404,
                     )
                 async for chunk in response.aiter_raw(CHUNK):
                     digest.update(chunk)

@@ -49,6 +49,8 @@ class IncompleteUpload(ApiError):
 class FileFailure:
     filename: str
     reason: str
+    # Storage has no object for it (404): running the command again cannot help.
+    missing: bool = False
 
 
 class UploadFailed(ClientError):

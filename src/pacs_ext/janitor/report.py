@@ -41,7 +41,14 @@ class JanitorReport:
     metadata_outbox: Finding = field(default_factory=Finding)
     # Complete groups whose stored metadata.json says something else than the database.
     metadata_mismatch: Finding = field(default_factory=Finding)
+    # Recovery documents (an annotation's, a tombstone) a committed change left unwritten.
+    recovery_outbox: Finding = field(default_factory=Finding)
+    # Audit rows not in the bucket yet (found) and exported now (acted).
+    audit_export: Finding = field(default_factory=Finding)
     orphan_bytes: int = 0
+    # Objects no row claims that are younger than the grace period: kept for now (an upload
+    # may be arriving), deleted by a later run once older; told, so nobody wonders.
+    young_unclaimed: int = 0
     objects_deleted: int = 0
     multipart_supported: bool = False
     errors: list[str] = field(default_factory=list)
@@ -56,6 +63,8 @@ class JanitorReport:
         "tombstones",
         "metadata_outbox",
         "metadata_mismatch",
+        "recovery_outbox",
+        "audit_export",
     )
 
     def finding(self, name: str) -> Finding:
@@ -76,6 +85,7 @@ class JanitorReport:
         out = {f"{name}_found": self.finding(name).found for name in self.FINDINGS}
         out.update({f"{name}_acted": self.finding(name).acted for name in self.FINDINGS})
         out.update(objects_deleted=self.objects_deleted, orphan_bytes=self.orphan_bytes)
+        out["young_unclaimed"] = self.young_unclaimed
         out["errors"] = len(self.errors)
         return out
 

@@ -47,6 +47,23 @@ async def claim_expiry(session: AsyncSession, group_id: int, cutoff: datetime) -
     return bool(getattr(result, "rowcount", 0))
 
 
+async def drop_masks(session: AsyncSession, group_id: int) -> None:
+    """Mask rows of a group being expired: only a complete group has verified masks, and a
+    row left here would keep its object claimed (never deleted) for good."""
+    await session.execute(delete(Mask).where(Mask.group_id == group_id))
+
+
+async def expired_groups_with_masks(session: AsyncSession) -> Sequence[tuple[int, int]]:
+    """(group, annotation) of expired groups that still have mask rows (an earlier `migrate`
+    added rows to pending groups, and their expiry could not remove the objects)."""
+    rows = await session.execute(
+        select(MaskGroup.id, MaskGroup.annotation_id)
+        .where(MaskGroup.status == EXPIRED, MaskGroup.id.in_(select(Mask.group_id)))
+        .order_by(MaskGroup.id)
+    )
+    return rows.tuples().all()
+
+
 async def upload_ids(session: AsyncSession, group_id: int) -> Sequence[tuple[str, str]]:
     rows = await session.execute(
         select(MaskGroupFile.object_key, MaskGroupFile.upload_id).where(

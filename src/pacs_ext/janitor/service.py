@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.config import Settings
 from ..models import PendingDeletion
-from ..objects import outbox
+from ..objects import audit_export, high_water, outbox, recovery_outbox
 from ..objects.claims import claimed_keys, parse_key
 from ..objects.deletions import repository as deletions_repo
 from ..objects.deletions import service as deletions
 from ..objects.deletions import tombstones as tombstone_rows
-from ..objects.keys import group_prefix
+from ..objects.keys import group_prefix, recovery_prefix
 from ..storage.base import ObjectInfo, ObjectStorage, StorageError, delete_refusing_none
 from . import decisions
 from . import repository as repo
@@ -53,7 +53,15 @@ async def run(
     report.multipart_supported = storage.capabilities.multipart
     cutoff = decisions.cutoff(now, grace)
     job = _Run(maker, storage, settings, report, cutoff, now)
-    steps = (job.expire_groups, job.pending_deletions, job.metadata, job.stale_multipart, job.scan)
+    steps = (
+        job.expire_groups,
+        job.pending_deletions,
+        job.metadata,
+        job.recovery_documents,
+        job.audit_export,
+        job.stale_multipart,
+        job.scan,
+    )
     for step in steps:
         await job.guarded(step)
     await job.guarded(job.idempotency_keys)
@@ -106,12 +114,19 @@ class _Run:
             )
             if self.report.apply:
                 await self._expire(annotation_id, group_id)
-
-    async def _expire(self, annotation_id: int, group_id: int) -> None:
         async with self.maker() as session:
-            if not await repo.claim_expiry(session, group_id, self.cutoff):
+            leftovers = await repo.expired_groups_with_masks(session)
+        for group_id, annotation_id in leftovers:
+            finding.add({"annotation_id": annotation_id, "group_id": group_id, "masks": True})
+            if self.report.apply:
+                await self._expire(annotation_id, group_id, already=True)
+
+    async def _expire(self, annotation_id: int, group_id: int, *, already: bool = False) -> None:
+        async with self.maker() as session:
+            if not already and not await repo.claim_expiry(session, group_id, self.cutoff):
                 await session.rollback()
                 return  # completed or renewed meanwhile
+            await repo.drop_masks(session, group_id)
             uploads = await repo.upload_ids(session, group_id)
             pending = await deletions.schedule(
                 session,
@@ -213,6 +228,48 @@ class _Run:
         else:
             finding.acted += 1
 
+    # ---- recovery: documents left unwritten, audit rows not in the bucket yet ---------------
+
+    async def recovery_documents(self) -> None:
+        # Before the tombstones pass: a tombstone pruned first would leave nothing to write.
+        async with self.maker() as session:
+            requested = await recovery_outbox.requested(session)
+        finding = self.report.recovery_outbox
+        for kind, object_id in requested:
+            finding.add({"kind": kind, "id": object_id})
+            if not self.report.apply:
+                continue
+            try:
+                await recovery_outbox.flush(
+                    self.maker, self.storage, self.key_prefix, kind, object_id
+                )
+            except StorageError as exc:
+                finding.failed += 1
+                self.report.errors.append(f"recovery document of {kind} {object_id}: {exc}")
+            else:
+                finding.acted += 1
+        if self.report.apply:
+            # Ids handed out where no request reserved them (a database upgraded from before
+            # the mark existed, a command-line import): the bucket's mark must cover them.
+            for table in high_water.TABLES:
+                async with self.maker() as session:
+                    largest = await high_water.largest_issued(session, table)
+                    await high_water.reserve(session, self.storage, self.key_prefix, table, largest)
+                    await session.commit()
+
+    async def audit_export(self) -> None:
+        settle = self.settings.janitor.audit_export_settle_seconds
+        finding = self.report.audit_export
+        if not self.report.apply:
+            waiting = await audit_export.waiting(self.maker, self.now, settle_seconds=settle)
+            finding.found += waiting
+            return
+        exported = await audit_export.export(
+            self.maker, self.storage, self.key_prefix, self.now, settle_seconds=settle
+        )
+        finding.found += exported
+        finding.acted += exported
+
     # ---- multipart uploads nobody will complete ---------------------------------------------
 
     async def stale_multipart(self) -> None:
@@ -258,7 +315,10 @@ class _Run:
         seen_groups: set[int] = set()
         chunk: list[ObjectInfo] = []
         last_group: int | None = None
+        recovery = recovery_prefix(self.key_prefix)
         async for obj in self.storage.list_prefix(self.key_prefix):
+            if obj.key.startswith(recovery):
+                continue  # recovery documents: no row claims them, and they must stay
             parts = parse_key(self.key_prefix, obj.key)
             group = parts.group_id if parts else None
             if len(chunk) >= SCAN_CHUNK and group != last_group:
@@ -287,6 +347,7 @@ class _Run:
                 if key not in listed:
                     self._missing(mask_id, group_id, key)
         orphans = decisions.orphans(chunk, claimed, self.cutoff)
+        self.report.young_unclaimed += sum(1 for o in chunk if o.key not in claimed) - len(orphans)
         finding = self.report.orphan_objects
         for o in orphans:
             self.report.orphan_bytes += o.size

@@ -46,9 +46,11 @@ class GroupDoc(MaskGroupBase):
     # be compared with the others of its annotation).
     created_at: AwareDatetime | None = None
     completed_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
 
 
 class FileDoc(_Lenient):
+    id: int | None = Field(None, gt=0, le=MAX_BIGINT)  # absent in documents before issue 19
     key: Text = Field(min_length=1, max_length=1024)
     filename: str = Field(min_length=1, max_length=255)
     size: int = Field(ge=0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ..objects.keys import METADATA_NAME
+from ..objects.keys import METADATA_NAME, recovery_prefix
 from ..storage.base import ObjectInfo
 from .tree import LocalFile, Tree, checksums, part_sizes_for, same_content
 
@@ -107,12 +107,16 @@ def _hash_all(paths: Sequence[Path], sizes: tuple[int, ...]) -> list[tuple[str, 
 
 
 def remote_only(plan: Plan) -> list[ObjectInfo]:
-    """Objects under the prefix without a local file, metadata.json excluded (see delete)."""
+    """Objects under the prefix without a local file, metadata.json and the recovery
+    documents excluded (see delete): the server writes them, and `reindex` needs them."""
     local = {plan.key(f) for f in plan.tree.files}
+    recovery = recovery_prefix(plan.prefix)
     return [
         o
         for key, o in sorted(plan.remote.items())
-        if key not in local and key.rsplit("/", 1)[-1] != METADATA_NAME
+        if key not in local
+        and key.rsplit("/", 1)[-1] != METADATA_NAME
+        and not key.startswith(recovery)
     ]
 
 

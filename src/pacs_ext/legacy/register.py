@@ -40,9 +40,10 @@ class Registration:
     metadata_written: int = 0
     # Groups of the source the database does not know: copied, not registered.
     unknown: dict[tuple[int, int], int] = field(default_factory=dict)
-    # A group id the database has under another annotation; a pending group that declared
-    # files the folder does not have (its masks are added, it stays pending).
+    # A group id the database has under another annotation.
     conflicts: list[str] = field(default_factory=list)
+    # A pending group that declared files the folder does not have: left as it is.
+    pending: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -164,15 +165,15 @@ async def _register_group(
     masked = {m.filename for m in masks.values()} | {p.file.name for p in files}
     lacking = sorted(declared - masked)
     if not complete and lacking:
-        # Completing would claim files nobody has: record what is here, leave it pending.
-        result.conflicts.append(
+        # Masks belong to complete groups only: a pending group with masks would show a
+        # mask_count while it is not complete, and its expiry could not remove them. So
+        # nothing is recorded; its objects stay claimed by its declared files until it is
+        # completed through the API or the janitor expires it (and removes them).
+        result.pending.append(
             f"{annotation_id}/{group_id}: pending, and {len(lacking)} declared file(s) are "
-            f"not in the folder (e.g. {lacking[0]}); masks added, group left pending"
+            f"not in the folder (e.g. {lacking[0]}); not registered: complete it through "
+            "the API once they are uploaded, or let the janitor expire it"
         )
-        result.masks_added += len(new_masks)
-        if not dry_run:
-            await repo.insert_masks(session, new_masks)
-            await repo.insert_files(session, new_declared)
         return
     result.groups += 1
     result.masks_added += len(new_masks)

@@ -55,6 +55,8 @@ class Options:
 class Summary:
     dry_run: bool = False
     local_files: int = 0
+    # metadata.json files in the folder: not copied as files (the server writes its own).
+    metadata_files: int = 0
     copied: int = 0
     skipped: int = 0
     deleted: int = 0
@@ -83,6 +85,7 @@ class Summary:
         return {
             "dry_run": self.dry_run,
             "local_files": self.local_files,
+            "metadata_files": self.metadata_files,
             "copied": self.copied,
             "skipped": self.skipped,
             "deleted": self.deleted,
@@ -104,6 +107,7 @@ class Summary:
                 "metadata_written": r.metadata_written,
                 "unknown_groups": [f"{a}/{g}" for a, g in sorted(r.unknown)],
                 "conflicts": r.conflicts,
+                "pending_groups": r.pending,
             },
         }
 
@@ -133,6 +137,7 @@ async def migrate(
     progress.phase("scanning")
     tree = await scan_source(options.source, options.follow_symlinks)
     summary.local_files = len(tree.files)
+    summary.metadata_files = len(tree.metadata)
     summary.ignored = tree.ignored
     progress.phase("listing the bucket")
     remote = await list_remote(storage, options.key_prefix)

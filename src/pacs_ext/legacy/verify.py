@@ -14,6 +14,7 @@ from .run import NoProgress, Options, Progress, list_remote, scan_source
 @dataclass
 class VerifyReport:
     local_files: int = 0
+    metadata_files: int = 0  # the folder's metadata.json files: not compared (see migrate)
     in_storage: int = 0
     missing: list[str] = field(default_factory=list)  # no object under the key
     different: list[str] = field(default_factory=list)  # an object with other content
@@ -26,6 +27,7 @@ class VerifyReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "local_files": self.local_files,
+            "metadata_files": self.metadata_files,
             "in_storage": self.in_storage,
             "local_only": self.local_only,
             "missing": self.missing,
@@ -46,6 +48,7 @@ async def verify(
     plan = await compare(tree, remote, options.key_prefix, options.part_size, progress.advance)
     report = VerifyReport(local_files=len(tree.files), in_storage=len(plan.present))
     report.ignored = tree.ignored
+    report.metadata_files = len(tree.metadata)
     for f in plan.copy:
         key = plan.key(f)
         (report.different if key in plan.changed else report.missing).append(f.rel)

@@ -181,6 +181,11 @@ async def insert_masks(session: AsyncSession, rows: Sequence[MaskRow]) -> None:
         await bulk_insert(session, _MASKS, [r.values() for r in rows[i : i + CHUNK]])
 
 
+async def largest_mask_id(session: AsyncSession, group_id: int) -> int:
+    value = await session.scalar(select(func.max(Mask.id)).where(Mask.group_id == group_id))
+    return int(value or 0)
+
+
 async def claim_completion(
     session: AsyncSession, group_id: int, *, completed_at: datetime, slice_count: int
 ) -> bool:

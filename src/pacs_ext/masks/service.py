@@ -22,7 +22,8 @@ from ..core.schemas import Pagination
 from ..models import Annotation, Mask, MaskGroup, tombstone
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE, PENDING
-from ..objects import outbox
+from ..models.recovery import GROUP_TOMBSTONE
+from ..objects import high_water, outbox, recovery_outbox
 from ..objects.deletions import service as deletions
 from ..objects.deletions import tombstones
 from ..objects.keys import group_prefix
@@ -126,6 +127,8 @@ async def create_group(
     )
     ctx.session.add(group)
     await ctx.session.flush()
+    # Before any URL naming the id leaves (objects/high_water.py).
+    await _reserve(ctx, "mask_groups", group.id)
     rows = [file_row(ctx.key_prefix, annotation_id, group.id, s) for s in body.files]
     targets = await _targets(ctx, group, rows, body.files, ttl)
     await repo.insert_files(ctx.session, rows)
@@ -284,6 +287,7 @@ async def _complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
             return current
         raise Conflict(f"mask group {group_id} changed while completing; try again")
     await repo.insert_masks(ctx.session, rows)
+    await _reserve(ctx, "masks", await repo.largest_mask_id(ctx.session, group_id))
     await _audit(ctx, AuditAction.MASK_GROUP_COMPLETE, annotation_id, group_id, masks=len(rows))
     await ctx.session.refresh(group)
     await outbox.request(ctx.session, annotation_id, group_id)
@@ -301,6 +305,11 @@ async def _complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
         duration_ms=round(elapsed * 1000, 1),
     )
     return group
+
+
+async def _reserve(ctx: Ctx, table: str, largest_id: int) -> None:
+    async with translate_storage_errors("reserving ids in the bucket's high-water mark"):
+        await high_water.reserve(ctx.session, ctx.storage, ctx.key_prefix, table, largest_id)
 
 
 async def _listing(storage: ObjectStorage, prefix: str) -> dict[str, ObjectInfo]:
@@ -393,6 +402,9 @@ async def delete_group(ctx: Ctx, annotation_id: int, group_id: int) -> None:
     await _audit(ctx, AuditAction.MASK_GROUP_DELETE, annotation_id, group_id)
     await deletions.run_now(
         ctx.session, ctx.storage, ctx.key_prefix, [pending], f"mask group {group_id}"
+    )
+    await recovery_outbox.write_after_commit(
+        ctx.session, ctx.storage, ctx.key_prefix, GROUP_TOMBSTONE, group_id
     )
     log.info("mask_group.deleted", annotation_id=annotation_id, group_id=group_id)
 

@@ -9,6 +9,7 @@ from .mask_group import MaskGroup
 from .mask_group_file import MaskGroupFile
 from .metadata_outbox import MetadataOutbox
 from .pending_deletion import PendingDeletion
+from .recovery import RecoveryMark, RecoveryOutbox
 from .seg_export import SegExport
 from .tombstone import Tombstone
 
@@ -22,6 +23,8 @@ __all__ = [
     "MaskGroupFile",
     "MetadataOutbox",
     "PendingDeletion",
+    "RecoveryMark",
+    "RecoveryOutbox",
     "SegExport",
     "Tombstone",
 ]

@@ -63,3 +63,30 @@ def parse_slice_filename(name: str) -> tuple[int, str] | None:
 
 def export_key(key_prefix: str, annotation_id: int, group_id: int, export_id: int) -> str:
     return f"{key_prefix}{annotation_id}/{group_id}/{EXPORTS_DIR}/{export_id}.dcm"
+
+
+# Recovery documents (recovery/, objects/recovery_*.py) live beside the groups, under the same
+# prefix (the least-privilege policy covers only it), in a folder no annotation id can name.
+RECOVERY_DIR = "_recovery/"
+
+
+def recovery_prefix(key_prefix: str) -> str:
+    return f"{key_prefix}{RECOVERY_DIR}"
+
+
+def annotation_document_key(key_prefix: str, annotation_id: int) -> str:
+    """The annotation's own document, or its tombstone once it is deleted."""
+    return f"{key_prefix}{RECOVERY_DIR}annotations/{annotation_id}.json"
+
+
+def group_tombstone_key(key_prefix: str, group_id: int) -> str:
+    return f"{key_prefix}{RECOVERY_DIR}groups/{group_id}.json"
+
+
+def high_water_key(key_prefix: str, table: str) -> str:
+    return f"{key_prefix}{RECOVERY_DIR}ids/{table}.json"
+
+
+def audit_batch_key(key_prefix: str, first_id: int, last_id: int) -> str:
+    # Zero-padded so that a listing returns the batches in id order.
+    return f"{key_prefix}{RECOVERY_DIR}audit/{first_id:020d}-{last_id:020d}.jsonl"

@@ -25,6 +25,7 @@ METADATA_SCHEMA_VERSION = 1
 # The columns of a mask that its entry in "files" shows (reading only these, not ORM objects,
 # keeps 100,000 rows cheap), and the entry's name for each.
 FILE_FIELDS = {
+    "id": "id",  # the mask's id: reindex restores it, so links to a mask survive a rebuild
     "object_key": "key",
     "filename": "filename",
     "file_size": "size",
@@ -67,6 +68,7 @@ def document_head(
             "slice_count": group.slice_count,
             "created_at": group.created_at.isoformat() if group.created_at else None,
             "completed_at": group.completed_at.isoformat() if group.completed_at else None,
+            "updated_at": group.updated_at.isoformat() if group.updated_at else None,
         },
     }
     if exports:
@@ -102,7 +104,7 @@ def files_json(masks: Sequence[Mask | Mapping[Any, Any]]) -> bytes:
 
 def _entry(m: Mask | Mapping[Any, Any]) -> dict[str, Any]:
     if isinstance(m, Mapping):
-        return {name: m[col] for col, name in FILE_FIELDS.items()}
+        return {name: m.get(col) for col, name in FILE_FIELDS.items()}
     return {name: getattr(m, col) for col, name in FILE_FIELDS.items()}
 
 

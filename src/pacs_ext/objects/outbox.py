@@ -206,7 +206,7 @@ async def _document(session: AsyncSession, annotation: Annotation, group: MaskGr
     last_id = 0
     while True:
         result = await session.execute(
-            select(table.c.id, *_FILE_COLUMNS)
+            select(*_FILE_COLUMNS)  # the id among them
             .where(table.c.group_id == group.id, table.c.id > last_id)
             .order_by(table.c.id)
             .limit(PAGE)

@@ -18,6 +18,7 @@ from ..core import metrics
 from ..core.db import no_answer
 from ..core.logging import redact_text
 from ..masks import service as masks
+from ..objects.legacy_folder import inspect
 from ..storage.base import ObjectStorage
 from .drain import Drain
 
@@ -40,7 +41,9 @@ class Readiness:
         *,
         storage_ttl: float = 2.0,
         timeout: float = 3.0,
+        legacy_dir: str = "",
     ) -> None:
+        self._legacy_dir = legacy_dir
         self._engine = engine
         self._storage = storage
         self._ttl = storage_ttl
@@ -89,9 +92,21 @@ class Readiness:
             return redact_text(f"unavailable: {type(exc).__name__}: {exc}")[:300]
         return OK
 
+    async def legacy(self) -> str:
+        """The pre-migration folder still serves old masks: it must be there and readable."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                state = await anyio.to_thread.run_sync(inspect, self._legacy_dir)
+        except TimeoutError:
+            return f"unavailable: no answer within {self._timeout:g} s"
+        return OK if state.ok else f"unavailable: {state.detail}"
+
     async def check(self) -> dict[str, str]:
         database, storage = await asyncio.gather(self.database(), self.storage())
-        return {"database": database, "storage": storage}
+        checks = {"database": database, "storage": storage}
+        if self._legacy_dir:
+            checks["legacy_local_dir"] = await self.legacy()
+        return checks
 
 
 @router.get("/health")

@@ -7,6 +7,7 @@ import uuid
 import httpx
 
 from ..core.config import Settings
+from ..objects.legacy_folder import KEY, inspect
 from ..storage.base import ObjectStorage, StorageError
 from ..storage.s3.client import S3Storage
 from .doctor import Doctor, Step
@@ -17,10 +18,29 @@ async def run_checks(settings: Settings, storage: ObjectStorage) -> list[Step]:
         if isinstance(storage, S3Storage):
             # Like a browser: no redirects followed, proxies from the environment honoured.
             async with httpx.AsyncClient(timeout=15.0) as http:
-                return await Doctor(settings, storage, http).run()
-        return [await _local(storage)]
+                steps = await Doctor(settings, storage, http).run()
+        else:
+            steps = [await _local(storage)]
     finally:
         await storage.close()
+    if settings.object_storage.legacy_local_dir:
+        steps.append(legacy_folder(settings.object_storage.legacy_local_dir))
+    return steps
+
+
+def legacy_folder(folder: str) -> Step:
+    """The pre-migration tree old masks are still served from (migration phase 2)."""
+    state = inspect(folder)
+    if state.ok:
+        return Step(KEY, "PASS", f"serving masks not yet migrated from {state.detail}")
+    return Step(
+        KEY,
+        "FAIL",
+        state.detail,
+        cause="masks not yet in object storage would get URLs that answer 404",
+        fix=f"set {KEY} to the folder `pacs-ext migrate` copies from, or unset it once "
+        "`pacs-ext migrate SOURCE --verify` reports every file in object storage",
+    )
 
 
 async def _local(storage: ObjectStorage) -> Step:

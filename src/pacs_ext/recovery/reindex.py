@@ -1,12 +1,18 @@
-"""`pacs-ext reindex`: rebuild annotations, mask groups and masks from the bucket's
-metadata.json files (disaster recovery), keeping their ids.
+"""`pacs-ext reindex`: rebuild the database from the bucket alone (disaster recovery, when
+the database and its backups are gone), keeping every id.
 
-What metadata.json does not hold cannot come back: an annotation's tool, viewer, description,
-data, measurements and sharing (restored empty / not shared), mask ids (new, in the document's
-order), and updated_at (set to the group's completion time). Each annotation is restored in
-one transaction with its groups; a group that exists is left as it is, so running again adds
-nothing. Files a document names but storage lacks (or holds with another size or ETag) are
-reported and not recorded as masks.
+What it reads: each annotation's own document (every column: sharing, project, data,
+timestamps; annotations without groups too), each complete group's metadata.json (its masks
+with their ids), tombstones (a deleted annotation or group is never brought back, even if its
+objects were left behind), the audit trail's exported batches, and the high-water mark of
+ids: every sequence is moved past it, so no id is handed out twice after the rebuild.
+
+Documents written before these existed (metadata.json only) still restore as before: the
+annotation from its groups' documents, with empty tool, data and sharing. Each annotation is
+restored in one transaction with its groups; what exists is left as it is, so running again
+adds nothing. Files a document names but storage lacks (or holds with another size or ETag)
+are reported and not recorded as masks. Folders under a group that are not its files
+(exports, say) are left alone.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,15 +35,20 @@ from ..legacy.run import NoProgress, Progress
 from ..masks import repository as repo
 from ..masks.uploads import FileRow
 from ..masks.verify import MaskRow
-from ..models import Annotation, MaskGroup
+from ..models import Annotation, AuditEvent, Mask, MaskGroup, RecoveryMark
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
+from ..objects.audit_export import EXPORTED
 from ..objects.claims import parse_key
+from ..objects.high_water import TABLES, mark_name
 from ..objects.keys import METADATA_NAME
 from ..storage.base import ObjectArchived, ObjectInfo, ObjectStorage, StorageError
+from . import documents
+from .documents import AnnotationRecord, RecoveryDocuments
 
 FETCH_CONCURRENCY = 16
-SEQUENCES = ("annotations", "mask_groups", "masks", "mask_group_files")
+SEQUENCES = ("annotations", "mask_groups", "masks", "mask_group_files", "audit_events")
+AUDIT_CHUNK = 500
 
 
 class ReindexRefused(Exception):
@@ -51,6 +62,11 @@ class ReindexReport:
     groups: int = 0
     masks: int = 0
     groups_present: int = 0  # already in the database: left alone
+    audit_events: int = 0
+    deleted_skipped: int = 0  # documents of deleted annotations or groups: not restored
+    # Objects under groups no document restores (never completed, deleted): the janitor
+    # deletes them once older than its grace period.
+    unrestored_objects: int = 0
     problems: list[str] = field(default_factory=list)
     # metadata.json documents in an archive class (Glacier): not readable until restored.
     archived: list[str] = field(default_factory=list)
@@ -64,9 +80,12 @@ class ReindexReport:
                 "annotations": self.annotations,
                 "groups": self.groups,
                 "masks": self.masks,
+                "audit_events": self.audit_events,
             },
             "groups_present": self.groups_present,
             "archived": self.archived,
+            "deleted_skipped": self.deleted_skipped,
+            "unrestored_objects": self.unrestored_objects,
             "problems": self.problems,
         }
 
@@ -78,6 +97,7 @@ async def reindex(
     *,
     merge: bool = False,
     dry_run: bool = False,
+    ids_only: bool = False,
     progress: Progress | None = None,
     allowed_types: Sequence[str] = DEFAULT_ALLOWED_CONTENT_TYPES,
 ) -> ReindexReport:
@@ -85,6 +105,8 @@ async def reindex(
     report = ReindexReport(dry_run=dry_run)
     async with maker() as session:
         count = await session.scalar(select(func.count()).select_from(Annotation))
+    if ids_only:
+        return await _move_sequences(storage, maker, key_prefix, report, progress)
     if count and not merge:
         raise ReindexRefused(
             f"the database already has {count} annotation(s): reindex restores into an empty "
@@ -93,6 +115,8 @@ async def reindex(
     progress.phase("listing the bucket")
     listing = {o.key: o async for o in storage.list_prefix(key_prefix)}
     keys = [k for k in sorted(listing) if _is_metadata_key(k, key_prefix)]
+    progress.phase("reading recovery documents")
+    recovery = await documents.read(storage, listing, key_prefix, report.problems)
     report.documents = len(keys)
     progress.phase("reading metadata.json", total=len(keys))
     docs = await _fetch(storage, keys, key_prefix, allowed_types, report, progress)
@@ -103,31 +127,159 @@ async def reindex(
             group_keys[(parts.annotation_id, parts.group_id)].append(key)
     by_annotation: dict[int, list[MetadataDoc]] = defaultdict(list)
     for doc in docs:
+        if doc.annotation.id in recovery.deleted_annotations or (
+            doc.group.id in recovery.deleted_groups
+        ):
+            report.deleted_skipped += 1  # left behind by a deletion storage did not finish
+            continue
         by_annotation[doc.annotation.id].append(doc)
+    for annotation_id in recovery.annotations:
+        by_annotation.setdefault(annotation_id, [])
+    restoring = {(a, d.group.id) for a, group_docs in by_annotation.items() for d in group_docs}
+    report.unrestored_objects = sum(
+        1
+        for parts in (parse_key(key_prefix, k) for k in listing)
+        if parts is not None and (parts.annotation_id, parts.group_id) not in restoring
+    )
+    if not dry_run:
+        # Before anything is restored: masks of older documents (no id) take theirs from the
+        # sequence, which must already be past every id a document names, or one of them
+        # could take an id a later document restores.
+        async with maker() as session:
+            await reset_sequences(session, _floors(recovery, group_keys, docs, []))
+            await session.commit()
     progress.phase("restoring", total=len(by_annotation))
+    audit_ids: list[int] = []
     try:
         for annotation_id, group_docs in sorted(by_annotation.items()):
-            await _restore_one(maker, annotation_id, group_docs, listing, group_keys, report)
+            record = recovery.annotations.get(annotation_id)
+            await _restore_one(
+                maker, annotation_id, record, group_docs, listing, group_keys, report
+            )
             progress.advance(1)
+        progress.phase("restoring the audit trail", total=len(recovery.audit_batches))
+        audit_ids = await _restore_audit(storage, maker, recovery, report, progress)
     finally:
         if not dry_run:
             # Also when restoring stopped half-way: rows already committed carry explicit
             # ids, and the next insert through the API must not collide with them. Past
-            # every id the bucket names too (groups left pending have objects but no
-            # metadata.json), so new groups never write under an old group's prefix.
-            floors = {
-                "annotations": max((a for a, _ in group_keys), default=0),
-                "mask_groups": max((g for _, g in group_keys), default=0),
-            }
+            # every id the bucket names too (the high-water mark; groups left pending have
+            # objects but no metadata.json), so no id is ever handed out again.
+            floors = _floors(recovery, group_keys, docs, audit_ids)
             async with maker() as session:
                 await reset_sequences(session, floors)
+                await _keep_marks(session, recovery, audit_ids)
                 await session.commit()
     return report
+
+
+async def _move_sequences(
+    storage: ObjectStorage,
+    maker: async_sessionmaker[AsyncSession],
+    key_prefix: str,
+    report: ReindexReport,
+    progress: Progress,
+) -> ReindexReport:
+    """Restore nothing; move every sequence past every id the bucket shows was handed out.
+    For a database restored from a backup (pgBackRest, to a point in time): ids issued after
+    that point are gone from it, but not from the bucket, and must never be issued again."""
+    progress.phase("listing the bucket")
+    listing = {o.key: o async for o in storage.list_prefix(key_prefix)}
+    recovery = await documents.read(storage, listing, key_prefix, report.problems)
+    group_keys: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for key in listing:
+        parts = parse_key(key_prefix, key)
+        if parts is not None:
+            group_keys[(parts.annotation_id, parts.group_id)].append(key)
+    if not report.dry_run:
+        async with maker() as session:
+            await reset_sequences(session, _floors(recovery, group_keys, [], []))
+            await _keep_marks(session, recovery, [])
+            await session.commit()
+    return report
+
+
+def _floors(
+    recovery: RecoveryDocuments,
+    group_keys: dict[tuple[int, int], list[str]],
+    docs: list[MetadataDoc],
+    audit_ids: list[int],
+) -> dict[str, int]:
+    """The largest id of each table that the bucket shows was ever handed out."""
+    marks = recovery.high_water
+    return {
+        "annotations": max(
+            [marks.get("annotations", 0)]
+            + [a for a, _ in group_keys]
+            + list(recovery.annotations)
+            + list(recovery.deleted_annotations)
+        ),
+        "mask_groups": max(
+            [marks.get("mask_groups", 0)]
+            + [g for _, g in group_keys]
+            + list(recovery.deleted_groups)
+            + [d.group.id for d in docs]
+        ),
+        "masks": max([marks.get("masks", 0)] + [f.id or 0 for d in docs for f in d.files]),
+        "audit_events": max(audit_ids, default=0),
+    }
+
+
+async def _keep_marks(
+    session: AsyncSession, recovery: RecoveryDocuments, audit_ids: list[int]
+) -> None:
+    """The rebuilt database starts from the bucket's marks: ids stay reserved, and the
+    audit export goes on after the last batch instead of writing it all again."""
+    values = {mark_name(t): recovery.high_water.get(t, 0) for t in TABLES}
+    values[EXPORTED] = max(audit_ids, default=0)
+    for name, value in values.items():
+        found = await session.execute(
+            update(RecoveryMark)
+            .where(RecoveryMark.name == name, RecoveryMark.value < value)
+            .values(value=value)
+        )
+        if not getattr(found, "rowcount", 0) and await session.get(RecoveryMark, name) is None:
+            session.add(RecoveryMark(name=name, value=value))
+    await session.flush()
+
+
+async def _restore_audit(
+    storage: ObjectStorage,
+    maker: async_sessionmaker[AsyncSession],
+    recovery: RecoveryDocuments,
+    report: ReindexReport,
+    progress: Progress,
+) -> list[int]:
+    """Audit rows from their batches, with their ids; rows already present are kept."""
+    restored: list[int] = []
+    for key in recovery.audit_batches:
+        try:
+            rows = documents.audit_rows(await storage.get_bytes(key), key, report.problems)
+        except StorageError as exc:
+            report.problems.append(f"{key}: {exc}; skipped")
+            continue
+        async with maker() as session:
+            for i in range(0, len(rows), AUDIT_CHUNK):
+                chunk = rows[i : i + AUDIT_CHUNK]
+                present = set(
+                    await session.scalars(
+                        select(AuditEvent.id).where(AuditEvent.id.in_([r["id"] for r in chunk]))
+                    )
+                )
+                fresh = [r for r in chunk if r["id"] not in present]
+                if fresh:
+                    await session.execute(insert(AuditEvent.__table__), fresh)  # type: ignore[arg-type]
+                restored.extend(r["id"] for r in chunk)
+                report.audit_events += len(fresh)
+            await (session.rollback() if report.dry_run else session.commit())
+        progress.advance(1)
+    return restored
 
 
 async def _restore_one(
     maker: async_sessionmaker[AsyncSession],
     annotation_id: int,
+    record: AnnotationRecord | None,
     docs: list[MetadataDoc],
     listing: dict[str, ObjectInfo],
     group_keys: dict[tuple[int, int], list[str]],
@@ -138,7 +290,9 @@ async def _restore_one(
     before = (report.annotations, report.groups, report.masks, len(report.problems))
     async with maker() as session:
         try:
-            await _restore_annotation(session, annotation_id, docs, listing, group_keys, report)
+            await _restore_annotation(
+                session, annotation_id, record, docs, listing, group_keys, report
+            )
             await (session.rollback() if report.dry_run else session.commit())
         except SQLAlchemyError as exc:
             if isinstance(exc, OperationalError | InterfaceError):
@@ -195,41 +349,64 @@ async def _fetch(
 async def _restore_annotation(
     session: AsyncSession,
     annotation_id: int,
+    record: AnnotationRecord | None,
     docs: list[MetadataDoc],
     listing: dict[str, ObjectInfo],
     group_keys: dict[tuple[int, int], list[str]],
     report: ReindexReport,
 ) -> None:
+    existing_groups = await _existing_groups(session, [d.group.id for d in docs])
+    if await session.get(Annotation, annotation_id) is None:
+        await session.execute(
+            insert(Annotation.__table__),  # type: ignore[arg-type]
+            [_annotation_row(record, docs, report)],
+        )
+        report.annotations += 1
+    await _restore_groups(
+        session, annotation_id, docs, existing_groups, listing, group_keys, report
+    )
+
+
+def _annotation_row(
+    record: AnnotationRecord | None, docs: list[MetadataDoc], report: ReindexReport
+) -> dict[str, Any]:
+    """From the annotation's own document; without one (written before issue 19), from its
+    groups' metadata.json, with what they do not hold left empty."""
+    if record is not None:
+        return record.model_dump()
     first = docs[0].annotation
     for doc in docs[1:]:
         if doc.annotation != first:
             report.problems.append(
-                f"annotation {annotation_id}: groups {docs[0].group.id} and {doc.group.id} "
+                f"annotation {first.id}: groups {docs[0].group.id} and {doc.group.id} "
                 "disagree on its owner or UIDs; restored from the first"
             )
             break
-    existing_groups = await _existing_groups(session, [d.group.id for d in docs])
-    if await session.get(Annotation, annotation_id) is None:
-        created = min((d.group.created_at or d.group.completed_at or utcnow()) for d in docs)
-        await session.execute(
-            insert(Annotation.__table__),  # type: ignore[arg-type]
-            [
-                {
-                    "id": annotation_id,
-                    **first.model_dump(exclude={"id"}),
-                    "tool_name": None,
-                    "tool_version": None,
-                    "viewer_software": None,
-                    "description": None,
-                    "data": {},
-                    "measurement_values": [],
-                    "is_shared": False,
-                    "created_at": created,
-                    "updated_at": created,
-                }
-            ],
-        )
-        report.annotations += 1
+    created = min((d.group.created_at or d.group.completed_at or utcnow()) for d in docs)
+    return {
+        "id": first.id,
+        **first.model_dump(exclude={"id"}),
+        "tool_name": None,
+        "tool_version": None,
+        "viewer_software": None,
+        "description": None,
+        "data": {},
+        "measurement_values": [],
+        "is_shared": False,
+        "created_at": created,
+        "updated_at": created,
+    }
+
+
+async def _restore_groups(
+    session: AsyncSession,
+    annotation_id: int,
+    docs: list[MetadataDoc],
+    existing_groups: dict[int, int],
+    listing: dict[str, ObjectInfo],
+    group_keys: dict[tuple[int, int], list[str]],
+    report: ReindexReport,
+) -> None:
     for doc in docs:
         owner = existing_groups.get(doc.group.id)
         if owner is not None:
@@ -271,17 +448,17 @@ async def _restore_group(
         insert(MaskGroup.__table__),  # type: ignore[arg-type]
         [
             {
-                **g.model_dump(exclude={"created_at", "completed_at"}),
+                **g.model_dump(exclude={"created_at", "completed_at", "updated_at"}),
                 "annotation_id": annotation_id,
                 "status": COMPLETE,
                 "upload_expires_at": None,
                 "created_at": g.created_at or completed,
-                "updated_at": completed,
+                "updated_at": g.updated_at or completed,
                 "completed_at": completed,
             }
         ],
     )
-    masks: list[MaskRow] = []
+    masks: list[dict[str, object]] = []
     declared: list[FileRow] = []
     named = set()
     for f in doc.files:
@@ -292,24 +469,25 @@ async def _restore_group(
             report.problems.append(f"{f.key}: {problem}; not restored")
             continue
         assert obj is not None
-        masks.append(
-            MaskRow(
-                created_at=completed,
-                group_id=g.id,
-                slice_index=f.slice_index,
-                sop_instance_uid=f.sop_instance_uid,
-                label_name=f.label_name,
-                filename=f.filename,
-                object_key=f.key,
-                mime_type=f.content_type,
-                file_size=obj.size,
-                md5=f.md5,
-                etag=obj.etag,
-                sha256=f.sha256,
-                width=f.width,
-                height=f.height,
-            )
-        )
+        row = MaskRow(
+            created_at=completed,
+            group_id=g.id,
+            slice_index=f.slice_index,
+            sop_instance_uid=f.sop_instance_uid,
+            label_name=f.label_name,
+            filename=f.filename,
+            object_key=f.key,
+            mime_type=f.content_type,
+            file_size=obj.size,
+            md5=f.md5,
+            etag=obj.etag,
+            sha256=f.sha256,
+            width=f.width,
+            height=f.height,
+        ).values()
+        if f.id is not None:
+            row["id"] = f.id  # the original id (documents before issue 19 have none)
+        masks.append(row)
         declared.append(
             FileRow(
                 group_id=g.id,
@@ -327,7 +505,12 @@ async def _restore_group(
             )
         )
     await repo.insert_files(session, declared)
-    await repo.insert_masks(session, masks)
+    # Some rows with their ids, some without (older documents): keys differ, so one by one
+    # kind; ids given first so new ones are taken after them.
+    with_ids = [m for m in masks if "id" in m]
+    for batch in (with_ids, [m for m in masks if "id" not in m]):
+        for i in range(0, len(batch), CHUNK):
+            await session.execute(insert(Mask.__table__), batch[i : i + CHUNK])  # type: ignore[arg-type]
     extra = [k for k in stored_keys if k not in named]
     if extra:
         report.problems.append(

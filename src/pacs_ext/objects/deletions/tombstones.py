@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...core.auth import Principal
 from ...models import Tombstone
+from ...models.recovery import ANNOTATION_DOC, GROUP_TOMBSTONE
+from .. import recovery_outbox
 
 
 async def bury(
@@ -38,6 +40,10 @@ async def bury(
         )
     )
     await session.flush()
+    # The bucket keeps the deletion too (recovery): reindex must not bring it back.
+    document = {"annotation": ANNOTATION_DOC, "mask_group": GROUP_TOMBSTONE}.get(kind)
+    if document is not None:
+        await recovery_outbox.request(session, document, object_id)
 
 
 async def recently_deleted(

@@ -1,0 +1,37 @@
+"""Rows that keep the bucket able to rebuild the database (recovery/, objects/recovery_*.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, UTCDateTime, utcnow
+
+# Kinds of recovery documents an outbox row asks for.
+ANNOTATION_DOC = "annotation"
+GROUP_TOMBSTONE = "mask_group"
+
+
+class RecoveryOutbox(Base):
+    """A recovery document (an annotation's, or a deleted group's tombstone) to write from
+    committed state: inserted in the change's transaction, removed once written (by the
+    request after its commit, or by the janitor), like metadata_outbox."""
+
+    __tablename__ = "recovery_outbox"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    object_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    token: Mapped[str] = mapped_column(String(32), nullable=False)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class RecoveryMark(Base):
+    """A named counter: `ids:<table>` is the id reserved in the bucket's high-water mark (no
+    id above it was ever handed out); `audit:exported` the last audit id exported."""
+
+    __tablename__ = "recovery_marks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
