@@ -17,6 +17,7 @@ WHEN = datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=UTC)
 
 def _mask(i: int) -> dict[str, Any]:
     return {
+        "id": 1000 + i,
         "object_key": f"mask/1/2/{i:04d}_li\u00e9ver.png",
         "filename": f"{i:04d}_li\u00e9ver.png",
         "file_size": 100 + i,
@@ -54,6 +55,7 @@ def _one_go(annotation: Annotation, group: MaskGroup, masks: list[dict[str, Any]
             "slice_count": group.slice_count,
             "created_at": WHEN.isoformat(),
             "completed_at": WHEN.isoformat(),
+            "updated_at": None,
         },
         "files": [{name: m[col] for col, name in FILE_FIELDS.items()} for m in masks],
     }

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import undefer
 
 from ..models import AuditEvent, RecoveryMark
 from ..storage.base import ObjectStorage
@@ -50,6 +51,8 @@ async def export(
                     .where(AuditEvent.id > after, AuditEvent.created_at < settled)
                     .order_by(AuditEvent.id)
                     .limit(batch)
+                    # A batch row's keys are deferred in lists; the export carries them all.
+                    .options(undefer(AuditEvent.object_keys))
                 )
             )
             if not rows:
