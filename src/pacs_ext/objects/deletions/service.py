@@ -11,16 +11,19 @@ and the janitor retries it until it succeeds even if nobody repeats the request.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...core.auth import Principal
 from ...core.errors import ServiceUnavailable
 from ...models import PendingDeletion
 from ...storage.base import ObjectStorage, StorageError, delete_refusing_none
 from ..claims import claimed_keys
 from . import repository as repo
+
+if TYPE_CHECKING:  # core.auth imports FastAPI: the CLI's jobs need not load it
+    from ...core.auth import Principal
 
 log = structlog.get_logger(__name__)
 

@@ -9,14 +9,17 @@ never existed. The janitor forgets tombstones after `janitor.tombstone_retention
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...core.auth import Principal
 from ...models import Tombstone
 from ...models.recovery import ANNOTATION_DOC, GROUP_TOMBSTONE
 from .. import recovery_outbox
+
+if TYPE_CHECKING:  # core.auth imports FastAPI: the CLI's jobs need not load it
+    from ...core.auth import Principal
 
 
 async def bury(
