@@ -25,12 +25,33 @@ def bucket(rgw: Rgw) -> Iterator[str]:
 
 def test_wrong_secret_is_a_clear_503(rgw: Rgw, bucket: str, tmp_path: Path) -> None:
     with sqlite_database(tmp_path) as url:
+        # A new database reserves its first block of ids in the bucket's high-water mark
+        # before the first create commits: refused credentials refuse that create.
+        srv = s3_server(tmp_path, url, rgw, bucket, secret_key="not-the-secret-key").start()
+        try:
+            with srv.client("alice") as alice:
+                r = alice.post("/api/annotations", json={"study_instance_uid": "1.2.3"})
+                assert r.status_code == 503, r.text
+                body = r.json()
+                assert body["error"] == "ServiceUnavailable"
+                assert "storage refused access during reserving ids" in body["detail"]
+                assert "not-the-secret-key" not in r.text
+                assert alice.get("/api/annotations").json()["total"] == 0  # nothing committed
+        finally:
+            srv.stop()
+        # With the ids reserved by a server that may use the bucket, signing and creating
+        # need no call to storage; the upload itself, and complete, are refused.
+        good = s3_server(tmp_path, url, rgw, bucket).start()
+        try:
+            with good.client("alice") as alice:
+                create_group(alice, create_annotation(alice)["id"], make_masks(1))
+        finally:
+            good.stop()
         srv = s3_server(tmp_path, url, rgw, bucket, secret_key="not-the-secret-key").start()
         try:
             with srv.client("alice") as alice:
                 masks = make_masks(2)
                 annotation = create_annotation(alice)
-                # Signing needs no call to storage; the upload itself is refused by RGW.
                 group = create_group(alice, annotation["id"], masks)
                 target = group["uploads"][0]
                 r = httpx.put(target["url"], content=masks[0].body, headers=target["headers"])
