@@ -119,7 +119,11 @@ restore)
   data="$dir/$name"
   args=()
   if [ "$target" != latest ]; then
-    args=(--type=time "--target=$target" --target-action=promote)
+    # The newest backup set, named: pgBackRest's own choice by time compares whole seconds
+    # and refuses a target within the second the backup ended (error 075).
+    label=$(pgbr "$dir" info --output=json \
+      | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)[0]["backup"][-1]["label"])')
+    args=(--type=time "--target=$target" --target-action=promote "--set=$label")
   fi
   # A drill's restored cluster must not archive into the stanza the original still owns.
   pgbr "$dir" --pg1-path="$data" --archive-mode=off "${args[@]}" restore
