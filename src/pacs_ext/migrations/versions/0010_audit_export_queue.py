@@ -1,5 +1,9 @@
 """audit export queue: rows not in the bucket yet; audit ids under the high-water mark
 
+SQLite: audit_events is rebuilt with AUTOINCREMENT (as 0004 did for the tables in keys), or it
+takes max(rowid) + 1 and ignores the sequence `reindex` moves past the bucket's mark: the ids
+of audit rows lost with a database would be handed out again.
+
 Revision ID: 0010_audit_export_queue
 Revises: 0009_recovery_documents
 Create Date: 2026-11-29 05:00:00
@@ -17,6 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    _autoincrement(True)
     op.create_table(
         "audit_export_queue",
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -41,3 +46,16 @@ def downgrade() -> None:
         "(SELECT MAX(id) FROM audit_events), 0)"
     )
     op.drop_table("audit_export_queue")
+    _autoincrement(False)
+
+
+def _autoincrement(on: bool) -> None:
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        return
+    if bind.exec_driver_sql("PRAGMA foreign_keys").scalar():
+        raise RuntimeError("foreign keys are on: rebuilding the table would cascade-delete rows")
+    with op.batch_alter_table(
+        "audit_events", recreate="always", table_kwargs={"sqlite_autoincrement": on}
+    ):
+        pass
