@@ -4,7 +4,7 @@ counts the URLs, keeps the latest expiry, and is found by any of its object keys
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,12 +13,16 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from fixtures.databases import database
+from fixtures.inprocess import make_settings
 from fixtures.server import ServerProcess
 from pacs_ext.audit import repository, service
 from pacs_ext.audit.schemas import AuditAction, AuditFilters
+from pacs_ext.context import Ctx
 from pacs_ext.core.auth import Principal
+from pacs_ext.core.clock import FakeClock
 from pacs_ext.masks.service import issued_urls
 from pacs_ext.masks.uploads import PartUrl, Target
+from pacs_ext.storage.registry import create_storage
 
 from .conftest import DB_KINDS
 
@@ -41,6 +45,15 @@ async def session(migrated: str) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
+@pytest.fixture
+def as_(session: AsyncSession, tmp_path: Path) -> Callable[[str], Ctx]:
+    """as_(subject): a request context for that subject (audit ids reach the local store's
+    high-water mark)."""
+    settings = make_settings(tmp_path)
+    storage = create_storage(settings)
+    return lambda subject: Ctx(session, storage, settings, Principal(subject), FakeClock())
+
+
 def _target(name: str, expires: datetime, parts: list[PartUrl] | None = None) -> Target:
     return Target(
         filename=name,
@@ -56,8 +69,10 @@ def _target(name: str, expires: datetime, parts: list[PartUrl] | None = None) ->
     )
 
 
-async def test_one_row_names_every_object_of_the_batch(session: AsyncSession) -> None:
-    who = Principal("batcher")
+async def test_one_row_names_every_object_of_the_batch(
+    session: AsyncSession, as_: Callable[[str], Ctx]
+) -> None:
+    who = as_("batcher")
     expires = datetime.now(UTC).replace(microsecond=123456) + timedelta(minutes=10)
     part = PartUrl(part_number=1, url="https://s3/x?X-Amz-Signature=s", headers={}, size=5)
     targets = [
@@ -66,10 +81,8 @@ async def test_one_row_names_every_object_of_the_batch(session: AsyncSession) ->
         _target("c.png", expires - timedelta(microseconds=5)),
         _target("d.nii", expires, [replace(part, part_number=n) for n in (3, 4, 5)]),
     ]
-    await service.record_signed_urls(
-        session, who, "PUT", issued_urls(targets), annotation_id=1, group_id=2
-    )
-    await service.record(session, who, AuditAction.MASK_GROUP_CREATE, annotation_id=1, group_id=2)
+    await service.record_signed_urls(who, "PUT", issued_urls(targets), annotation_id=1, group_id=2)
+    await service.record(who, AuditAction.MASK_GROUP_CREATE, annotation_id=1, group_id=2)
     await session.commit()
 
     signed = AuditFilters(subject="batcher", action=AuditAction.SIGNED_URL_ISSUE)
@@ -102,16 +115,15 @@ async def test_one_row_names_every_object_of_the_batch(session: AsyncSession) ->
     assert (await repository.list_events(session, later, 100, 0))[1] == 0
 
 
-async def test_a_batch_of_one_object_also_names_it_in_object_key(session: AsyncSession) -> None:
-    who = Principal("single")
+async def test_a_batch_of_one_object_also_names_it_in_object_key(
+    session: AsyncSession, as_: Callable[[str], Ctx]
+) -> None:
+    who = as_("single")
     expires = datetime.now(UTC) + timedelta(minutes=5)
     part = PartUrl(part_number=8001, url="u", headers={}, size=5)
     page = _target("v.nii", expires, [part, replace(part, part_number=8002)])
+    await service.record_signed_urls(who, "PUT", issued_urls([page]), annotation_id=1, group_id=2)
     await service.record_signed_urls(
-        session, who, "PUT", issued_urls([page]), annotation_id=1, group_id=2
-    )
-    await service.record_signed_urls(
-        session,
         who,
         "GET",
         [service.IssuedUrl("mask/1/2/a.png", expires)],
@@ -135,8 +147,8 @@ async def test_a_batch_of_one_object_also_names_it_in_object_key(session: AsyncS
     assert found[0].method == "GET"
 
 
-async def test_an_empty_batch_writes_nothing(session: AsyncSession) -> None:
-    await service.record_signed_urls(
-        session, Principal("nobody"), "PUT", [], annotation_id=1, group_id=1
-    )
+async def test_an_empty_batch_writes_nothing(
+    session: AsyncSession, as_: Callable[[str], Ctx]
+) -> None:
+    await service.record_signed_urls(as_("nobody"), "PUT", [], annotation_id=1, group_id=1)
     assert (await repository.list_events(session, AuditFilters(), 10, 0))[1] == 0

@@ -36,9 +36,7 @@ async def create(ctx: Ctx, body: AnnotationCreate) -> Annotation:
     async with translate_storage_errors("reserving ids in the bucket's high-water mark"):
         await high_water.reserve(session, ctx.storage, ctx.key_prefix, "annotations", annotation.id)
     await recovery_outbox.request(session, ANNOTATION_DOC, annotation.id)
-    await audit.record(
-        session, principal, AuditAction.ANNOTATION_CREATE, annotation_id=annotation.id
-    )
+    await audit.record(ctx, AuditAction.ANNOTATION_CREATE, annotation_id=annotation.id)
     return annotation
 
 
@@ -86,8 +84,7 @@ async def update(ctx: Ctx, annotation_id: int, body: AnnotationUpdate) -> Annota
     await session.flush()
     await session.refresh(annotation)
     await audit.record(
-        session,
-        principal,
+        ctx,
         AuditAction.ANNOTATION_UPDATE,
         annotation_id=annotation_id,
         detail={"fields": sorted(changes)},
@@ -175,8 +172,6 @@ async def delete(ctx: Ctx, annotation_id: int) -> None:
         prefix=annotation_prefix(key_prefix, annotation_id),
     )
     await repository.delete_by_id(session, annotation_id)
-    await audit.record(
-        session, principal, AuditAction.ANNOTATION_DELETE, annotation_id=annotation_id
-    )
+    await audit.record(ctx, AuditAction.ANNOTATION_DELETE, annotation_id=annotation_id)
     await deletions.run_now(session, storage, key_prefix, [pending], f"annotation {annotation_id}")
     await write_annotation_document(ctx, annotation_id)  # its tombstone

@@ -10,14 +10,18 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
-from ..models import AuditEvent
+from ..models import AuditEvent, AuditExportQueue
 from .schemas import AuditFilters
 
 _TABLE = cast(Table, AuditEvent.__table__)
 
 
-async def insert_event(session: AsyncSession, row: Mapping[str, object]) -> None:
-    await session.execute(insert(_TABLE).values(**row))
+async def insert_event(session: AsyncSession, row: Mapping[str, object]) -> int:
+    """The row and its place in the export queue (objects/audit_export.py); returns its id."""
+    inserted = await session.execute(insert(_TABLE).values(**row).returning(_TABLE.c.id))
+    event_id = int(inserted.scalar_one())
+    await session.execute(insert(AuditExportQueue).values(id=event_id))
+    return event_id
 
 
 async def get_event(session: AsyncSession, event_id: int) -> AuditEvent | None:

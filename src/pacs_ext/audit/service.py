@@ -1,5 +1,9 @@
 """Audit rows, written in the caller's transaction: an action that rolls back leaves no row.
 
+Like annotation, group and mask ids, audit ids are covered by the bucket's high-water mark
+(objects/high_water.py) before the transaction commits: after a rebuild from the bucket, no
+audit id is handed out again, not even one of the rows the janitor had not exported yet.
+
 Callers make one small call per action. The signed URLs of one request are one row, naming
 the objects they reach, the method and the expiry: the URLs and their signatures are
 credentials and never reach the database.
@@ -12,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..context import Ctx
 from ..core.auth import Principal
@@ -20,6 +23,8 @@ from ..core.errors import Forbidden, NotFound
 from ..core.schemas import Pagination
 from ..models import AuditEvent
 from ..models.base import utcnow
+from ..objects import high_water
+from ..storage.errors import translate_storage_errors
 from . import repository
 from .schemas import AuditAction, AuditFilters
 
@@ -63,9 +68,16 @@ def _common(
     }
 
 
+async def _insert(ctx: Ctx, row: dict[str, object]) -> None:
+    event_id = await repository.insert_event(ctx.session, row)
+    # A storage failure here fails the request (503): its id is not covered, so its
+    # transaction must not commit.
+    async with translate_storage_errors("reserving ids in the bucket's high-water mark"):
+        await high_water.reserve(ctx.session, ctx.storage, ctx.key_prefix, "audit_events", event_id)
+
+
 async def record(
-    session: AsyncSession,
-    principal: Principal,
+    ctx: Ctx,
     action: AuditAction,
     *,
     annotation_id: int | None = None,
@@ -74,14 +86,13 @@ async def record(
     object_key: str | None = None,
     detail: dict[str, object] | None = None,
 ) -> None:
-    row = _common(principal, action, annotation_id, group_id, mask_id)
+    row = _common(ctx.principal, action, annotation_id, group_id, mask_id)
     row.update(object_key=object_key, detail=detail)
-    await repository.insert_event(session, row)
+    await _insert(ctx, row)
 
 
 async def record_signed_urls(
-    session: AsyncSession,
-    principal: Principal,
+    ctx: Ctx,
     method: str,
     urls: Sequence[IssuedUrl],
     *,
@@ -96,7 +107,7 @@ async def record_signed_urls(
     part in part_number), as single-object rows always did."""
     if not urls:
         return
-    row = _common(principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, mask_id)
+    row = _common(ctx.principal, AuditAction.SIGNED_URL_ISSUE, annotation_id, group_id, mask_id)
     keys = [u.object_key for u in urls]
     parts = {u.object_key: list(u.parts) for u in urls if u.parts is not None}
     row.update(
@@ -109,7 +120,7 @@ async def record_signed_urls(
     )
     if len(urls) == 1:
         row.update(object_key=keys[0], part_number=urls[0].parts[0] if urls[0].parts else None)
-    await repository.insert_event(session, row)
+    await _insert(ctx, row)
 
 
 async def get_event(ctx: Ctx, event_id: int) -> AuditEvent:

@@ -319,8 +319,8 @@ class JanitorSettings(BaseModel):
     # A deleted annotation, group or mask is remembered this long, so a retried DELETE
     # (its first answer lost) gets 204 rather than 404; the janitor prunes older ones.
     tombstone_retention_seconds: int = Field(86400, ge=60)
-    # Audit rows are exported to the bucket (recovery) once this old, so that transactions
-    # holding lower ids have committed first.
+    # Audit rows are exported to the bucket (recovery) once this old: fewer, larger batches.
+    # (A row committed late is not skipped either way: the export works from a queue.)
     audit_export_settle_seconds: int = Field(60, ge=0)
 
 

@@ -138,8 +138,7 @@ async def start(
     ctx.session.add(export)
     await ctx.session.flush()
     await audit.record(
-        ctx.session,
-        ctx.principal,
+        ctx,
         AuditAction.MASK_GROUP_EXPORT,
         annotation_id=annotation_id,
         group_id=group_id,
@@ -206,8 +205,7 @@ async def to_read(ctx: Ctx, downloads: DownloadSigner, export: SegExport) -> Exp
         )
         read.download_url, read.download_expires_at = signed.url, signed.expires_at
         await audit.record_signed_urls(
-            ctx.session,
-            ctx.principal,
+            ctx,
             "GET",
             [audit.IssuedUrl(export.object_key, signed.expires_at)],
             annotation_id=export.annotation_id,

@@ -468,8 +468,7 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
     await repo.delete_mask(ctx.session, mask_id)
     await repo.delete_declared(ctx.session, group_id, mask.filename)
     await audit.record(
-        ctx.session,
-        ctx.principal,
+        ctx,
         AuditAction.MASK_DELETE,
         annotation_id=annotation_id,
         group_id=group_id,
@@ -486,8 +485,7 @@ async def delete_mask(ctx: Ctx, annotation_id: int, group_id: int, mask_id: int)
 async def audit_download(ctx: Ctx, annotation_id: int, mask: Mask, expires_at: datetime) -> None:
     """Record a signed GET handed out for the mask's object (key, method, expiry)."""
     await audit.record_signed_urls(
-        ctx.session,
-        ctx.principal,
+        ctx,
         "GET",
         [audit.IssuedUrl(mask.object_key, expires_at)],
         annotation_id=annotation_id,
@@ -501,8 +499,7 @@ async def _audit(
     ctx: Ctx, action: AuditAction, annotation_id: int, group_id: int, **detail: object
 ) -> None:
     await audit.record(
-        ctx.session,
-        ctx.principal,
+        ctx,
         action,
         annotation_id=annotation_id,
         group_id=group_id,
@@ -514,8 +511,7 @@ async def _audit_urls(
     ctx: Ctx, annotation_id: int, group_id: int, targets: Sequence[Target]
 ) -> None:
     await audit.record_signed_urls(
-        ctx.session,
-        ctx.principal,
+        ctx,
         "PUT",
         issued_urls(targets),
         annotation_id=annotation_id,

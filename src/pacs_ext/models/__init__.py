@@ -9,13 +9,14 @@ from .mask_group import MaskGroup
 from .mask_group_file import MaskGroupFile
 from .metadata_outbox import MetadataOutbox
 from .pending_deletion import PendingDeletion
-from .recovery import RecoveryMark, RecoveryOutbox
+from .recovery import AuditExportQueue, RecoveryMark, RecoveryOutbox
 from .seg_export import SegExport
 from .tombstone import Tombstone
 
 __all__ = [
     "Annotation",
     "AuditEvent",
+    "AuditExportQueue",
     "Base",
     "IdempotencyKey",
     "Mask",

@@ -29,9 +29,19 @@ class RecoveryOutbox(Base):
 
 class RecoveryMark(Base):
     """A named counter: `ids:<table>` is the id reserved in the bucket's high-water mark (no
-    id above it was ever handed out); `audit:exported` the last audit id exported."""
+    id above it was ever handed out)."""
 
     __tablename__ = "recovery_marks"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class AuditExportQueue(Base):
+    """An audit row not in the bucket yet: inserted with the row, in its transaction, and
+    removed once the janitor has stored the row's batch. A row that commits late (after rows
+    with higher ids were exported) is still here, so the export never skips it."""
+
+    __tablename__ = "audit_export_queue"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

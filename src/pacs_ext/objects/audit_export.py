@@ -1,28 +1,31 @@
 """Audit rows exported to the bucket in batches of JSON lines, so that `reindex` brings the
 trail back when the database and its backups are gone.
 
-Rows are exported in id order once they are `settle_seconds` old: a row is written in its
-action's transaction, and waiting lets transactions that took a lower id commit first (a row
-committed after a higher id was exported would otherwise be skipped for good). The last id
-exported is kept in `recovery_marks`, advanced in the transaction after the batch is stored;
-a run that dies between the two writes the same batch again, under the same key.
+Which rows are still to go is a queue (`audit_export_queue`): a row's id is queued in the
+row's own transaction and removed in the transaction after its batch is stored. There is no
+cursor to move past a row: on PostgreSQL ids are taken at insert and transactions commit in
+any order, so a row with a lower id can become visible after a higher one was exported, and
+it is exported by the next run all the same. Rows wait `settle_seconds` (fewer, larger
+batches); a run that dies between storing a batch and emptying its queue rows stores them
+again (the same rows and any that joined them: a batch key is only ever rewritten with more
+rows), and `reindex` takes each id once.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import undefer
 
-from ..models import AuditEvent, RecoveryMark
+from ..models import AuditEvent, AuditExportQueue
 from ..storage.base import ObjectStorage
 from .keys import audit_batch_key
 from .recovery_docs import json_lines
 
-EXPORTED = "audit:exported"
 BATCH = 10_000
+DELETE_CHUNK = 900  # bound parameters per statement (older SQLite allow 999)
 
 
 async def export(
@@ -39,16 +42,11 @@ async def export(
     total = 0
     while True:
         async with maker() as session:
-            after = int(
-                await session.scalar(
-                    select(RecoveryMark.value).where(RecoveryMark.name == EXPORTED)
-                )
-                or 0
-            )
             rows = list(
                 await session.scalars(
                     select(AuditEvent)
-                    .where(AuditEvent.id > after, AuditEvent.created_at < settled)
+                    .join(AuditExportQueue, AuditExportQueue.id == AuditEvent.id)
+                    .where(AuditEvent.created_at < settled)
                     .order_by(AuditEvent.id)
                     .limit(batch)
                     # A batch row's keys are deferred in lists; the export carries them all.
@@ -57,18 +55,18 @@ async def export(
             )
             if not rows:
                 return total
-            first, last = rows[0].id, rows[-1].id
             await storage.put_bytes(
-                audit_batch_key(key_prefix, first, last),
+                audit_batch_key(key_prefix, rows[0].id, rows[-1].id),
                 json_lines(list(rows)),
                 "application/x-ndjson",
             )
-            # Only forward: a concurrent run that got further is not undone.
-            await session.execute(
-                update(RecoveryMark)
-                .where(RecoveryMark.name == EXPORTED, RecoveryMark.value < last)
-                .values(value=last)
-            )
+            # Exactly the rows stored: one queued meanwhile inside the batch's range is not.
+            ids = [r.id for r in rows]
+            for i in range(0, len(ids), DELETE_CHUNK):
+                chunk = ids[i : i + DELETE_CHUNK]
+                await session.execute(
+                    delete(AuditExportQueue).where(AuditExportQueue.id.in_(chunk))
+                )
             await session.commit()
             total += len(rows)
             if len(rows) < batch:
@@ -81,12 +79,10 @@ async def waiting(
     """Settled rows not exported yet (what a run would export)."""
     settled = now - timedelta(seconds=settle_seconds)
     async with maker() as session:
-        after = await session.scalar(
-            select(RecoveryMark.value).where(RecoveryMark.name == EXPORTED)
-        )
         count = await session.scalar(
             select(func.count())
-            .select_from(AuditEvent)
-            .where(AuditEvent.id > int(after or 0), AuditEvent.created_at < settled)
+            .select_from(AuditExportQueue)
+            .join(AuditEvent, AuditEvent.id == AuditExportQueue.id)
+            .where(AuditEvent.created_at < settled)
         )
         return int(count or 0)

@@ -20,8 +20,10 @@ from ..storage.base import ObjectStorage
 from .keys import high_water_key
 from .recovery_docs import high_water_document
 
-# Ids reserved ahead of the largest one issued, per table: one bucket write per block.
-BLOCKS = {"annotations": 1_000, "mask_groups": 1_000, "masks": 100_000}
+# Ids reserved ahead of the largest one issued, per table: one bucket write per block. Audit
+# rows come one per request that changes something or hands out URLs (a viewer showing a
+# study makes one per mask it opens), so they get a block as large as the masks'.
+BLOCKS = {"annotations": 1_000, "mask_groups": 1_000, "masks": 100_000, "audit_events": 100_000}
 TABLES = tuple(BLOCKS)
 
 

@@ -38,7 +38,6 @@ from ..masks.verify import MaskRow
 from ..models import Annotation, AuditEvent, Mask, MaskGroup, RecoveryMark
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
-from ..objects.audit_export import EXPORTED
 from ..objects.claims import parse_key
 from ..objects.high_water import TABLES, mark_name
 from ..objects.keys import METADATA_NAME
@@ -168,7 +167,7 @@ async def reindex(
             floors = _floors(recovery, group_keys, docs, audit_ids)
             async with maker() as session:
                 await reset_sequences(session, floors)
-                await _keep_marks(session, recovery, audit_ids)
+                await _keep_marks(session, recovery)
                 await session.commit()
     return report
 
@@ -194,7 +193,7 @@ async def _move_sequences(
     if not report.dry_run:
         async with maker() as session:
             await reset_sequences(session, _floors(recovery, group_keys, [], []))
-            await _keep_marks(session, recovery, [])
+            await _keep_marks(session, recovery)
             await session.commit()
     return report
 
@@ -221,17 +220,14 @@ def _floors(
             + [d.group.id for d in docs]
         ),
         "masks": max([marks.get("masks", 0)] + [f.id or 0 for d in docs for f in d.files]),
-        "audit_events": max(audit_ids, default=0),
+        "audit_events": max([marks.get("audit_events", 0), *audit_ids]),
     }
 
 
-async def _keep_marks(
-    session: AsyncSession, recovery: RecoveryDocuments, audit_ids: list[int]
-) -> None:
-    """The rebuilt database starts from the bucket's marks: ids stay reserved, and the
-    audit export goes on after the last batch instead of writing it all again."""
+async def _keep_marks(session: AsyncSession, recovery: RecoveryDocuments) -> None:
+    """The rebuilt database starts from the bucket's marks: ids stay reserved. (Restored
+    audit rows are not queued for export: they came from the bucket.)"""
     values = {mark_name(t): recovery.high_water.get(t, 0) for t in TABLES}
-    values[EXPORTED] = max(audit_ids, default=0)
     for name, value in values.items():
         found = await session.execute(
             update(RecoveryMark)

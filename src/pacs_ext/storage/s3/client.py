@@ -4,8 +4,6 @@ for the thousands of signed URLs an upload session needs."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -37,6 +35,7 @@ from ..base import (
 )
 from ..expiry import Expiries
 from ..inert import FALLBACK_TYPE, IDENTITY, disposition, normalise
+from .digests import content_md5
 from .errors import S3Failure
 from .files import MiB, S3Files
 from .multipart import S3Multipart
@@ -380,8 +379,8 @@ class S3Storage(ObjectStorage):
             "Key": key,
             "Body": data,
             "ContentType": content_type,
-            # Small server-written objects (metadata.json): storage checks what arrived.
-            "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode(),  # noqa: S324
+            # Server-written objects (metadata.json): storage checks what arrived.
+            "ContentMD5": await content_md5(data),
         }
         if self.sse:
             kwargs["ServerSideEncryption"] = self.sse

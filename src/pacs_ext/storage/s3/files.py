@@ -34,6 +34,7 @@ from ..base import (
     multipart_etag,
     validate_key,
 )
+from .digests import md5_digest, update
 from .sigv4 import SigV4Presigner
 
 MiB = 1024 * 1024
@@ -72,7 +73,7 @@ class S3Files:
             data = await anyio.to_thread.run_sync(path.read_bytes)
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc.strerror}") from None
-        digest = hashlib.md5(data).digest()  # noqa: S324 - the S3 Content-MD5 contract
+        digest = await md5_digest(data)
         sent_b64 = base64.b64encode(digest).decode()
         if md5_b64 is not None and md5_b64 != sent_b64:
             raise ChecksumMismatch(f"{path}: the bytes read differ from the declared MD5")
@@ -177,8 +178,8 @@ class S3Files:
                         gate.release()
                         break
                     number += 1
-                    whole.update(body)
-                    md5 = hashlib.md5(body).digest()  # noqa: S324
+                    await update(whole, body)
+                    md5 = await md5_digest(body)
                     part_md5s.append(md5)
                     tasks.append(asyncio.create_task(send(number, body, md5)))
                     # Surface a failed part now instead of reading the rest of the file.
