@@ -1,21 +1,24 @@
 """The export runner: builds a SEG off the request, one export per slot.
 
 Storage reads run on the event loop (async, `dicom_seg.fetch_concurrency` at once); PNG
-decoding, the highdicom build and encoding, and STOW-RS run in a small thread pool, so the
-loop keeps answering requests. The SEG is written whole (one PUT) before the row says
-`succeeded`; any failure ends the export `failed` with a reason."""
+decoding, the highdicom build and encoding run in a worker process (seg/worker.py), STOW-RS
+in a thread, so the loop keeps answering requests. The SEG is written whole (one PUT) before
+the row says `succeeded`; any failure ends the export `failed` with a reason."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import multiprocessing
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
+from pydicom.dataset import Dataset
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.config import Settings
@@ -24,12 +27,12 @@ from ..models.base import utcnow
 from ..models.seg_export import FAILED, RUNNING, SUCCEEDED
 from ..objects import outbox
 from ..objects.keys import export_key
-from ..seg.build import Algorithm, Assembler, OverlapError, SegmentationType, SeriesInfo, build
-from ..seg.build import encode as encode_seg
+from ..seg.build import Algorithm, OverlapError, SegmentationType, SeriesInfo
 from ..seg.labels import LabelStyle
 from ..seg.mapping import MaskMapping, MaskRef
-from ..seg.pixels import PixelError, decode_mask
-from ..seg.warmup import warm_up
+from ..seg.pixels import PixelError
+from ..seg.worker import BuildRequest, BuildResult, build_seg
+from ..seg.worker import start as worker_start
 from ..storage.base import ObjectStorage, StorageError
 from . import repository as repo
 
@@ -37,6 +40,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 SessionFactory = Callable[[], AsyncSession]
 PROGRESS_EVERY = 1.0  # seconds between progress writes
+SERIES_CACHED = 8  # source series kept (a 350-slice series' attributes: a few MB)
+FETCHED = 0.5  # progress once every mask is read (then one step: the worker's build)
 
 
 @dataclass(slots=True)
@@ -55,13 +60,6 @@ class ExportJob:
     started: float = 0.0  # perf_counter when it left the queue
 
 
-def _warm_up() -> None:
-    try:
-        warm_up()
-    except Exception:  # only an optimisation: the first export pays instead
-        log.exception("seg_export.warm_up_failed")
-
-
 class ExportFailed(Exception):
     """An export that cannot finish; the message is what the export's `error` says."""
 
@@ -73,11 +71,35 @@ class ExportRunner:
         self.key_prefix = settings.object_storage.key_prefix
         self.fetch_concurrency = settings.dicom_seg.fetch_concurrency
         self.slots = asyncio.Semaphore(settings.dicom_seg.max_concurrent_exports)
-        # Two threads decode while the loop fetches; more only contend for 2 cores here.
+        self.compression = settings.dicom_seg.compression
+        # STOW-RS (blocking requests) runs in these threads.
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seg-export")
+        # Decoding, building and encoding run in worker processes, started on first use.
+        self.workers = settings.dicom_seg.max_concurrent_exports
+        self.procs: ProcessPoolExecutor | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        if settings.dicomweb.url:  # exports can run: pay highdicom's first use now
-            self.pool.submit(_warm_up)
+        self.series_ttl = settings.dicom_seg.series_cache_seconds
+        self._series: OrderedDict[tuple[str, str, str], tuple[float, list[Dataset]]] = OrderedDict()
+        if settings.dicomweb.url:  # exports can run: start a worker (it warms up) now
+            self._processes().submit(int)
+
+    def cached_series(self, key: tuple[str, str, str]) -> list[Dataset] | None:
+        """A source series' attributes read for an earlier export, while still fresh: reading
+        them costs the PACS a pass over every instance (1.8 s of Orthanc's for 350 slices,
+        0.8 s of parsing here), more than the rest of the POST."""
+        found = self._series.get(key)
+        if found is None or time.monotonic() - found[0] > self.series_ttl:
+            return None
+        self._series.move_to_end(key)
+        return found[1]
+
+    def keep_series(self, key: tuple[str, str, str], sources: list[Dataset]) -> None:
+        if self.series_ttl <= 0:
+            return
+        self._series[key] = (time.monotonic(), sources)
+        self._series.move_to_end(key)
+        while len(self._series) > SERIES_CACHED:
+            self._series.popitem(last=False)
 
     def submit(self, job: ExportJob) -> None:
         task = asyncio.get_running_loop().create_task(self.run(job), name=f"export-{job.export_id}")
@@ -89,6 +111,8 @@ class ExportRunner:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.procs is not None:
+            self.procs.shutdown(wait=True, cancel_futures=True)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -131,18 +155,26 @@ class ExportRunner:
             log.exception("seg_export.fail_not_recorded", export_id=job.export_id)
 
     async def _run(self, job: ExportJob) -> None:
-        assembler = await self._fetch_and_decode(job)
+        images = await self._fetch(job)
+        await self._set(job.export_id, phase="building", progress=FETCHED)
+        request = BuildRequest(
+            mapping=job.mapping,
+            segmentation_type=job.segmentation_type,
+            styles=job.styles,
+            algorithm=job.algorithm,
+            series=job.series,
+            compression=self.compression,
+            images=images,
+        )
+        del images
         t = time.perf_counter()
-        await self._set(job.export_id, phase="building", progress=0.8)
-        seg = await self._in_thread(build, assembler, job.styles, job.algorithm, job.series)
-        job.timings["build"] = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        data = await self._in_thread(encode_seg, seg)
-        job.timings["encode"] = round(time.perf_counter() - t, 3)
-        del assembler
+        result = await self._build(request)
+        job.timings["build_process"] = round(time.perf_counter() - t, 3)
+        job.timings.update(result.timings)
+        data, frames = result.data, result.frames
+        del result, request
         key = export_key(self.key_prefix, job.annotation_id, job.group_id, job.export_id)
-        size, frames = len(data), int(seg.NumberOfFrames)
-        del seg
+        size = len(data)
         await self._set(
             job.export_id,
             phase="writing and storing" if job.store else "writing",
@@ -182,6 +214,29 @@ class ExportRunner:
             await session.commit()
         await outbox.flush_quietly(self.maker, self.storage, self.key_prefix, job.group_id)
 
+    async def _build(self, request: BuildRequest) -> BuildResult:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._processes(), build_seg, request)
+        except (PixelError, OverlapError) as exc:
+            raise ExportFailed(str(exc)) from None
+        except BrokenProcessPool:
+            # Killed (out of memory, most likely): the next export gets a new process.
+            self.procs = None
+            raise ExportFailed(
+                "the worker process building the SEG died (out of memory?); start it again"
+            ) from None
+
+    def _processes(self) -> ProcessPoolExecutor:
+        if self.procs is None:
+            # spawn, not fork: the server has threads and an event loop a fork would copy.
+            self.procs = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker_start,
+            )
+        return self.procs
+
     async def _write(self, job: ExportJob, key: str, data: bytes) -> None:
         t = time.perf_counter()
         try:
@@ -205,53 +260,33 @@ class ExportRunner:
         if not any(s.sop_instance_uid == job.series.sop_instance_uid for s in stored):
             raise ExportFailed("STOW-RS answered without the SEG's SOP Instance UID")
 
-    async def _fetch_and_decode(self, job: ExportJob) -> Assembler:
-        mapping = job.mapping
-        assembler = await self._in_thread(Assembler, mapping, job.segmentation_type)
-        masks = mapping.masks
+    async def _fetch(self, job: ExportJob) -> list[tuple[MaskRef, bytes]]:
+        """Every mask's PNG bytes (small: ~1.5 KB each for organ masks), read concurrently."""
+        masks = job.mapping.masks
         limit = asyncio.Semaphore(self.fetch_concurrency)
         done = 0
         last_write = time.monotonic()
-        decode_seconds = 0.0
         t = time.perf_counter()
-        rows, columns = mapping.rows, mapping.columns
 
-        placing = threading.Lock()  # two labels of one LABELMAP frame: one at a time
-
-        def decode_and_place(data: bytes, mask: MaskRef) -> float:
-            # In the pool, not on the event loop: ~1 ms of numpy per 512x512 mask adds up.
-            t0 = time.perf_counter()
-            pixels = decode_mask(data, mask.filename, rows, columns)
-            with placing:
-                assembler.add(mask, pixels)
-            return time.perf_counter() - t0
-
-        async def one(mask: MaskRef) -> None:
-            nonlocal done, last_write, decode_seconds
+        async def one(mask: MaskRef) -> tuple[MaskRef, bytes]:
+            nonlocal done, last_write
             async with limit:
                 try:
                     data = await self.storage.get_bytes(mask.object_key)
                 except StorageError as exc:
                     raise ExportFailed(f"reading mask {mask.filename} failed: {exc}") from None
-                try:
-                    # Not `decode_seconds += await ...`: that reads the sum before awaiting
-                    # and loses what other masks added meanwhile.
-                    seconds = await self._in_thread(decode_and_place, data, mask)
-                except (PixelError, OverlapError) as exc:
-                    raise ExportFailed(str(exc)) from None
-            decode_seconds += seconds
             done += 1
             now = time.monotonic()
             if now - last_write >= PROGRESS_EVERY:
                 last_write = now
-                await self._set(job.export_id, progress=round(0.8 * done / len(masks), 3))
+                await self._set(job.export_id, progress=round(FETCHED * done / len(masks), 3))
+            return mask, data
 
         tasks = [asyncio.ensure_future(one(m)) for m in masks]
         try:
-            await asyncio.gather(*tasks)
+            images = await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
-        job.timings["fetch_decode"] = round(time.perf_counter() - t, 3)
-        job.timings["decode_cpu"] = round(decode_seconds, 3)
-        return assembler
+        job.timings["fetch"] = round(time.perf_counter() - t, 3)
+        return list(images)

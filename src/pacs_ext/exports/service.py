@@ -98,8 +98,11 @@ async def start(
         for m in rows
     ]
     study, series = annotation.study_instance_uid, annotation.series_instance_uid
+    cache_key = (pacs.url, study, series)
     try:
-        sources = await anyio.to_thread.run_sync(series_metadata, pacs, study, series)
+        sources = runner.cached_series(cache_key) or await anyio.to_thread.run_sync(
+            series_metadata, pacs, study, series
+        )
     except DicomwebError as exc:
         if exc.status == 404:
             raise Conflict(f"the source series {series} is not on the DICOMweb server") from None
@@ -107,7 +110,9 @@ async def start(
     if not sources:
         raise Conflict(f"the source series {series} is not on the DICOMweb server")
     try:
-        mapping = map_masks(refs, sort_along_normal(sources), body.slice_index_base)
+        ordered = sort_along_normal(sources)
+        runner.keep_series(cache_key, sources)
+        mapping = map_masks(refs, ordered, body.slice_index_base)
     except GeometryError as exc:
         raise Conflict(f"the source series cannot be used: {exc}") from None
     except MappingError as exc:
