@@ -312,9 +312,9 @@ def report(title: str, r: dict[str, object], floor_s: float) -> None:
     )
     print(
         f"    parts: POST (source series, mapping) {post:.2f} s; runner {t.get('total')} s = "
-        f"fetch {t.get('fetch')} s, worker process {t.get('build_process')} s (decode "
-        f"{t.get('decode')}, build {t.get('build')}, encode {t.get('encode')}, rest: "
-        f"transfer), write {t.get('write')} s | STOW {t.get('stow')} s (side by side)"
+        f"worker process {t.get('build_process')} s (read+decode {t.get('fetch_decode')}, "
+        f"build {t.get('build')}, encode {t.get('encode')}, rest: start and transfer), "
+        f"then write {t.get('write')} s | STOW {t.get('stow')} s (side by side)"
     )
     print(
         f"    vs floor: {total / floor_s:.1f}x; peak RSS growth {r['rss_growth_mib']:.0f} MiB "

@@ -48,7 +48,7 @@ async def test_export_stores_a_seg_that_reads_back_identical(
     assert state["status"] == "succeeded", state
     assert state["stored"] is True
     assert state["object_key"] == f"mask/{annotation_id}/{group_id}/exports/{state['id']}.dcm"
-    assert set(state["timings"]) >= {"fetch", "decode", "build", "encode", "write", "stow", "total"}
+    assert set(state["timings"]) >= {"fetch_decode", "build", "encode", "write", "stow", "total"}
     data = await _download(alice, state)
     _assert_same(data, ct, masks)
 

@@ -1,8 +1,8 @@
 """The export runner: builds a SEG off the request, one export per slot.
 
-Storage reads run on the event loop (async, `dicom_seg.fetch_concurrency` at once); PNG
-decoding, the highdicom build and encoding run in a worker process (seg/worker.py), STOW-RS
-in a thread, so the loop keeps answering requests. The SEG is written whole (one PUT) before
+Reading the masks (`dicom_seg.fetch_concurrency` at once), decoding them, the highdicom build
+and encoding run in a worker process (seg/worker.py), STOW-RS in a thread, so the event loop
+keeps answering requests. The SEG is written whole (one PUT) before
 the row says `succeeded`; any failure ends the export `failed` with a reason."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ..seg.build import Algorithm, OverlapError, SegmentationType, SeriesInfo
 from ..seg.labels import LabelStyle
 from ..seg.mapping import MaskMapping, MaskRef
 from ..seg.pixels import PixelError
-from ..seg.worker import BuildRequest, BuildResult, build_seg
+from ..seg.worker import BuildRequest, BuildResult, ReadError, build_seg
 from ..seg.worker import start as worker_start
 from ..storage.base import ObjectStorage, StorageError
 from . import repository as repo
@@ -41,7 +41,8 @@ T = TypeVar("T")
 SessionFactory = Callable[[], AsyncSession]
 PROGRESS_EVERY = 1.0  # seconds between progress writes
 SERIES_CACHED = 8  # source series kept (a 350-slice series' attributes: a few MB)
-FETCHED = 0.5  # progress once every mask is read (then one step: the worker's build)
+# How long the worker's presigned GET URLs stay valid: the whole read and decode, with room.
+LOCATION_TTL = 3600
 
 
 @dataclass(slots=True)
@@ -126,7 +127,7 @@ class ExportRunner:
         async with self.slots:
             job.started = time.perf_counter()
             try:
-                await self._set(job.export_id, status=RUNNING, phase="fetching", progress=0.0)
+                await self._set(job.export_id, status=RUNNING, phase="building", progress=0.0)
                 await self._run(job)
             except asyncio.CancelledError:
                 await self._fail(job, "the server stopped during the export; start it again")
@@ -155,8 +156,7 @@ class ExportRunner:
             log.exception("seg_export.fail_not_recorded", export_id=job.export_id)
 
     async def _run(self, job: ExportJob) -> None:
-        images = await self._fetch(job)
-        await self._set(job.export_id, phase="building", progress=FETCHED)
+        locations = await self._locations(job)
         request = BuildRequest(
             mapping=job.mapping,
             segmentation_type=job.segmentation_type,
@@ -164,9 +164,10 @@ class ExportRunner:
             algorithm=job.algorithm,
             series=job.series,
             compression=self.compression,
-            images=images,
+            locations=locations,
+            read_threads=self.fetch_concurrency,
         )
-        del images
+        del locations
         t = time.perf_counter()
         result = await self._build(request)
         job.timings["build_process"] = round(time.perf_counter() - t, 3)
@@ -181,23 +182,25 @@ class ExportRunner:
             progress=0.9,
             frames=frames,
         )
-        # Both only read `data`: the bucket and the PACS get it at the same time.
-        written = asyncio.ensure_future(self._write(job, key, data))
-        stowed = asyncio.ensure_future(self._stow(job, data))
-        try:
-            await asyncio.gather(written, stowed)
-        finally:
-            for task in (written, stowed):
-                task.cancel()
-            if written.done() and not written.cancelled() and written.exception() is None:
-                # In storage, whole: downloadable even when STOW-RS failed.
-                await self._set(
-                    job.export_id,
-                    object_key=key,
-                    file_size=size,
-                    series_instance_uid=job.series.series_instance_uid,
-                    sop_instance_uid=job.series.sop_instance_uid,
-                )
+        # Both only read `data`: the bucket and the PACS get it at the same time. Each is
+        # awaited to its end even when the other fails, so the SEG in storage is always
+        # whole or absent, never cut off by a STOW-RS refusal (docs/dicom-seg.md).
+        wrote, stowed = await asyncio.gather(
+            self._write(job, key, data), self._stow(job, data), return_exceptions=True
+        )
+        del data
+        if wrote is None:
+            # In storage, whole: downloadable even when STOW-RS failed.
+            await self._set(
+                job.export_id,
+                object_key=key,
+                file_size=size,
+                series_instance_uid=job.series.series_instance_uid,
+                sop_instance_uid=job.series.sop_instance_uid,
+            )
+        for outcome in (wrote, stowed):
+            if isinstance(outcome, BaseException):
+                raise outcome
         job.timings["total"] = round(time.perf_counter() - job.started, 3)
         async with self.maker() as session:
             await repo.set_fields(
@@ -218,7 +221,7 @@ class ExportRunner:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._processes(), build_seg, request)
-        except (PixelError, OverlapError) as exc:
+        except (ReadError, PixelError, OverlapError) as exc:
             raise ExportFailed(str(exc)) from None
         except BrokenProcessPool:
             # Killed (out of memory, most likely): the next export gets a new process.
@@ -260,33 +263,9 @@ class ExportRunner:
         if not any(s.sop_instance_uid == job.series.sop_instance_uid for s in stored):
             raise ExportFailed("STOW-RS answered without the SEG's SOP Instance UID")
 
-    async def _fetch(self, job: ExportJob) -> list[tuple[MaskRef, bytes]]:
-        """Every mask's PNG bytes (small: ~1.5 KB each for organ masks), read concurrently."""
+    async def _locations(self, job: ExportJob) -> list[tuple[MaskRef, str]]:
+        """Where the worker reads each mask; signing 1,750 URLs takes milliseconds."""
         masks = job.mapping.masks
-        limit = asyncio.Semaphore(self.fetch_concurrency)
-        done = 0
-        last_write = time.monotonic()
-        t = time.perf_counter()
-
-        async def one(mask: MaskRef) -> tuple[MaskRef, bytes]:
-            nonlocal done, last_write
-            async with limit:
-                try:
-                    data = await self.storage.get_bytes(mask.object_key)
-                except StorageError as exc:
-                    raise ExportFailed(f"reading mask {mask.filename} failed: {exc}") from None
-            done += 1
-            now = time.monotonic()
-            if now - last_write >= PROGRESS_EVERY:
-                last_write = now
-                await self._set(job.export_id, progress=round(FETCHED * done / len(masks), 3))
-            return mask, data
-
-        tasks = [asyncio.ensure_future(one(m)) for m in masks]
-        try:
-            images = await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-        job.timings["fetch"] = round(time.perf_counter() - t, 3)
-        return list(images)
+        await self.storage.prepare_signing()
+        where = self.storage.read_locations([m.object_key for m in masks], LOCATION_TTL)
+        return list(zip(masks, where, strict=True))
