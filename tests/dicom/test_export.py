@@ -253,3 +253,48 @@ async def test_an_export_that_stopped_moving_reads_as_failed(
     assert state["status"] == "failed"
     assert "interrupted" in state["error"]
     assert state["download_url"] is None
+
+
+async def test_the_sweep_marks_stale_exports_failed_in_the_database(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess
+) -> None:
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(1)))
+    now = datetime.now(UTC)
+    ids = {}
+    async with pacs_app.app.state.sessionmaker() as session:
+        for name, status, updated in [
+            ("stale running", "running", now - timedelta(minutes=6)),
+            ("stale queued", "queued", now - timedelta(minutes=30)),
+            ("moving", "running", now - timedelta(seconds=20)),
+        ]:
+            row = SegExport(
+                group_id=group_id,
+                annotation_id=annotation_id,
+                created_by="alice",
+                segmentation_type="LABELMAP",
+                status=status,
+                phase="building",
+                progress=0.5,
+                stored=False,
+                store=False,
+                timings={},
+                updated_at=updated,
+            )
+            session.add(row)
+            await session.flush()
+            ids[name] = row.id
+        await session.commit()
+    # What the server does at start-up and every minute after.
+    assert await pacs_app.app.state.exports.sweep() >= 2  # and any an earlier test left
+    async with pacs_app.app.state.sessionmaker() as session:
+        rows = {name: await session.get(SegExport, i) for name, i in ids.items()}
+        for name in ("stale running", "stale queued"):
+            row = rows[name]
+            assert row is not None
+            assert row.status == "failed", name
+            assert row.error is not None and "interrupted" in row.error
+            assert row.finished_at is not None
+        moving = rows["moving"]
+        assert moving is not None and moving.status == "running"
+        moving.status = "failed"  # not left for other tests to see running
+        await session.commit()

@@ -43,6 +43,10 @@ PROGRESS_EVERY = 1.0  # seconds between progress writes
 SERIES_CACHED = 8  # source series kept (a 350-slice series' attributes: a few MB)
 # How long the worker's presigned GET URLs stay valid: the whole read and decode, with room.
 LOCATION_TTL = 3600
+# A running export writes its row this often while the worker builds, so that it never
+# looks stale (repository.STALE_AFTER); stale ones are marked failed this often.
+HEARTBEAT = 30.0
+SWEEP_EVERY = 60.0
 
 
 @dataclass(slots=True)
@@ -79,6 +83,7 @@ class ExportRunner:
         self.workers = settings.dicom_seg.max_concurrent_exports
         self.procs: ProcessPoolExecutor | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self.series_ttl = settings.dicom_seg.series_cache_seconds
         self._series: OrderedDict[tuple[str, str, str], tuple[float, list[Dataset]]] = OrderedDict()
         if settings.dicomweb.url:  # exports can run: start a worker (it warms up) now
@@ -102,12 +107,36 @@ class ExportRunner:
         while len(self._series) > SERIES_CACHED:
             self._series.popitem(last=False)
 
+    def start(self) -> None:
+        """Sweep exports left running by a server that stopped: at start-up, then now and
+        then (another process's may stop later)."""
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def sweep(self) -> int:
+        async with self.maker() as session:
+            count = await repo.fail_stale(session)
+            await session.commit()
+        if count:
+            log.warning("seg_export.stale_failed", count=count)
+        return count
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # the database may be away for a while: next round
+                log.exception("seg_export.sweep_failed")
+            await asyncio.sleep(SWEEP_EVERY)
+
     def submit(self, job: ExportJob) -> None:
         task = asyncio.get_running_loop().create_task(self.run(job), name=f"export-{job.export_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -169,7 +198,7 @@ class ExportRunner:
         )
         del locations
         t = time.perf_counter()
-        result = await self._build(request)
+        result = await self._build(job.export_id, request)
         job.timings["build_process"] = round(time.perf_counter() - t, 3)
         job.timings.update(result.timings)
         data, frames = result.data, result.frames
@@ -217,10 +246,15 @@ class ExportRunner:
             await session.commit()
         await outbox.flush_quietly(self.maker, self.storage, self.key_prefix, job.group_id)
 
-    async def _build(self, request: BuildRequest) -> BuildResult:
+    async def _build(self, export_id: int, request: BuildRequest) -> BuildResult:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._processes(), build_seg, request)
+            running = loop.run_in_executor(self._processes(), build_seg, request)
+            while True:
+                done, _ = await asyncio.wait([running], timeout=HEARTBEAT)
+                if done:
+                    return running.result()
+                await self._set(export_id)  # alive: not stale
         except (ReadError, PixelError, OverlapError) as exc:
             raise ExportFailed(str(exc)) from None
         except BrokenProcessPool:
