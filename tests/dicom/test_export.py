@@ -13,11 +13,12 @@ import pydicom
 import pytest
 
 from fixtures.dicom import Series, to_bytes
-from fixtures.inprocess import InProcess
+from fixtures.inprocess import AppFactory, InProcess
 from fixtures.seg_groups import LABELS, Masks, export, masks_for, upload_group
 from pacs_ext.dicomweb import DicomwebTarget, find_series, retrieve_instance
 from pacs_ext.models import SegExport
 from pacs_ext.objects.claims import claimed_keys
+from pacs_ext.recovery.reindex import reindex
 from pacs_ext.seg.read import read_seg
 
 
@@ -292,9 +293,38 @@ async def test_the_sweep_marks_stale_exports_failed_in_the_database(
             row = rows[name]
             assert row is not None
             assert row.status == "failed", name
-            assert row.error is not None and "interrupted" in row.error
+            assert row.error is not None
+            assert "interrupted" in row.error
             assert row.finished_at is not None
         moving = rows["moving"]
-        assert moving is not None and moving.status == "running"
+        assert moving is not None
+        assert moving.status == "running"
         moving.status = "failed"  # not left for other tests to see running
         await session.commit()
+
+
+async def test_reindex_brings_the_groups_exports_back(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess, make_app: AppFactory
+) -> None:
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(3)))
+    state = await export(alice, annotation_id, group_id, segmentation_type="BINARY")
+    assert state["status"] == "succeeded", state
+    # The database is lost; a new, empty one is rebuilt from the bucket alone.
+    fresh = await make_app()
+    report = await reindex(
+        pacs_app.app.state.storage,
+        fresh.app.state.sessionmaker,
+        pacs_app.settings.object_storage.key_prefix,
+    )
+    assert report.exports >= 1
+    assert not [p for p in report.problems if "export" in p], report.problems
+    async with fresh.app.state.sessionmaker() as session:
+        row = await session.get(SegExport, state["id"])
+    assert row is not None
+    assert (row.group_id, row.annotation_id, row.created_by) == (group_id, annotation_id, "alice")
+    assert (row.status, row.segmentation_type, row.stored) == ("succeeded", "BINARY", False)
+    assert row.object_key == state["object_key"]
+    assert row.file_size == state["file_size"]
+    assert row.frames == state["frames"]
+    assert row.sop_instance_uid == state["sop_instance_uid"]
+    assert row.series_instance_uid == state["series_instance_uid"]
