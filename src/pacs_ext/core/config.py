@@ -386,7 +386,7 @@ class DicomSegSettings(BaseModel):
     # Mask objects fetched from storage at once by one export.
     fetch_concurrency: int = Field(32, ge=1, le=256)
     # LABELMAP pixel data: "none" (Explicit VR Little Endian) or "rle" (RLE Lossless).
-    compression: Literal["none", "rle"] = "none"
+    compression: Literal["none", "rle"] = "rle"
     # How long a source series' attributes (WADO-RS metadata) are kept for the next export
     # of the same series; 0: read them for every export.
     series_cache_seconds: float = Field(600.0, ge=0, le=86400)

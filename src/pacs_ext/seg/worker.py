@@ -20,6 +20,7 @@ from pathlib import Path
 
 import urllib3
 
+from . import rle
 from .build import Algorithm, Assembler, SegmentationType, SeriesInfo, build, encode
 from .labels import LabelStyle
 from .mapping import MaskMapping, MaskRef
@@ -42,7 +43,7 @@ class BuildRequest:
     styles: list[LabelStyle]
     algorithm: Algorithm | None
     series: SeriesInfo
-    compression: str = "none"  # "none" or "rle" (LABELMAP only)
+    compression: str = "rle"  # "none" or "rle" (LABELMAP only)
     # One (mask, where to read its PNG: a file path or a presigned GET URL) per mask.
     locations: list[tuple[MaskRef, str]] = field(default_factory=list)
     read_threads: int = 16
@@ -56,7 +57,9 @@ class BuildResult:
 
 
 def start() -> None:
-    """Process initializer: pay highdicom's first use before the first export."""
+    """Process initializer: the fast RLE encoder first, then pay highdicom's first use
+    before the first export."""
+    rle.install()
     warm_up()
 
 
