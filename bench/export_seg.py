@@ -233,8 +233,8 @@ def server(
     db = f"sqlite+aiosqlite:///{folder / 'pacs.db'}"
     if kind == "local":
         srv = ServerProcess(data_dir=folder, database_url=db, extra_env=env)
-        srv.start()
         try:
+            srv.start()
             yield srv
         finally:
             srv.stop()
@@ -243,8 +243,8 @@ def server(
     with rgw.bucket() as bucket:
         srv = s3_server(folder, db, rgw, bucket)
         srv.extra_env.update(env)
-        srv.start()
         try:
+            srv.start()
             yield srv
         finally:
             srv.stop()

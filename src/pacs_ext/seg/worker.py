@@ -66,6 +66,7 @@ def start() -> None:
 def build_seg(request: BuildRequest) -> BuildResult:
     """Decode, place, build and encode; PixelError or OverlapError name the mask at fault."""
     t = time.perf_counter()
+    rle.forget()
     assembler = Assembler(request.mapping, request.segmentation_type)
     _place_all(assembler, request.locations, request.read_threads)
     decoded = time.perf_counter()
