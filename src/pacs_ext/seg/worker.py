@@ -11,6 +11,7 @@ is, and back the encoded SEG."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -59,6 +60,9 @@ class BuildResult:
 def start() -> None:
     """Process initializer: the fast RLE encoder first, then pay highdicom's first use
     before the first export."""
+    # urllib3 logs a retried request's whole URL: a presigned one's signature must not reach
+    # the server's stderr (this process has no log configuration of its own).
+    logging.getLogger("urllib3").setLevel(logging.CRITICAL)
     rle.install()
     warm_up()
 
