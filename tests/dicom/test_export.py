@@ -328,3 +328,26 @@ async def test_reindex_brings_the_groups_exports_back(
     assert row.frames == state["frames"]
     assert row.sop_instance_uid == state["sop_instance_uid"]
     assert row.series_instance_uid == state["series_instance_uid"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbled"])
+async def test_a_mask_the_worker_cannot_read_fails_the_export_naming_it(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess, damage: str
+) -> None:
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(2)))
+    path = (
+        pacs_app.settings.server.data_dir
+        / "objects"
+        / f"mask/{annotation_id}/{group_id}/0001_spleen.png"
+    )
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"not a png at all")
+    state = await export(alice, annotation_id, group_id)
+    assert state["status"] == "failed"
+    error = str(state["error"])
+    assert "0001_spleen.png" in error
+    assert ("reading mask" if damage == "missing" else "not a readable image") in error
+    assert state["download_url"] is None
+    assert not list(path.parent.glob("exports/*.dcm"))
