@@ -9,11 +9,13 @@ RGW from RGW_ENDPOINT/... or a throwaway scripts/rgw.sh one) a server process ge
 slices x labels PNG masks uploaded through the SDK, then exports it as a LABELMAP SEG with
 `store` (STOW-RS into Orthanc) while another thread polls GET /health back to back.
 
-Printed per storage: the whole export (POST to `succeeded`), its parts as the server timed
-them (fetch+decode wall time and decode CPU, build, encode, write, STOW), the server's peak
-RSS growth during the export (VmHWM after resetting it through /proc/PID/clear_refs), and
-/health p50/p99/max. The floor is measured in this process on the same arrays: highdicom's
-own Segmentation() build + encode of the same volume.
+Printed per storage, for a first export (the source series read from Orthanc) and a second
+one (its attributes cached): the whole export (POST to `succeeded`), its parts as the server
+timed them (the worker process: read+decode, build, encode; then write and STOW side by
+side), the peak RSS growth of the server and its worker processes during the export (VmHWM
+after resetting it through /proc/PID/clear_refs), and /health p50/p99/max. The floors are
+measured in this process on the same arrays: highdicom's own Segmentation() build + encode
+of the same volume, uncompressed and RLE. The load average is printed with each figure.
 """
 
 from __future__ import annotations
@@ -97,7 +99,10 @@ def stow_series(target: DicomwebTarget, series: Series) -> float:
 
 
 def floor(
-    target: DicomwebTarget, series: Series, masks: dict[tuple[int, str], np.ndarray]
+    target: DicomwebTarget,
+    series: Series,
+    masks: dict[tuple[int, str], np.ndarray],
+    compression: str,
 ) -> tuple[float, float]:
     """highdicom's own build + encode of the same volume (seconds each)."""
     sources = sort_along_normal(
@@ -113,7 +118,13 @@ def floor(
     styles = [labels.resolve(label, i) for i, label in enumerate(mapping.labels)]
     warm_up()  # the server warms up at start-up too (seg/warmup.py)
     t = time.perf_counter()
-    seg = build(assembler, styles, None, SeriesInfo(generate_uid(), generate_uid(), "floor"))
+    seg = build(
+        assembler,
+        styles,
+        None,
+        SeriesInfo(generate_uid(), generate_uid(), "floor"),
+        compression=compression,
+    )
     built = time.perf_counter() - t
     t = time.perf_counter()
     encode(seg)
@@ -127,6 +138,29 @@ def rss_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
+def family(pid: int) -> list[int]:
+    """The server and its child processes (the export's worker process among them)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out.extend(family(int(child)))
+    return out
+
+
+def reset_peaks(pids: list[int]) -> dict[int, int]:
+    before = {}
+    for pid in pids:
+        # Reset the peak RSS so VmHWM measures this export only.
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        before[pid] = rss_kib(pid, "VmRSS")
+    return before
+
+
+def peak_growth_mib(before: dict[int, int]) -> float:
+    """The sum over the server and its workers of each one's peak RSS above its start."""
+    return sum(rss_kib(pid, "VmHWM") - rss for pid, rss in before.items()) / 1024
+
+
 def poll_health(url: str, stop: threading.Event, out: list[float]) -> None:
     with httpx.Client(base_url=url, timeout=30) as c:
         while not stop.is_set():
@@ -137,10 +171,7 @@ def poll_health(url: str, stop: threading.Event, out: list[float]) -> None:
 
 def run_export(srv: ServerProcess, annotation: int, group: int) -> dict[str, object]:
     assert srv.proc is not None
-    pid = srv.proc.pid
-    # Reset the peak RSS so VmHWM measures this export only.
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    before = rss_kib(pid, "VmRSS")
+    before = reset_peaks(family(srv.proc.pid))
     stop = threading.Event()
     latencies: list[float] = []
     poller = threading.Thread(target=poll_health, args=(srv.url, stop, latencies))
@@ -165,7 +196,8 @@ def run_export(srv: ServerProcess, annotation: int, group: int) -> dict[str, obj
         "total": total,
         "post": post,
         "timings": state["timings"],
-        "rss_growth_mib": (rss_kib(pid, "VmHWM") - before) / 1024,
+        "rss_growth_mib": peak_growth_mib(before),
+        "processes": len(before),
         "health": (
             statistics.median(latencies) * 1000,
             latencies[int(len(latencies) * 0.99)] * 1000,
@@ -191,14 +223,18 @@ async def upload(srv: ServerProcess, series: Series, folder: Path) -> tuple[int,
 
 @contextlib.contextmanager
 def server(
-    kind: str, folder: Path, target: DicomwebTarget, rgw: Rgw | None
+    kind: str, folder: Path, target: DicomwebTarget, rgw: Rgw | None, compression: str
 ) -> Iterator[ServerProcess]:
-    env = {"APP_DICOMWEB__URL": target.url, "APP_LOGGING__LEVEL": "WARNING"}
+    env = {
+        "APP_DICOMWEB__URL": target.url,
+        "APP_LOGGING__LEVEL": "WARNING",
+        "APP_DICOM_SEG__COMPRESSION": compression,
+    }
     db = f"sqlite+aiosqlite:///{folder / 'pacs.db'}"
     if kind == "local":
         srv = ServerProcess(data_dir=folder, database_url=db, extra_env=env)
-        srv.start()
         try:
+            srv.start()
             yield srv
         finally:
             srv.stop()
@@ -207,8 +243,8 @@ def server(
     with rgw.bucket() as bucket:
         srv = s3_server(folder, db, rgw, bucket)
         srv.extra_env.update(env)
-        srv.start()
         try:
+            srv.start()
             yield srv
         finally:
             srv.stop()
@@ -221,6 +257,8 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=5, choices=range(1, len(LABELS) + 1))
     default = "both" if os.environ.get("RGW_ENDPOINT") else "local"
     parser.add_argument("--storage", choices=["local", "rgw", "both"], default=default)
+    parser.add_argument("--compression", choices=["none", "rle"], default="rle")
+    parser.add_argument("--runs", type=int, default=2, help="exports per storage")
     args = parser.parse_args()
     kinds = ["local", "rgw"] if args.storage == "both" else [args.storage]
     with tempfile.TemporaryDirectory(prefix="bench-seg-") as tmp:
@@ -236,40 +274,65 @@ def main() -> None:
             write_pngs(root / "pngs", masks)
             png_bytes = sum(p.stat().st_size for p in (root / "pngs").iterdir())
             print(f"masks: {len(masks):,} PNGs, {png_bytes / 1e6:.1f} MB, {args.labels} labels")
-            build_s, encode_s = floor(target, series, masks)
-            print(
-                f"floor (highdicom build + encode, same arrays, this process): "
-                f"{build_s + encode_s:.2f} s (build {build_s:.2f}, encode {encode_s:.2f})"
-            )
+            print(f"load average: {load()} (2 cores; other jobs share them)")
+            floors = {}
+            for compression in ("none", "rle"):
+                build_s, encode_s = floor(target, series, masks, compression)
+                floors[compression] = build_s + encode_s
+                print(
+                    f"floor, compression {compression} (highdicom build + encode, same arrays, "
+                    f"this process): {build_s + encode_s:.2f} s (build {build_s:.2f}, "
+                    f"encode {encode_s:.2f})"
+                )
             del masks
             for kind in kinds:
-                with server(kind, root / f"srv-{kind}", target, rgw) as srv:
+                with server(kind, root / f"srv-{kind}", target, rgw, args.compression) as srv:
                     annotation, group, up = asyncio.run(upload(srv, series, root / "pngs"))
-                    r = run_export(srv, annotation, group)
-                t = r["timings"]
-                assert isinstance(t, dict)
-                p50, p99, worst, n = r["health"]  # type: ignore[misc]
-                total, post = float(r["total"]), float(r["post"])  # type: ignore[arg-type]
-                size = int(r["size"]) / 1e6  # type: ignore[call-overload]
-                print(
-                    f"\n[{kind}] upload {up:.1f} s; export (POST to succeeded, LABELMAP, "
-                    f"{r['frames']} frames, {size:.1f} MB): {total:.2f} s"
-                )
-                print(
-                    f"  parts: POST (source series by WADO-RS, mapping) {post:.2f} s; "
-                    f"runner {t.get('total')} s = fetch+decode {t.get('fetch_decode')} s "
-                    f"(decode CPU {t.get('decode_cpu')} s), build {t.get('build')} s, "
-                    f"encode {t.get('encode')} s, write {t.get('write')} s, "
-                    f"STOW {t.get('stow')} s"
-                )
-                print(
-                    f"  vs floor: {total / (build_s + encode_s):.1f}x; "
-                    f"peak RSS growth {r['rss_growth_mib']:.0f} MiB"
-                )
-                print(
-                    f"  /health during export: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-                    f"max {worst:.1f} ms ({n} requests)"
-                )
+                    print(f"\n[{kind}] upload {up:.1f} s")
+                    for run in range(args.runs):
+                        # The first export reads the source series from Orthanc; later ones
+                        # find it in the server's cache (dicom_seg.series_cache_seconds).
+                        report(
+                            "cold series cache" if run == 0 else "series cached",
+                            run_export(srv, annotation, group),
+                            floors,
+                            args.compression,
+                        )
+            print(f"\nload average at the end: {load()}")
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def report(title: str, r: dict[str, object], floors: dict[str, float], compression: str) -> None:
+    t = r["timings"]
+    assert isinstance(t, dict)
+    health = r["health"]
+    assert isinstance(health, tuple)
+    p50, p99, worst, n = health
+    total, post = float(r["total"]), float(r["post"])  # type: ignore[arg-type]
+    size = int(r["size"]) / 1e6  # type: ignore[call-overload]
+    print(
+        f"  export, {title} (POST to succeeded, LABELMAP, {r['frames']} frames, "
+        f"{size:.1f} MB): {total:.2f} s  [load {load()}]"
+    )
+    print(
+        f"    parts: POST (source series, mapping) {post:.2f} s; runner {t.get('total')} s = "
+        f"worker process {t.get('build_process')} s (read+decode {t.get('fetch_decode')}, "
+        f"build {t.get('build')}, encode {t.get('encode')}, rest: start and transfer), "
+        f"then write {t.get('write')} s | STOW {t.get('stow')} s (side by side)"
+    )
+    print(
+        f"    vs floor: {total / floors[compression]:.1f}x the floor with the same compression "
+        f"({compression}), {total / floors['none']:.1f}x the uncompressed one; "
+        f"peak RSS growth {r['rss_growth_mib']:.0f} MiB "
+        f"(server and its {int(r['processes']) - 1} worker processes)"  # type: ignore[call-overload]
+    )
+    print(
+        f"    /health during export: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {worst:.1f} ms ({n} requests)"
+    )
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ def create_app(
         )
         # DICOM SEG exports run here, off the requests that start them.
         app.state.exports = ExportRunner(app.state.sessionmaker, app.state.storage, settings)
+        app.state.exports.start()
         janitor_task = periodic_janitor.start(
             engine, app.state.sessionmaker, app.state.storage, settings, clock
         )

@@ -96,5 +96,15 @@ async def test_dcmjs_parses_every_segment_and_frame(
         per_frame = ct.rows * ct.columns / 8  # one bit per pixel
     else:
         per_frame = ct.rows * ct.columns  # one label per byte
+        # RLE Lossless by default (dicom_seg.compression), decoded by dcmjs's RLE decoder:
+        # every label has the pixels of its masks.
+        assert seen["transferSyntax"] == "1.2.840.10008.1.2.5"
+        masks = masks_for(ct, range(3, 9))
+        numbers = {s["label"]: s["number"] for s in seen["segments"]}
+        expected = {
+            str(numbers[label]): sum(int(m.sum()) for (_, lb), m in masks.items() if lb == label)
+            for label in LABELS
+        }
+        assert seen["labelPixels"] == expected
     assert seen["pixelBytes"] >= frames * per_frame
     assert re.fullmatch(r"[0-9.]+", ct.sop_uids[0])

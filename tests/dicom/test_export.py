@@ -13,11 +13,12 @@ import pydicom
 import pytest
 
 from fixtures.dicom import Series, to_bytes
-from fixtures.inprocess import InProcess
+from fixtures.inprocess import AppFactory, InProcess
 from fixtures.seg_groups import LABELS, Masks, export, masks_for, upload_group
 from pacs_ext.dicomweb import DicomwebTarget, find_series, retrieve_instance
 from pacs_ext.models import SegExport
 from pacs_ext.objects.claims import claimed_keys
+from pacs_ext.recovery.reindex import reindex
 from pacs_ext.seg.read import read_seg
 
 
@@ -253,3 +254,100 @@ async def test_an_export_that_stopped_moving_reads_as_failed(
     assert state["status"] == "failed"
     assert "interrupted" in state["error"]
     assert state["download_url"] is None
+
+
+async def test_the_sweep_marks_stale_exports_failed_in_the_database(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess
+) -> None:
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(1)))
+    now = datetime.now(UTC)
+    ids = {}
+    async with pacs_app.app.state.sessionmaker() as session:
+        for name, status, updated in [
+            ("stale running", "running", now - timedelta(minutes=6)),
+            ("stale queued", "queued", now - timedelta(minutes=30)),
+            ("moving", "running", now - timedelta(seconds=20)),
+        ]:
+            row = SegExport(
+                group_id=group_id,
+                annotation_id=annotation_id,
+                created_by="alice",
+                segmentation_type="LABELMAP",
+                status=status,
+                phase="building",
+                progress=0.5,
+                stored=False,
+                store=False,
+                timings={},
+                updated_at=updated,
+            )
+            session.add(row)
+            await session.flush()
+            ids[name] = row.id
+        await session.commit()
+    # What the server does at start-up and every minute after.
+    assert await pacs_app.app.state.exports.sweep() >= 2  # and any an earlier test left
+    async with pacs_app.app.state.sessionmaker() as session:
+        rows = {name: await session.get(SegExport, i) for name, i in ids.items()}
+        for name in ("stale running", "stale queued"):
+            row = rows[name]
+            assert row is not None
+            assert row.status == "failed", name
+            assert row.error is not None
+            assert "interrupted" in row.error
+            assert row.finished_at is not None
+        moving = rows["moving"]
+        assert moving is not None
+        assert moving.status == "running"
+        moving.status = "failed"  # not left for other tests to see running
+        await session.commit()
+
+
+async def test_reindex_brings_the_groups_exports_back(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess, make_app: AppFactory
+) -> None:
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(3)))
+    state = await export(alice, annotation_id, group_id, segmentation_type="BINARY")
+    assert state["status"] == "succeeded", state
+    # The database is lost; a new, empty one is rebuilt from the bucket alone.
+    fresh = await make_app()
+    report = await reindex(
+        pacs_app.app.state.storage,
+        fresh.app.state.sessionmaker,
+        pacs_app.settings.object_storage.key_prefix,
+    )
+    assert report.exports >= 1
+    assert not [p for p in report.problems if "export" in p], report.problems
+    async with fresh.app.state.sessionmaker() as session:
+        row = await session.get(SegExport, state["id"])
+    assert row is not None
+    assert (row.group_id, row.annotation_id, row.created_by) == (group_id, annotation_id, "alice")
+    assert (row.status, row.segmentation_type, row.stored) == ("succeeded", "BINARY", False)
+    assert row.object_key == state["object_key"]
+    assert row.file_size == state["file_size"]
+    assert row.frames == state["frames"]
+    assert row.sop_instance_uid == state["sop_instance_uid"]
+    assert row.series_instance_uid == state["series_instance_uid"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbled"])
+async def test_a_mask_the_worker_cannot_read_fails_the_export_naming_it(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess, damage: str
+) -> None:
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(2)))
+    path = (
+        pacs_app.settings.server.data_dir
+        / "objects"
+        / f"mask/{annotation_id}/{group_id}/0001_spleen.png"
+    )
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"not a png at all")
+    state = await export(alice, annotation_id, group_id)
+    assert state["status"] == "failed"
+    error = str(state["error"])
+    assert "0001_spleen.png" in error
+    assert ("reading mask" if damage == "missing" else "not a readable image") in error
+    assert state["download_url"] is None
+    assert not list(path.parent.glob("exports/*.dcm"))

@@ -123,6 +123,7 @@ def test_reindex_reproduces_groups_and_masks(
             "annotations": 2,
             "groups": 3,
             "masks": 6 + 2 + 4,
+            "exports": 0,
             "audit_events": 0,  # no janitor ran, so nothing was exported
         }
         assert report["problems"] == []
@@ -137,6 +138,7 @@ def test_reindex_reproduces_groups_and_masks(
             "annotations": 0,
             "groups": 0,
             "masks": 0,
+            "exports": 0,
             "audit_events": 0,
         }
         assert merged["groups_present"] == 3

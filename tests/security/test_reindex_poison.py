@@ -117,6 +117,7 @@ def test_reindex_skips_what_the_api_refuses_and_resets_sequences(kind: str, tmp_
             "annotations": 0,
             "groups": 0,
             "masks": 0,
+            "exports": 0,
             "audit_events": 0,
         }
 

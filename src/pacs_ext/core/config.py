@@ -385,6 +385,11 @@ class DicomSegSettings(BaseModel):
     max_concurrent_exports: int = Field(1, ge=1, le=16)
     # Mask objects fetched from storage at once by one export.
     fetch_concurrency: int = Field(32, ge=1, le=256)
+    # LABELMAP pixel data: "none" (Explicit VR Little Endian) or "rle" (RLE Lossless).
+    compression: Literal["none", "rle"] = "rle"
+    # How long a source series' attributes (WADO-RS metadata) are kept for the next export
+    # of the same series; 0: read them for every export.
+    series_cache_seconds: float = Field(600.0, ge=0, le=86400)
 
 
 class Settings(BaseSettings):

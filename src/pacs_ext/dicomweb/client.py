@@ -137,10 +137,11 @@ def store_encoded(target: DicomwebTarget, files: Sequence[bytes]) -> list[Stored
         )
         del body
         if response.status_code not in (200, 202):
-            response.raise_for_status()
+            # The PACS's own words (a quota, a refused SOP class) say more than the status.
+            reason = " ".join(response.text.split())[:200] if response.text else ""
             raise DicomwebError(
                 f"storing by STOW-RS: the DICOMweb server at {target.url} answered "
-                f"{response.status_code}",
+                f"{response.status_code}" + (f": {reason}" if reason else ""),
                 response.status_code,
             )
         answer = Dataset.from_json(response.json()) if response.content else Dataset()

@@ -1,21 +1,24 @@
 """The export runner: builds a SEG off the request, one export per slot.
 
-Storage reads run on the event loop (async, `dicom_seg.fetch_concurrency` at once); PNG
-decoding, the highdicom build and encoding, and STOW-RS run in a small thread pool, so the
-loop keeps answering requests. The SEG is written whole (one PUT) before the row says
-`succeeded`; any failure ends the export `failed` with a reason."""
+Reading the masks (`dicom_seg.fetch_concurrency` at once), decoding them, the highdicom build
+and encoding run in a worker process (seg/worker.py), STOW-RS in a thread, so the event loop
+keeps answering requests. The SEG is written whole (one PUT) before
+the row says `succeeded`; any failure ends the export `failed` with a reason."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import multiprocessing
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
+from pydicom.dataset import Dataset
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.config import Settings
@@ -24,12 +27,12 @@ from ..models.base import utcnow
 from ..models.seg_export import FAILED, RUNNING, SUCCEEDED
 from ..objects import outbox
 from ..objects.keys import export_key
-from ..seg.build import Algorithm, Assembler, OverlapError, SegmentationType, SeriesInfo, build
-from ..seg.build import encode as encode_seg
+from ..seg.build import Algorithm, OverlapError, SegmentationType, SeriesInfo
 from ..seg.labels import LabelStyle
 from ..seg.mapping import MaskMapping, MaskRef
-from ..seg.pixels import PixelError, decode_mask
-from ..seg.warmup import warm_up
+from ..seg.pixels import PixelError
+from ..seg.worker import BuildRequest, BuildResult, ReadError, build_seg
+from ..seg.worker import start as worker_start
 from ..storage.base import ObjectStorage, StorageError
 from . import repository as repo
 
@@ -37,6 +40,13 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 SessionFactory = Callable[[], AsyncSession]
 PROGRESS_EVERY = 1.0  # seconds between progress writes
+SERIES_CACHED = 8  # source series kept (a 350-slice series' attributes: a few MB)
+# How long the worker's presigned GET URLs stay valid: the whole read and decode, with room.
+LOCATION_TTL = 3600
+# A running export writes its row this often while the worker builds, so that it never
+# looks stale (repository.STALE_AFTER); stale ones are marked failed this often.
+HEARTBEAT = 30.0
+SWEEP_EVERY = 60.0
 
 
 @dataclass(slots=True)
@@ -55,13 +65,6 @@ class ExportJob:
     started: float = 0.0  # perf_counter when it left the queue
 
 
-def _warm_up() -> None:
-    try:
-        warm_up()
-    except Exception:  # only an optimisation: the first export pays instead
-        log.exception("seg_export.warm_up_failed")
-
-
 class ExportFailed(Exception):
     """An export that cannot finish; the message is what the export's `error` says."""
 
@@ -73,11 +76,57 @@ class ExportRunner:
         self.key_prefix = settings.object_storage.key_prefix
         self.fetch_concurrency = settings.dicom_seg.fetch_concurrency
         self.slots = asyncio.Semaphore(settings.dicom_seg.max_concurrent_exports)
-        # Two threads decode while the loop fetches; more only contend for 2 cores here.
+        self.compression = settings.dicom_seg.compression
+        # STOW-RS (blocking requests) runs in these threads.
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seg-export")
+        # Decoding, building and encoding run in worker processes, started on first use.
+        self.workers = settings.dicom_seg.max_concurrent_exports
+        self.procs: ProcessPoolExecutor | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        if settings.dicomweb.url:  # exports can run: pay highdicom's first use now
-            self.pool.submit(_warm_up)
+        self._sweeper: asyncio.Task[None] | None = None
+        self.series_ttl = settings.dicom_seg.series_cache_seconds
+        self._series: OrderedDict[tuple[str, str, str], tuple[float, list[Dataset]]] = OrderedDict()
+        if settings.dicomweb.url:  # exports can run: start a worker (it warms up) now
+            self._processes().submit(int)
+
+    def cached_series(self, key: tuple[str, str, str]) -> list[Dataset] | None:
+        """A source series' attributes read for an earlier export, while still fresh: reading
+        them costs the PACS a pass over every instance (1.8 s of Orthanc's for 350 slices,
+        0.8 s of parsing here), more than the rest of the POST."""
+        found = self._series.get(key)
+        if found is None or time.monotonic() - found[0] > self.series_ttl:
+            return None
+        self._series.move_to_end(key)
+        return found[1]
+
+    def keep_series(self, key: tuple[str, str, str], sources: list[Dataset]) -> None:
+        if self.series_ttl <= 0:
+            return
+        self._series[key] = (time.monotonic(), sources)
+        self._series.move_to_end(key)
+        while len(self._series) > SERIES_CACHED:
+            self._series.popitem(last=False)
+
+    def start(self) -> None:
+        """Sweep exports left running by a server that stopped: at start-up, then now and
+        then (another process's may stop later)."""
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def sweep(self) -> int:
+        async with self.maker() as session:
+            count = await repo.fail_stale(session)
+            await session.commit()
+        if count:
+            log.warning("seg_export.stale_failed", count=count)
+        return count
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # the database may be away for a while: next round
+                log.exception("seg_export.sweep_failed")
+            await asyncio.sleep(SWEEP_EVERY)
 
     def submit(self, job: ExportJob) -> None:
         task = asyncio.get_running_loop().create_task(self.run(job), name=f"export-{job.export_id}")
@@ -85,10 +134,15 @@ class ExportRunner:
         task.add_done_callback(self.tasks.discard)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.procs is not None:
+            self.procs.shutdown(wait=True, cancel_futures=True)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -102,7 +156,7 @@ class ExportRunner:
         async with self.slots:
             job.started = time.perf_counter()
             try:
-                await self._set(job.export_id, status=RUNNING, phase="fetching", progress=0.0)
+                await self._set(job.export_id, status=RUNNING, phase="building", progress=0.0)
                 await self._run(job)
             except asyncio.CancelledError:
                 await self._fail(job, "the server stopped during the export; start it again")
@@ -131,41 +185,51 @@ class ExportRunner:
             log.exception("seg_export.fail_not_recorded", export_id=job.export_id)
 
     async def _run(self, job: ExportJob) -> None:
-        assembler = await self._fetch_and_decode(job)
+        locations = await self._locations(job)
+        request = BuildRequest(
+            mapping=job.mapping,
+            segmentation_type=job.segmentation_type,
+            styles=job.styles,
+            algorithm=job.algorithm,
+            series=job.series,
+            compression=self.compression,
+            locations=locations,
+            read_threads=self.fetch_concurrency,
+        )
+        del locations
         t = time.perf_counter()
-        await self._set(job.export_id, phase="building", progress=0.8)
-        seg = await self._in_thread(build, assembler, job.styles, job.algorithm, job.series)
-        job.timings["build"] = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        data = await self._in_thread(encode_seg, seg)
-        job.timings["encode"] = round(time.perf_counter() - t, 3)
-        del assembler
+        result = await self._build(job.export_id, request)
+        job.timings["build_process"] = round(time.perf_counter() - t, 3)
+        job.timings.update(result.timings)
+        data, frames = result.data, result.frames
+        del result, request
         key = export_key(self.key_prefix, job.annotation_id, job.group_id, job.export_id)
-        size, frames = len(data), int(seg.NumberOfFrames)
-        del seg
+        size = len(data)
         await self._set(
             job.export_id,
             phase="writing and storing" if job.store else "writing",
             progress=0.9,
             frames=frames,
         )
-        # Both only read `data`: the bucket and the PACS get it at the same time.
-        written = asyncio.ensure_future(self._write(job, key, data))
-        stowed = asyncio.ensure_future(self._stow(job, data))
-        try:
-            await asyncio.gather(written, stowed)
-        finally:
-            for task in (written, stowed):
-                task.cancel()
-            if written.done() and not written.cancelled() and written.exception() is None:
-                # In storage, whole: downloadable even when STOW-RS failed.
-                await self._set(
-                    job.export_id,
-                    object_key=key,
-                    file_size=size,
-                    series_instance_uid=job.series.series_instance_uid,
-                    sop_instance_uid=job.series.sop_instance_uid,
-                )
+        # Both only read `data`: the bucket and the PACS get it at the same time. Each is
+        # awaited to its end even when the other fails, so the SEG in storage is always
+        # whole or absent, never cut off by a STOW-RS refusal (docs/dicom-seg.md).
+        wrote, stowed = await asyncio.gather(
+            self._write(job, key, data), self._stow(job, data), return_exceptions=True
+        )
+        del data
+        if wrote is None:
+            # In storage, whole: downloadable even when STOW-RS failed.
+            await self._set(
+                job.export_id,
+                object_key=key,
+                file_size=size,
+                series_instance_uid=job.series.series_instance_uid,
+                sop_instance_uid=job.series.sop_instance_uid,
+            )
+        for outcome in (wrote, stowed):
+            if isinstance(outcome, BaseException):
+                raise outcome
         job.timings["total"] = round(time.perf_counter() - job.started, 3)
         async with self.maker() as session:
             await repo.set_fields(
@@ -181,6 +245,34 @@ class ExportRunner:
             await outbox.request(session, job.annotation_id, job.group_id)
             await session.commit()
         await outbox.flush_quietly(self.maker, self.storage, self.key_prefix, job.group_id)
+
+    async def _build(self, export_id: int, request: BuildRequest) -> BuildResult:
+        loop = asyncio.get_running_loop()
+        try:
+            running = loop.run_in_executor(self._processes(), build_seg, request)
+            while True:
+                done, _ = await asyncio.wait([running], timeout=HEARTBEAT)
+                if done:
+                    return running.result()
+                await self._set(export_id)  # alive: not stale
+        except (ReadError, PixelError, OverlapError) as exc:
+            raise ExportFailed(str(exc)) from None
+        except BrokenProcessPool:
+            # Killed (out of memory, most likely): the next export gets a new process.
+            self.procs = None
+            raise ExportFailed(
+                "the worker process building the SEG died (out of memory?); start it again"
+            ) from None
+
+    def _processes(self) -> ProcessPoolExecutor:
+        if self.procs is None:
+            # spawn, not fork: the server has threads and an event loop a fork would copy.
+            self.procs = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker_start,
+            )
+        return self.procs
 
     async def _write(self, job: ExportJob, key: str, data: bytes) -> None:
         t = time.perf_counter()
@@ -205,53 +297,9 @@ class ExportRunner:
         if not any(s.sop_instance_uid == job.series.sop_instance_uid for s in stored):
             raise ExportFailed("STOW-RS answered without the SEG's SOP Instance UID")
 
-    async def _fetch_and_decode(self, job: ExportJob) -> Assembler:
-        mapping = job.mapping
-        assembler = await self._in_thread(Assembler, mapping, job.segmentation_type)
-        masks = mapping.masks
-        limit = asyncio.Semaphore(self.fetch_concurrency)
-        done = 0
-        last_write = time.monotonic()
-        decode_seconds = 0.0
-        t = time.perf_counter()
-        rows, columns = mapping.rows, mapping.columns
-
-        placing = threading.Lock()  # two labels of one LABELMAP frame: one at a time
-
-        def decode_and_place(data: bytes, mask: MaskRef) -> float:
-            # In the pool, not on the event loop: ~1 ms of numpy per 512x512 mask adds up.
-            t0 = time.perf_counter()
-            pixels = decode_mask(data, mask.filename, rows, columns)
-            with placing:
-                assembler.add(mask, pixels)
-            return time.perf_counter() - t0
-
-        async def one(mask: MaskRef) -> None:
-            nonlocal done, last_write, decode_seconds
-            async with limit:
-                try:
-                    data = await self.storage.get_bytes(mask.object_key)
-                except StorageError as exc:
-                    raise ExportFailed(f"reading mask {mask.filename} failed: {exc}") from None
-                try:
-                    # Not `decode_seconds += await ...`: that reads the sum before awaiting
-                    # and loses what other masks added meanwhile.
-                    seconds = await self._in_thread(decode_and_place, data, mask)
-                except (PixelError, OverlapError) as exc:
-                    raise ExportFailed(str(exc)) from None
-            decode_seconds += seconds
-            done += 1
-            now = time.monotonic()
-            if now - last_write >= PROGRESS_EVERY:
-                last_write = now
-                await self._set(job.export_id, progress=round(0.8 * done / len(masks), 3))
-
-        tasks = [asyncio.ensure_future(one(m)) for m in masks]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-        job.timings["fetch_decode"] = round(time.perf_counter() - t, 3)
-        job.timings["decode_cpu"] = round(decode_seconds, 3)
-        return assembler
+    async def _locations(self, job: ExportJob) -> list[tuple[MaskRef, str]]:
+        """Where the worker reads each mask; signing 1,750 URLs takes milliseconds."""
+        masks = job.mapping.masks
+        await self.storage.prepare_signing()
+        where = self.storage.read_locations([m.object_key for m in masks], LOCATION_TTL)
+        return list(zip(masks, where, strict=True))

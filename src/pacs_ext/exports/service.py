@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,8 +32,6 @@ from . import repository as repo
 from .runner import ExportJob, ExportRunner
 from .schemas import ExportCreate, ExportRead
 
-# An export that has not moved for this long was cut off by a server stop.
-STALE_AFTER = timedelta(minutes=5)
 MAX_NAMES = 50  # masks a 409 names
 
 
@@ -98,8 +95,11 @@ async def start(
         for m in rows
     ]
     study, series = annotation.study_instance_uid, annotation.series_instance_uid
+    cache_key = (pacs.url, study, series)
     try:
-        sources = await anyio.to_thread.run_sync(series_metadata, pacs, study, series)
+        sources = runner.cached_series(cache_key) or await anyio.to_thread.run_sync(
+            series_metadata, pacs, study, series
+        )
     except DicomwebError as exc:
         if exc.status == 404:
             raise Conflict(f"the source series {series} is not on the DICOMweb server") from None
@@ -107,7 +107,9 @@ async def start(
     if not sources:
         raise Conflict(f"the source series {series} is not on the DICOMweb server")
     try:
-        mapping = map_masks(refs, sort_along_normal(sources), body.slice_index_base)
+        ordered = sort_along_normal(sources)
+        runner.keep_series(cache_key, sources)
+        mapping = map_masks(refs, ordered, body.slice_index_base)
     except GeometryError as exc:
         raise Conflict(f"the source series cannot be used: {exc}") from None
     except MappingError as exc:
@@ -189,12 +191,10 @@ async def list_for_group(
 
 async def to_read(ctx: Ctx, downloads: DownloadSigner, export: SegExport) -> ExportRead:
     read = ExportRead.model_validate(export)
-    if export.status in (QUEUED, RUNNING) and utcnow() - export.updated_at > STALE_AFTER:
+    if export.status in (QUEUED, RUNNING) and utcnow() - export.updated_at > repo.STALE_AFTER:
+        # The sweep (runner.py) has not come by yet.
         read.status = "failed"
-        read.error = (
-            f"interrupted: no progress for {int(STALE_AFTER.total_seconds())} s (the server "
-            "stopped during the export); start it again"
-        )
+        read.error = repo.STALE_ERROR
     if export.object_key:
         await masks.prepare_signing(ctx)
         signed = await downloads.sign_download(

@@ -9,6 +9,7 @@ into rows the API then cannot handle."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -85,11 +86,28 @@ class FileDoc(_Lenient):
         return None
 
 
+class ExportDoc(_Lenient):
+    """A succeeded DICOM SEG export listed in the document (objects/metadata.py)."""
+
+    id: int = Field(gt=0, le=MAX_BIGINT)
+    key: Text = Field(min_length=1, max_length=1024)
+    format: str = Field("dicom-seg", max_length=16)
+    segmentation_type: Literal["LABELMAP", "BINARY"]
+    size: int | None = Field(None, ge=0)
+    frames: int | None = Field(None, ge=0)
+    series_instance_uid: DicomUID | None = None
+    sop_instance_uid: DicomUID | None = None
+    stored: bool = False
+    created_by: Text | None = Field(None, max_length=255)  # absent before reindex knew exports
+    finished_at: AwareDatetime | None = None
+
+
 class MetadataDoc(_Lenient):
     schema_version: int
     annotation: AnnotationDoc
     group: GroupDoc
     files: list[FileDoc]
+    exports: list[ExportDoc] = Field(default_factory=list)
 
 
 class BadMetadata(ValueError):

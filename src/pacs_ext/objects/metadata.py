@@ -79,6 +79,8 @@ def document_head(
                 "format": e.format,
                 "segmentation_type": e.segmentation_type,
                 "size": e.file_size,
+                "frames": e.frames,
+                "created_by": e.created_by,
                 "series_instance_uid": e.series_instance_uid,
                 "sop_instance_uid": e.sop_instance_uid,
                 "stored": e.stored,

@@ -8,11 +8,12 @@ objects were left behind), the audit trail's exported batches, and the high-wate
 ids: every sequence is moved past it, so no id is handed out twice after the rebuild.
 
 Documents written before these existed (metadata.json only) still restore as before: the
-annotation from its groups' documents, with empty tool, data and sharing. Each annotation is
+annotation from its groups' documents, with empty tool, data and sharing. A group's
+succeeded DICOM SEG exports that its metadata.json lists come back with it, with their ids,
+when their objects are in the bucket at the listed size. Each annotation is
 restored in one transaction with its groups; what exists is left as it is, so running again
 adds nothing. Files a document names but storage lacks (or holds with another size or ETag)
-are reported and not recorded as masks. Folders under a group that are not its files
-(exports, say) are left alone.
+are reported and not recorded as masks.
 """
 
 from __future__ import annotations
@@ -35,18 +36,26 @@ from ..legacy.run import NoProgress, Progress
 from ..masks import repository as repo
 from ..masks.uploads import FileRow
 from ..masks.verify import MaskRow
-from ..models import Annotation, AuditEvent, Mask, MaskGroup, RecoveryMark
+from ..models import Annotation, AuditEvent, Mask, MaskGroup, RecoveryMark, SegExport
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
+from ..models.seg_export import SUCCEEDED as EXPORT_SUCCEEDED
 from ..objects.claims import parse_key
 from ..objects.high_water import TABLES, mark_name
-from ..objects.keys import METADATA_NAME
+from ..objects.keys import EXPORTS_DIR, METADATA_NAME
 from ..storage.base import ObjectArchived, ObjectInfo, ObjectStorage, StorageError
 from . import documents
 from .documents import AnnotationRecord, RecoveryDocuments
 
 FETCH_CONCURRENCY = 16
-SEQUENCES = ("annotations", "mask_groups", "masks", "mask_group_files", "audit_events")
+SEQUENCES = (
+    "annotations",
+    "mask_groups",
+    "masks",
+    "mask_group_files",
+    "audit_events",
+    "seg_exports",
+)
 AUDIT_CHUNK = 500
 
 
@@ -60,6 +69,7 @@ class ReindexReport:
     annotations: int = 0
     groups: int = 0
     masks: int = 0
+    exports: int = 0  # DICOM SEG exports listed in metadata.json
     groups_present: int = 0  # already in the database: left alone
     audit_events: int = 0
     deleted_skipped: int = 0  # documents of deleted annotations or groups: not restored
@@ -79,6 +89,7 @@ class ReindexReport:
                 "annotations": self.annotations,
                 "groups": self.groups,
                 "masks": self.masks,
+                "exports": self.exports,
                 "audit_events": self.audit_events,
             },
             "groups_present": self.groups_present,
@@ -284,6 +295,7 @@ async def _restore_one(
     """One annotation with its groups in one transaction; one the database refuses is
     reported and skipped, and the others are still restored."""
     before = (report.annotations, report.groups, report.masks, len(report.problems))
+    exports_before = report.exports
     async with maker() as session:
         try:
             await _restore_annotation(
@@ -295,6 +307,7 @@ async def _restore_one(
                 raise  # the database itself is in trouble: stop (sequences are still reset)
             await session.rollback()
             report.annotations, report.groups, report.masks = before[:3]
+            report.exports = exports_before
             del report.problems[before[3] :]
             orig = getattr(exc, "orig", None) or exc
             reason = (str(orig).splitlines() or [type(orig).__name__])[0]
@@ -507,6 +520,7 @@ async def _restore_group(
     for batch in (with_ids, [m for m in masks if "id" not in m]):
         for i in range(0, len(batch), CHUNK):
             await session.execute(insert(Mask.__table__), batch[i : i + CHUNK])  # type: ignore[arg-type]
+    await _restore_exports(session, annotation_id, doc, listing, completed, report)
     extra = [k for k in stored_keys if k not in named]
     if extra:
         report.problems.append(
@@ -515,6 +529,62 @@ async def _restore_group(
         )
     report.groups += 1
     report.masks += len(masks)
+
+
+async def _restore_exports(
+    session: AsyncSession,
+    annotation_id: int,
+    doc: MetadataDoc,
+    listing: dict[str, ObjectInfo],
+    completed: datetime,
+    report: ReindexReport,
+) -> None:
+    """The group's succeeded DICOM SEG exports its document lists, with their ids, when
+    their objects are still in the bucket, whole."""
+    rows = []
+    for e in doc.exports:
+        obj = listing.get(e.key)
+        tail = f"{doc.annotation.id}/{doc.group.id}/{EXPORTS_DIR}/{e.id}.dcm"
+        if e.key != tail and not e.key.endswith("/" + tail):
+            problem = f"not its group's export key (…/{tail})"
+        elif obj is None:
+            problem = "listed in metadata.json but missing from storage"
+        elif e.size is not None and obj.size != e.size:
+            problem = f"{obj.size} bytes in storage, {e.size} in metadata.json"
+        else:
+            problem = None
+        if problem:
+            report.problems.append(f"export {e.id} ({e.key}): {problem}; not restored")
+            continue
+        assert obj is not None
+        finished = e.finished_at or completed
+        rows.append(
+            {
+                "id": e.id,
+                "group_id": doc.group.id,
+                "annotation_id": annotation_id,
+                "created_by": e.created_by or doc.group.created_by,
+                "format": e.format,
+                "segmentation_type": e.segmentation_type,
+                "store": e.stored,
+                "status": EXPORT_SUCCEEDED,
+                "phase": "done",
+                "progress": 1.0,
+                "object_key": e.key,
+                "file_size": obj.size,
+                "frames": e.frames,
+                "series_instance_uid": e.series_instance_uid,
+                "sop_instance_uid": e.sop_instance_uid,
+                "stored": e.stored,
+                "timings": {},
+                "created_at": finished,
+                "updated_at": finished,
+                "finished_at": finished,
+            }
+        )
+    if rows:
+        await session.execute(insert(SegExport.__table__), rows)  # type: ignore[arg-type]
+        report.exports += len(rows)
 
 
 def _file_problem(size: int, etag: str | None, obj: ObjectInfo | None) -> str | None:

@@ -10,6 +10,7 @@ from typing import Literal
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from .labels import Code, LabelStyle, srgb_to_cielab
 from .mapping import MaskMapping, MaskRef
@@ -115,8 +116,12 @@ def build(
     styles: Sequence[LabelStyle],
     algorithm: Algorithm | None,
     series: SeriesInfo,
+    compression: str = "none",
 ) -> hd.seg.Segmentation:
+    """`compression` "rle": RLE Lossless pixel data (LABELMAP only; BINARY frames are
+    bit-packed, which no compressed transfer syntax but JPEG 2000 allows)."""
     labels = assembler.mapping.labels
+    syntax = RLELossless if compression == "rle" and assembler.kind == "LABELMAP" else None
     return hd.seg.Segmentation(
         source_images=assembler.sources,
         pixel_array=assembler.array,
@@ -133,6 +138,7 @@ def build(
         series_description=series.series_description[:64] or None,
         content_label="SEGMENTATION",
         content_description=(algorithm.name if algorithm else "manual segmentation")[:64],
+        transfer_syntax_uid=syntax or ExplicitVRLittleEndian,
     )
 
 

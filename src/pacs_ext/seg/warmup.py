@@ -58,4 +58,6 @@ def warm_up() -> None:
         assembler = Assembler(mapping, kind)
         assembler.add(mask, np.eye(8, dtype=bool))
         series = SeriesInfo(generate_uid(), generate_uid(), "warm-up")
-        read_seg(encode(build(assembler, [resolve("liver", 0)], None, series)))
+        # RLE: its encoder and decoder load on first use too (BINARY ignores it).
+        seg = build(assembler, [resolve("liver", 0)], None, series, compression="rle")
+        read_seg(encode(seg))

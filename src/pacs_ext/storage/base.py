@@ -210,6 +210,11 @@ class ObjectStorage(abc.ABC):
     async def close(self) -> None:
         return None
 
+    def read_locations(self, keys: Sequence[str], ttl_seconds: int) -> list[str]:
+        """Where another process can read each object without this one: a presigned GET URL
+        (call prepare_signing first), or a file path on the local store. Secrets: never log."""
+        return [self.sign_download(k, ttl_seconds).url for k in keys]
+
     async def prepare_signing(self) -> None:
         """Call before a batch of sign_* calls: loads or refreshes rotating credentials, so
         that a batch is signed with one frozen set. A no-op for static keys and local storage."""

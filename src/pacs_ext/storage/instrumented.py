@@ -186,6 +186,9 @@ class InstrumentedStorage(ObjectStorage):
     def sign_upload(self, spec: UploadSpec, ttl_seconds: int) -> SignedRequest:
         return self._signed("PresignPutObject", lambda: self.wrapped.sign_upload(spec, ttl_seconds))
 
+    def read_locations(self, keys: Sequence[str], ttl_seconds: int) -> list[str]:
+        return self.wrapped.read_locations(keys, ttl_seconds)
+
     def sign_download(
         self,
         key: str,

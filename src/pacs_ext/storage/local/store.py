@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -220,6 +220,9 @@ class LocalStorage(ObjectStorage):
             return await anyio.to_thread.run_sync(_info, key, path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
+
+    def read_locations(self, keys: Sequence[str], ttl_seconds: int) -> list[str]:
+        return [str(self.path_for(k)) for k in keys]
 
     async def get_bytes(self, key: str) -> bytes:
         path = self.path_for(key)
