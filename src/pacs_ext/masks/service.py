@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import NoReturn
 
 import anyio.to_thread
 import structlog
@@ -40,7 +41,7 @@ from .schemas import (
     PartRange,
 )
 from .uploads import FileRow, Target, check_specs, file_row, resolve_ttl, single_target
-from .verify import MaskRow, Verification, mask_row, verify
+from .verify import DeclaredFile, MaskRow, Verification, mask_row, verify
 
 log = structlog.get_logger(__name__)
 
@@ -181,6 +182,8 @@ async def upload_urls(
         async with translate_storage_errors("removing the objects of re-declared files"):
             await ctx.storage.delete_many(changed)
     targets = await _targets(ctx, group, rows, files, ttl, parts)
+    # A complete that listed storage before this commit records nothing from that listing.
+    group.declarations = (group.declarations or 0) + 1
     new_rows = []
     for row in rows:
         old = existing.get(row.filename)
@@ -223,56 +226,113 @@ async def complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
 
 async def _complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
     started = time.perf_counter()
-    # Locked until commit: files cannot be declared, nor the group deleted, while we verify.
     _, group = await writable_group(ctx, annotation_id, group_id, lock=True)
-    if group.status == COMPLETE:
-        # A retry after a completion whose metadata.json was not written yet finishes it.
-        await _write_metadata_after_commit(ctx, group_id)
-        return group
-    if group.status != PENDING:
-        raise Conflict(f"mask group {group_id} is {group.status} and cannot be completed")
+    if (settled := await _settled(ctx, group)) is not None:
+        return settled
     # A group may hold limits.max_files_per_group files (100,000 by default): reading, comparing
     # and serialising them is chunked or runs in a worker thread, so that the event loop keeps
     # serving other requests (/health) meanwhile.
     declared = await repo.declared_rows(ctx.session, group_id)
+    if declared and not any(f.upload_id for f in declared):
+        # Listing storage takes the longest part of a complete (seconds for a large group or
+        # a busy store). It runs with neither the group's lock nor a pooled connection held,
+        # so that other requests do not queue for the pool behind it (docs/scaling.md);
+        # storage can only lose objects meanwhile (they are write-once), and a re-declaration
+        # moves `declarations`, so a listing that verified everything is still true below
+        # when the counter has not moved.
+        seen = group.declarations
+        await ctx.session.commit()
+        result = await _verify(ctx, annotation_id, group_id, declared)
+        group_now = await repo.lock_group(ctx.session, annotation_id, group_id)
+        if group_now is None:
+            raise NotFound(f"mask group {group_id} not found in annotation {annotation_id}")
+        group = group_now
+        if (settled := await _settled(ctx, group)) is not None:
+            return settled
+        if result.passed and group.declarations == seen:
+            return await _record(ctx, annotation_id, group, declared, result, started)
+        # Changed meanwhile, or something is missing: decide again under the lock, so that
+        # what a 409 removes from storage is judged on what storage holds now.
+        declared = await repo.declared_rows(ctx.session, group_id)
+    # Locked until commit: files cannot be declared, nor the group deleted, while we verify.
     if not declared:
         raise Conflict(f"mask group {group_id} has no declared files to complete")
     multipart_problems = None
     if any(f.upload_id for f in declared):
         uploads = await repo.declared_files(ctx.session, group_id)
         multipart_problems = await multipart.finish_multipart(ctx, uploads)
-    prefix = group_prefix(ctx.key_prefix, annotation_id, group_id)
-    async with translate_storage_errors("complete (listing uploaded objects)"):
-        listing = await _listing(ctx.storage, prefix)
-    result = await anyio.to_thread.run_sync(verify, declared, listing)
+    result = await _verify(ctx, annotation_id, group_id, declared)
     if multipart_problems is not None:
         multipart.merge(result, multipart_problems)
     if not result.passed:
-        metrics.record_completion_failure(len(result.missing), len(result.mismatched))
-        log.warning(
-            "mask_group.upload_failed",
-            annotation_id=annotation_id,
-            group_id=group_id,
-            prefix=prefix,
-            missing=len(result.missing),
-            mismatched=len(result.mismatched),
-            error="; ".join(
-                f"{p.object_key}: {p.reason}" for p in (result.missing + result.mismatched)[:3]
-            ),
-        )
-        # Objects are write-once: a stored object that is not what was declared (a PUT of an
-        # old declaration's URL, say) would refuse the right bytes forever. It is never valid
-        # for this declaration, so it goes, and the file can be uploaded again.
-        single = {f.object_key for f in declared if not f.upload_id}
-        wrong = [p.object_key for p in result.mismatched if p.object_key in single]
-        if wrong:
-            async with translate_storage_errors("complete (removing mismatched objects)"):
-                await ctx.storage.delete_many(wrong)
-        raise Conflict(
-            f"{len(result.missing)} file(s) missing and {len(result.mismatched)} mismatched; "
-            "upload them (upload-urls renews expired URLs) and call complete again",
-            extra=conflict_body(result, ctx.settings.limits.conflict_max_names),
-        )
+        await _refuse(ctx, annotation_id, group_id, declared, result)
+    return await _record(ctx, annotation_id, group, declared, result, started)
+
+
+async def _settled(ctx: Ctx, group: MaskGroup) -> MaskGroup | None:
+    """The answer for a group no longer pending (under its lock), None while it is pending."""
+    if group.status == COMPLETE:
+        # A retry after a completion whose metadata.json was not written yet finishes it.
+        await _write_metadata_after_commit(ctx, group.id)
+        return group
+    if group.status != PENDING:
+        raise Conflict(f"mask group {group.id} is {group.status} and cannot be completed")
+    return None
+
+
+async def _verify(
+    ctx: Ctx, annotation_id: int, group_id: int, declared: Sequence[DeclaredFile]
+) -> Verification:
+    prefix = group_prefix(ctx.key_prefix, annotation_id, group_id)
+    async with translate_storage_errors("complete (listing uploaded objects)"):
+        listing = await _listing(ctx.storage, prefix)
+    return await anyio.to_thread.run_sync(verify, declared, listing)
+
+
+async def _refuse(
+    ctx: Ctx,
+    annotation_id: int,
+    group_id: int,
+    declared: Sequence[DeclaredFile],
+    result: Verification,
+) -> NoReturn:
+    metrics.record_completion_failure(len(result.missing), len(result.mismatched))
+    log.warning(
+        "mask_group.upload_failed",
+        annotation_id=annotation_id,
+        group_id=group_id,
+        prefix=group_prefix(ctx.key_prefix, annotation_id, group_id),
+        missing=len(result.missing),
+        mismatched=len(result.mismatched),
+        error="; ".join(
+            f"{p.object_key}: {p.reason}" for p in (result.missing + result.mismatched)[:3]
+        ),
+    )
+    # Objects are write-once: a stored object that is not what was declared (a PUT of an
+    # old declaration's URL, say) would refuse the right bytes forever. It is never valid
+    # for this declaration, so it goes, and the file can be uploaded again.
+    single = {f.object_key for f in declared if not f.upload_id}
+    wrong = [p.object_key for p in result.mismatched if p.object_key in single]
+    if wrong:
+        async with translate_storage_errors("complete (removing mismatched objects)"):
+            await ctx.storage.delete_many(wrong)
+    raise Conflict(
+        f"{len(result.missing)} file(s) missing and {len(result.mismatched)} mismatched; "
+        "upload them (upload-urls renews expired URLs) and call complete again",
+        extra=conflict_body(result, ctx.settings.limits.conflict_max_names),
+    )
+
+
+async def _record(
+    ctx: Ctx,
+    annotation_id: int,
+    group: MaskGroup,
+    declared: Sequence[DeclaredFile],
+    result: Verification,
+    started: float,
+) -> MaskGroup:
+    """Masks from a passed verification, under the group's lock; then metadata.json."""
+    group_id = group.id
     now = utcnow()
     rows = await anyio.to_thread.run_sync(_mask_rows, result, now)
     slice_count = len({f.slice_index for f in declared if f.slice_index is not None})
@@ -299,7 +359,7 @@ async def _complete(ctx: Ctx, annotation_id: int, group_id: int) -> MaskGroup:
         "mask_group.completed",
         annotation_id=annotation_id,
         group_id=group_id,
-        prefix=prefix,
+        prefix=group_prefix(ctx.key_prefix, annotation_id, group_id),
         files=len(rows),
         bytes=total_bytes,
         duration_ms=round(elapsed * 1000, 1),

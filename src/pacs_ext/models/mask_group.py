@@ -66,6 +66,13 @@ class MaskGroup(TimestampMixin, Base):
         BigInteger, nullable=False, default=0, server_default="0"
     )
 
+    # Bumped by every change to the declared files after creation (upload-urls): `complete`
+    # verifies storage without holding the group's lock and records the result only if this
+    # has not moved meanwhile (masks/service.py).
+    declarations: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
+
     annotation: Mapped[Annotation] = relationship(back_populates="mask_groups")
     files: Mapped[list[MaskGroupFile]] = relationship(
         back_populates="group", cascade="all, delete-orphan", passive_deletes=True

@@ -106,7 +106,8 @@ def files_json(masks: Sequence[Mask | Mapping[Any, Any]]) -> bytes:
 
 def _entry(m: Mask | Mapping[Any, Any]) -> dict[str, Any]:
     if isinstance(m, Mapping):
-        return {name: m.get(col) for col, name in FILE_FIELDS.items()}
+        # Subscripts: a RowMapping's `.get` is the generic Mapping one, in Python.
+        return {name: m[col] for col, name in FILE_FIELDS.items()}
     return {name: getattr(m, col) for col, name in FILE_FIELDS.items()}
 
 

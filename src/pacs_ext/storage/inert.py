@@ -36,8 +36,13 @@ def normalise(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def allowed_types(allowed: Iterable[str]) -> frozenset[str]:
+    """An allow-list normalised once, for checking many types against it."""
+    return frozenset(normalise(a) for a in allowed)
+
+
 def is_allowed(content_type: str, allowed: Iterable[str]) -> bool:
-    return normalise(content_type) in {normalise(a) for a in allowed}
+    return normalise(content_type) in allowed_types(allowed)
 
 
 def served_type(content_type: str | None, allowed: Iterable[str] = ()) -> str:

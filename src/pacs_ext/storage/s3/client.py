@@ -35,6 +35,7 @@ from ..base import (
 )
 from ..expiry import Expiries
 from ..inert import FALLBACK_TYPE, IDENTITY, disposition, normalise
+from . import timestamps
 from .digests import content_md5
 from .errors import S3Failure
 from .files import MiB, S3Files
@@ -118,6 +119,7 @@ class S3Storage(ObjectStorage):
             self.addressing_style = "virtual"
         self.fail = S3Failure(bucket, endpoint or f"AWS S3 ({region})")
         self._session = AioSession()
+        timestamps.use_fast_parser(self._session)
         self._static = (access_key, secret_key, session_token or None) if access_key else None
         self._presigner: SigV4Presigner | None = None
         self.frozen_credentials: tuple[str, str, str | None] | None = None
