@@ -84,6 +84,10 @@ class Run:
     server_cpu: float
     storage_cpu: float | None
     client_cpu: float
+    load: float = 0.0  # 1-minute load average when the run ended (other work on the machine)
+
+    def __post_init__(self) -> None:
+        self.load = self.load or os.getloadavg()[0]
 
 
 @contextlib.contextmanager
@@ -274,6 +278,7 @@ def median_run(runs: list[Run]) -> Run:
         server_cpu=statistics.median(r.server_cpu for r in runs),
         storage_cpu=statistics.median(storage) if storage else None,
         client_cpu=statistics.median(r.client_cpu for r in runs),
+        load=statistics.median(r.load for r in runs),
     )
 
 
@@ -284,7 +289,8 @@ def report(storage: str, r: Run) -> str:
         f"{storage:>18}: {r.seconds:6.2f} s  {r.files / r.seconds:6,.0f} files/s  "
         f"{mb / r.seconds:5.2f} MB/s  server CPU {r.server_cpu:5.2f} s "
         f"({r.server_cpu / r.files * 1000:.2f} ms/file){storage_cpu}  "
-        f"client CPU {r.client_cpu:5.2f} s ({r.client_cpu / r.files * 1000:.2f} ms/file)"
+        f"client CPU {r.client_cpu:5.2f} s ({r.client_cpu / r.files * 1000:.2f} ms/file)  "
+        f"load {r.load:4.1f}"
     )
 
 
@@ -348,17 +354,29 @@ def main() -> None:
 
 
 def compare(medians: dict[str, Run], levels: list[int]) -> None:
-    """pacs-ext (SDK and CLI) against rclone, same files, same RGW, same invocation."""
+    """pacs-ext (SDK and CLI) against rclone, same files, same RGW, same invocation: files/s
+    and client CPU per file side by side, the ratios, and the goals of issue 16 (>= 0.95x
+    rclone at the same concurrency, >= 0.9x rclone's best, <= 0.5 ms of client CPU/file)."""
     rate = {name: r.files / r.seconds for name, r in medians.items()}
-    best = max(rate[f"rclone c={c}"] for c in levels)
-    print(f"against rclone (best {best:,.0f} files/s):")
+    cpu = {name: r.client_cpu / r.files * 1000 for name, r in medians.items()}
+    best_name = max((f"rclone c={c}" for c in levels), key=rate.__getitem__)
+    best = rate[best_name]
+    loads = [r.load for r in medians.values()]
+    print(
+        f"against rclone (best: {best_name}, {best:,.0f} files/s; "
+        f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores):"
+    )
     for c in levels:
-        peer = rate[f"rclone c={c}"]
+        peer = f"rclone c={c}"
+        print(f"  {peer:>18}: {rate[peer]:6,.0f} files/s  client CPU {cpu[peer]:.2f} ms/file")
         for kind in ("SDK", "CLI"):
-            mine = rate[f"rgw {kind} c={c}"]
+            name = f"rgw {kind} c={c}"
+            same, of_best = rate[name] / rate[peer], rate[name] / best
+            met = same >= 0.95 and of_best >= 0.9 and cpu[name] <= 0.5
             print(
-                f"  pacs-ext {kind} c={c}: {mine / peer:4.2f}x rclone c={c}, "
-                f"{mine / best:4.2f}x rclone's best"
+                f"  {'pacs-ext ' + kind + ' c=' + str(c):>18}: {rate[name]:6,.0f} files/s  "
+                f"client CPU {cpu[name]:.2f} ms/file  {same:4.2f}x {peer}, "
+                f"{of_best:4.2f}x rclone's best  {'goals met' if met else 'goals NOT met'}"
             )
 
 

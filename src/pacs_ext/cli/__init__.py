@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from typing import Any
+
+# httpx's __init__ imports its own command line (httpx._main), and with it click, pygments and
+# more of rich: ~40 ms of CPU at every start of a client command, for a tool never run here.
+# A placeholder without `main` makes that import fail, which httpx expects and falls back on.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
 
 import typer
 from typer.core import TyperGroup

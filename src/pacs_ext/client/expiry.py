@@ -35,15 +35,19 @@ class Issued:
     target: UploadTarget
     clock: Clock = SYSTEM_CLOCK
     issued_at: datetime = field(init=False)
+    # Unix time from which the URL counts as expiring: a tenth of its lifetime (30 s at most)
+    # before it expires. Worked out once, so that asking costs one clock read per file.
+    renew_from: float = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "issued_at", self.clock.now())
+        now = self.clock.now()
+        expires = aware(self.target.expires_at)
+        margin = min(30.0, max((expires - now).total_seconds(), 0.0) / 10)
+        object.__setattr__(self, "issued_at", now)
+        object.__setattr__(self, "renew_from", expires.timestamp() - margin)
 
     def expiring(self) -> bool:
-        expires = aware(self.target.expires_at)
-        ttl = (expires - self.issued_at).total_seconds()
-        margin = min(30.0, max(ttl, 0.0) / 10)
-        return (expires - self.clock.now()).total_seconds() < margin
+        return self.clock.time() > self.renew_from
 
 
 def aware(value: datetime) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,18 +95,31 @@ def scan(source: Path | Sequence[Path], follow_symlinks: bool = False) -> list[L
         if not root.exists():
             raise LocalFileError(f"{root} does not exist")
         if root.is_dir():
-            paths = sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_file())
-            if not paths:
+            # scandir: the entries' types come with the listing and each stat is made once
+            # (a 2,000-file folder cost four stats per file through Path).
+            with os.scandir(root) as listing:
+                entries = sorted(
+                    (e for e in listing if not e.name.startswith(".") and e.is_file()),
+                    key=lambda e: e.name,
+                )
+            if not entries:
                 raise LocalFileError(f"no files to upload in {root}")
             if not follow_symlinks:
-                _refuse_symlinks_out(root, paths)
-        else:
-            paths = [root]
+                _refuse_symlinks_out(root, [root / e.name for e in entries if e.is_symlink()])
+            return _describe((root / e.name, _stat(e)) for e in entries)
+        paths = [root]
     else:
         paths = [Path(p) for p in source]
         if not paths:
             raise LocalFileError("no files to upload")
-    return _describe(paths)
+    return _describe((p, None) for p in paths)
+
+
+def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    try:
+        return entry.stat()
+    except OSError:
+        return None  # _describe stats it again and says why it cannot
 
 
 def _refuse_symlinks_out(root: Path, paths: Sequence[Path]) -> None:
@@ -127,11 +141,12 @@ def _refuse_symlinks_out(root: Path, paths: Sequence[Path]) -> None:
         )
 
 
-def _describe(paths: Iterable[Path]) -> list[LocalFile]:
+def _describe(paths: Iterable[tuple[Path, os.stat_result | None]]) -> list[LocalFile]:
+    """LocalFiles of (path, its stat when known) pairs; the stat follows symlinks."""
     out: list[LocalFile] = []
     seen: dict[str, Path] = {}
     bad: list[str] = []
-    for path in paths:
+    for path, known in paths:
         name = path.name
         try:
             check_filename(name)
@@ -142,10 +157,10 @@ def _describe(paths: Iterable[Path]) -> list[LocalFile]:
             raise LocalFileError(f"two files are named {name!r}: {seen[name]} and {path}")
         seen[name] = path
         try:
-            st = path.stat()
+            st = known or path.stat()
         except OSError as exc:
             raise LocalFileError(f"cannot read {path}: {exc.strerror}") from None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             raise LocalFileError(f"{path} is not a regular file")
         parsed = parse_slice_filename(name)
         out.append(

@@ -35,6 +35,9 @@ from .transfer import (
 # `complete` → upload what it says is missing → `complete` again, at most this many times.
 MAX_ROUNDS = 3
 GAVE_UP = "not attempted: too many files in a row failed"
+# The first batch is small: its files are hashed and declared (the group created) before the
+# first PUT, and a 2,000-file upload would otherwise wait for 500 hashes and 500 signed URLs.
+FIRST_BATCH = 32
 
 
 @dataclass
@@ -315,7 +318,8 @@ class _Run:
 
         async def producer() -> None:
             try:
-                batches = chunks(files, self.batch_size)
+                head = min(self.batch_size, FIRST_BATCH)
+                batches = chunks(files[:head], head) + chunks(files[head:], self.batch_size)
                 for n, batch in enumerate(batches):
                     if streak[0] >= limit:
                         rest = [f for later in batches[n:] for f in later]
