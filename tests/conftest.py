@@ -43,7 +43,45 @@ def _is_e2e(item: pytest.Item) -> bool:
     return module is not None and bool(E2E_NAMES & set(vars(module)))
 
 
+# Session fixtures costly enough that every module using one runs on the same xdist worker
+# (a second Ceph cluster per worker would cost ~1 GB and 10-20 s each).
+SHARED_SESSION_GROUPS = {"outage_rgw": "outage-rgw", "outage_server": "outage-rgw"}
+
+# The groups that run longest (measured with --durations), longest first.
+LONG_GROUPS = [
+    "tests/e2e/test_cluster.py",
+    "outage-rgw",
+    "tests/e2e/test_pgbackrest_restore.py",
+]
+
+
+def _assign_workers(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`scripts/test.sh` runs `-n N --dist loadgroup`) a whole module goes
+    to one worker, so its module fixtures (servers, buckets, databases) start once; modules
+    sharing a costly session fixture share a group. The longest groups are sent first (with
+    `--no-loadscope-reorder` the scheduler keeps this order), so none starts last."""
+    groups: dict[str, str] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        for fixture, group in SHARED_SESSION_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                groups[module] = group
+        groups.setdefault(module, module)
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::", 1)[0]]))
+    order = {group: n for n, group in enumerate(LONG_GROUPS)}
+
+    def rank(item: pytest.Item) -> int:
+        mark = item.get_closest_marker("xdist_group")
+        assert mark is not None
+        return order.get(str(mark.args[0]), len(order))
+
+    items.sort(key=rank)  # stable: the rest keep collection order
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _assign_workers(items)
     for item in items:
         # `make test-fast` is -m "not postgres and not rgw and not browser and not e2e".
         if TESTS / "browser" in item.path.parents:
