@@ -50,8 +50,12 @@ SHARED_SESSION_GROUPS = {"outage_rgw": "outage-rgw", "outage_server": "outage-rg
 # The groups that run longest (measured with --durations), longest first.
 LONG_GROUPS = [
     "tests/e2e/test_cluster.py",
+    "tests/test_fuzz_api.py[sqlite]",
+    "tests/test_fuzz_api.py[postgres]",
+    "tests/test_fuzz_api.py[postgres-rgw]",
     "outage-rgw",
     "tests/e2e/test_pgbackrest_restore.py",
+    "tests/cli/test_aws_commands.py",
 ]
 
 
@@ -69,7 +73,14 @@ def _assign_workers(items: list[pytest.Item]) -> None:
         groups.setdefault(module, module)
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::", 1)[0]]))
+            module = item.nodeid.split("::", 1)[0]
+            group = groups[module]
+            # Each server kind of a module is a group of its own: every worker starts a kind's
+            # server once (session scope) whichever modules it runs.
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "server" in callspec.params and group == module:
+                group = f"{group}[{callspec.params['server']}]"
+            item.add_marker(pytest.mark.xdist_group(group))
     order = {group: n for n, group in enumerate(LONG_GROUPS)}
 
     def rank(item: pytest.Item) -> int:
