@@ -13,6 +13,14 @@ ORTHANC_DIR=.orthanc
 # 2-core machine 4 workers finish soonest (docs/contributing.md has the figures).
 TEST_WORKERS=${TEST_WORKERS:-4}
 
+mkdir -p .test-logs
+# `make test` sets TEST_LINT=1: lint runs while packages are checked and services start, and a
+# failure stops the run before pytest.
+if [ "${TEST_LINT:-0}" = 1 ]; then
+  make --no-print-directory lint >.test-logs/lint.log 2>&1 &
+  lint_job=$!
+fi
+
 # PostgreSQL on 127.0.0.1:5432 (trust auth): start the machine's cluster if it is down.
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   if command -v pg_ctlcluster >/dev/null; then
@@ -56,7 +64,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 cleanup
-mkdir -p .test-logs
 declare -A started
 PYTHON="$BIN/python" scripts/rgw.sh start "$RGW_DIR" >.test-logs/rgw.log 2>&1 &
 started[rgw]=$!
@@ -79,6 +86,12 @@ export MOTO_ENDPOINT
 # shellcheck disable=SC1091
 . "$ORTHANC_DIR/env.sh"
 export ORTHANC_URL ORTHANC_DICOMWEB_URL
+
+if [ -n "${lint_job:-}" ]; then
+  if wait "$lint_job"; then echo "make lint: passed"; else
+    cat .test-logs/lint.log; echo "make lint failed"; exit 1
+  fi
+fi
 
 # A whole module runs on one worker (tests/conftest.py groups them), longest groups first.
 "$BIN/pytest" -n "$TEST_WORKERS" --dist loadgroup --no-loadscope-reorder "$@"
