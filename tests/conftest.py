@@ -46,6 +46,9 @@ def _is_e2e(item: pytest.Item) -> bool:
 # Session fixtures costly enough that every module using one runs on the same xdist worker
 # (a second Ceph cluster per worker would cost ~1 GB and 10-20 s each).
 SHARED_SESSION_GROUPS = {"outage_rgw": "outage-rgw", "outage_server": "outage-rgw"}
+# Folders whose tests all run on one worker: one Chromium (a session fixture) instead of one
+# per worker, and never several browsers competing for the two cores.
+FOLDER_GROUPS = {TESTS / "browser": "browser"}
 
 # The groups that run longest (measured with --durations), longest first.
 LONG_GROUPS = [
@@ -54,6 +57,7 @@ LONG_GROUPS = [
     "tests/test_fuzz_api.py[postgres]",
     "tests/test_fuzz_api.py[postgres-rgw]",
     "outage-rgw",
+    "browser",
     "tests/e2e/test_pgbackrest_restore.py",
     "tests/cli/test_aws_commands.py",
 ]
@@ -69,6 +73,9 @@ def _assign_workers(items: list[pytest.Item]) -> None:
         module = item.nodeid.split("::", 1)[0]
         for fixture, group in SHARED_SESSION_GROUPS.items():
             if fixture in getattr(item, "fixturenames", ()):
+                groups[module] = group
+        for folder, group in FOLDER_GROUPS.items():
+            if folder in item.path.parents:
                 groups[module] = group
         groups.setdefault(module, module)
     for item in items:
