@@ -5,6 +5,7 @@
 #                                   write DIR/env.sh (ORTHANC_URL, ORTHANC_DICOMWEB_URL)
 #   scripts/orthanc.sh stop DIR     stop it (by DIR/orthanc.pid only)
 #   scripts/orthanc.sh destroy DIR  stop, then delete DIR
+#   scripts/orthanc.sh install      only apt-get the packages if they are missing
 #
 # Debian's `orthanc` and `orthanc-dicomweb` packages are installed on first use (their system
 # service does not start in a container, and is never used). Our instance runs from a config
@@ -99,7 +100,8 @@ stop() {
     rm -f "$DIR/orthanc.pid"
 }
 
-[[ $# -eq 2 ]] || { sed -n '4,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+if [[ "${1:-}" == install ]]; then ensure_packages; exit 0; fi
+[[ $# -eq 2 ]] || { sed -n '4,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$2"
 DIR="$(cd "$2" && pwd)"
 case "$1" in

@@ -7,6 +7,7 @@
 #   scripts/rgw.sh restart-gw DIR     stop and start only radosgw, same port
 #   scripts/rgw.sh status DIR         show what runs; exit 0 only when everything is up
 #   scripts/rgw.sh destroy DIR        stop, then delete DIR
+#   scripts/rgw.sh install            only apt-get the Ceph packages if they are missing
 #
 # One monitor, one bluestore OSD on a sparse file, one radosgw (beast) on 127.0.0.1:PORT,
 # no manager, cephx off. Every conf/data/log/pid/socket file lives under DIR, and daemons
@@ -39,7 +40,7 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '4,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '4,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -414,6 +415,7 @@ cmd_status() {
 
 # ---------------------------------------------------------------- main
 
+if [[ "${1:-}" == install ]]; then ensure_packages; exit 0; fi
 [[ $# -ge 2 ]] || usage
 cmd="$1"; shift
 case "$cmd" in start | stop | stop-gw | restart-gw | status | destroy) ;; *) usage ;; esac

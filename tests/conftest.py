@@ -43,7 +43,63 @@ def _is_e2e(item: pytest.Item) -> bool:
     return module is not None and bool(E2E_NAMES & set(vars(module)))
 
 
+# Session fixtures costly enough that every module using one runs on the same xdist worker
+# (a second Ceph cluster per worker would cost ~1 GB and 10-20 s each).
+SHARED_SESSION_GROUPS = {"outage_rgw": "outage-rgw", "outage_server": "outage-rgw"}
+# Folders whose tests all run on one worker: one Chromium (a session fixture) instead of one
+# per worker, and never several browsers competing for the two cores.
+FOLDER_GROUPS = {TESTS / "browser": "browser"}
+
+# The groups that run longest (measured with --durations), longest first.
+LONG_GROUPS = [
+    "tests/e2e/test_cluster.py",
+    "tests/test_fuzz_api.py[sqlite]",
+    "tests/test_fuzz_api.py[postgres]",
+    "tests/test_fuzz_api.py[postgres-rgw]",
+    "outage-rgw",
+    "browser",
+    "tests/e2e/test_pgbackrest_restore.py",
+    "tests/cli/test_aws_commands.py",
+]
+
+
+def _assign_workers(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`scripts/test.sh` runs `-n N --dist loadgroup`) a whole module goes
+    to one worker, so its module fixtures (servers, buckets, databases) start once; modules
+    sharing a costly session fixture share a group. The longest groups are sent first (with
+    `--no-loadscope-reorder` the scheduler keeps this order), so none starts last."""
+    groups: dict[str, str] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        for fixture, group in SHARED_SESSION_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                groups[module] = group
+        for folder, group in FOLDER_GROUPS.items():
+            if folder in item.path.parents:
+                groups[module] = group
+        groups.setdefault(module, module)
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            module = item.nodeid.split("::", 1)[0]
+            group = groups[module]
+            # Each server kind of a module is a group of its own: every worker starts a kind's
+            # server once (session scope) whichever modules it runs.
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "server" in callspec.params and group == module:
+                group = f"{group}[{callspec.params['server']}]"
+            item.add_marker(pytest.mark.xdist_group(group))
+    order = {group: n for n, group in enumerate(LONG_GROUPS)}
+
+    def rank(item: pytest.Item) -> int:
+        mark = item.get_closest_marker("xdist_group")
+        assert mark is not None
+        return order.get(str(mark.args[0]), len(order))
+
+    items.sort(key=rank)  # stable: the rest keep collection order
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _assign_workers(items)
     for item in items:
         # `make test-fast` is -m "not postgres and not rgw and not browser and not e2e".
         if TESTS / "browser" in item.path.parents:
