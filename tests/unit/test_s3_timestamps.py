@@ -18,9 +18,11 @@ from pacs_ext.storage.s3.timestamps import parse
         "Sun, 29 Nov 2026 04:52:25 GMT",  # headers: botocore's parser
         "2026-11-29T04:52:25",  # no zone: botocore's reading
         "1795928945",  # epoch seconds
+        1795928945.5,  # JSON protocols (CloudWatch) give numbers, not text
+        1795928945,
     ],
 )
-def test_same_instant_as_botocore(text: str) -> None:
+def test_same_instant_as_botocore(text: str | float) -> None:
     ours, theirs = parse(text), parse_timestamp(text)
     assert ours == theirs
     assert ours.utcoffset() == theirs.utcoffset()

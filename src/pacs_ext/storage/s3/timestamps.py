@@ -16,7 +16,10 @@ from aiobotocore.session import AioSession
 from botocore.utils import parse_timestamp
 
 
-def parse(value: str) -> datetime:
+def parse(value: str | float) -> datetime:
+    if not isinstance(value, str):
+        # JSON protocols (CloudWatch, through the same session) send epoch numbers.
+        return parse_timestamp(value)  # type: ignore[no-any-return]
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
