@@ -82,8 +82,10 @@ def test_full_flow_moves_every_counter_by_what_it_did(
 
     assert storage("PresignPutObject") == 3
     assert storage("PresignGetObject") == 2
-    # Two completes list the prefix (the idempotent third lists nothing); the delete lists it once.
-    assert storage("ListObjects") == 3
+    # The refused complete lists the prefix twice: once without the group's lock, then again
+    # under it before it refuses (what a 409 removes is judged on what storage holds then); the
+    # passing complete lists once, the idempotent third not at all, the delete once.
+    assert storage("ListObjects") == 4
     # metadata.json, the annotation's recovery document and the group's tombstone.
     assert storage("PutObject") == 3
     assert storage("DeleteObjects") == 1
@@ -94,7 +96,7 @@ def test_full_flow_moves_every_counter_by_what_it_did(
         delta(
             before, after, "pacs_storage_operation_duration_seconds_count", operation="ListObjects"
         )
-        == 3
+        == 4
     )
     assert delta(before, after, "pacs_signed_urls_total", method="PUT") == 3
     assert delta(before, after, "pacs_signed_urls_total", method="GET") == 2
