@@ -115,25 +115,34 @@ def _build(srv: ServerProcess) -> tuple[Issued, str]:
     return ids, kept_key
 
 
+def _two_servers(
+    stack: ExitStack, kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[ServerProcess, ServerProcess]:
+    """An original server and one to restore into: one data folder and store, two databases
+    (the second empty, as after losing the first). Stopped when the stack closes."""
+    db_kind, _, store = kind.partition("-")
+    folder = tmp_path / "srv"
+    url0 = stack.enter_context(database(db_kind, tmp_path / "db0"))
+    url1 = stack.enter_context(database(db_kind, tmp_path / "db1"))
+    if store == "rgw":
+        rgw: Rgw = request.getfixturevalue("rgw")
+        bucket = stack.enter_context(rgw.bucket())
+        original = s3_server(folder, url0, rgw, bucket)
+        restored = s3_server(folder, url1, rgw, bucket)
+    else:
+        original = ServerProcess(data_dir=folder, database_url=url0)
+        restored = ServerProcess(data_dir=folder, database_url=url1)
+    stack.callback(original.stop)
+    stack.callback(restored.stop)
+    return original, restored
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_reindex_restores_everything_and_reuses_no_id(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    db_kind, _, store = kind.partition("-")
-    folder = tmp_path / "srv"
     with ExitStack() as stack:
-        url0 = stack.enter_context(database(db_kind, tmp_path / "db0"))
-        url1 = stack.enter_context(database(db_kind, tmp_path / "db1"))
-        if store == "rgw":
-            rgw: Rgw = request.getfixturevalue("rgw")
-            bucket = stack.enter_context(rgw.bucket())
-            original = s3_server(folder, url0, rgw, bucket)
-            restored = s3_server(folder, url1, rgw, bucket)
-        else:
-            original = ServerProcess(data_dir=folder, database_url=url0)
-            restored = ServerProcess(data_dir=folder, database_url=url1)
-        stack.callback(original.stop)
-        stack.callback(restored.stop)
+        original, restored = _two_servers(stack, kind, tmp_path, request)
         original.extra_env.update(EXPORT_NOW)
         restored.extra_env.update(EXPORT_NOW)
         original.start()
@@ -246,21 +255,8 @@ def test_audit_ids_not_exported_before_the_loss_are_never_handed_out_again(
     """The newest audit rows are lost with the database (the janitor had not exported them):
     their ids are still under the bucket's high-water mark, so the rebuilt database hands
     out none of them again."""
-    db_kind, _, store = kind.partition("-")
-    folder = tmp_path / "srv"
     with ExitStack() as stack:
-        url0 = stack.enter_context(database(db_kind, tmp_path / "db0"))
-        url1 = stack.enter_context(database(db_kind, tmp_path / "db1"))
-        if store == "rgw":
-            rgw: Rgw = request.getfixturevalue("rgw")
-            bucket = stack.enter_context(rgw.bucket())
-            original = s3_server(folder, url0, rgw, bucket)
-            restored = s3_server(folder, url1, rgw, bucket)
-        else:
-            original = ServerProcess(data_dir=folder, database_url=url0)
-            restored = ServerProcess(data_dir=folder, database_url=url1)
-        stack.callback(original.stop)
-        stack.callback(restored.stop)
+        original, restored = _two_servers(stack, kind, tmp_path, request)
         for srv in (original, restored):
             srv.extra_env.update(EXPORT_NOW)
         original.start()
