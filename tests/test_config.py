@@ -37,6 +37,25 @@ def test_defaults(config_env: Path) -> None:
     assert s.server.port == 8000
 
 
+def test_the_embedded_database_is_pacs_ext_db_in_data_dir(config_env: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    assert load_settings().database_url() == f"sqlite+aiosqlite:///{data.resolve()}/pacs_ext.db"
+
+
+def test_a_data_dir_holding_only_the_misnamed_database_keeps_it(
+    config_env: Path, tmp_path: Path
+) -> None:
+    """Releases since the layering refactor named the file pacs_ext.core.db: upgrading must not
+    start on a new, empty database beside the user's."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pacs_ext.core.db").write_bytes(b"")
+    assert load_settings().database_url().endswith("/pacs_ext.core.db")
+    (data / "pacs_ext.db").write_bytes(b"")  # both present: the documented name wins
+    assert load_settings().database_url().endswith("/pacs_ext.db")
+
+
 def test_repository_default_toml_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_CONFIG_DIR", str(Path(__file__).parent.parent / "config"))
     s = load_settings()

@@ -47,7 +47,7 @@ def test_serve_refuses_an_unmigrated_database_then_db_upgrade_fixes_it(
     assert "pacs-ext db upgrade" in r.stderr
     r = run(env, "db", "upgrade")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "data" / "pacs_ext.core.db").is_file()
+    assert (tmp_path / "data" / "pacs_ext.db").is_file()
     again = run(env, "db", "upgrade")
     assert again.returncode == 0
 

@@ -107,5 +107,7 @@ async def test_local_store_files_and_database_are_private(
     while folder != data_dir:  # data_dir itself is the operator's (made by the fixture here)
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
         folder = folder.parent
-    for db_file in data_dir.glob("pacs_ext.core.db*"):
+    db_files = list(data_dir.glob("pacs_ext.db*"))
+    assert db_files, "the embedded database is not where the default puts it"
+    for db_file in db_files:
         assert stat.S_IMODE(db_file.stat().st_mode) == 0o600, db_file

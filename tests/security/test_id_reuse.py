@@ -113,7 +113,7 @@ def test_migration_keeps_rows_and_starts_past_audited_ids(tmp_path: Path) -> Non
         assert r.returncode == 0, r.stderr[-2000:]
 
     alembic("upgrade", "0003")
-    db = tmp_path / "pacs_ext.core.db"
+    db = tmp_path / "pacs_ext.db"
     when = "2026-01-01 00:00:00"
     with sqlite3.connect(db) as conn:
         conn.execute(

@@ -392,6 +392,21 @@ class DicomSegSettings(BaseModel):
     series_cache_seconds: float = Field(600.0, ge=0, le=86400)
 
 
+# The embedded database's file in data_dir. Releases between the layering refactor and this
+# fix named it `pacs_ext.core.db` by mistake (a module rename that reached a string): a data
+# folder holding only that file keeps using it, so nobody's database seems to vanish.
+SQLITE_FILE = "pacs_ext.db"
+_MISNAMED_SQLITE_FILE = "pacs_ext.core.db"
+
+
+def default_sqlite_file(data_dir: Path) -> Path:
+    wanted = data_dir / SQLITE_FILE
+    misnamed = data_dir / _MISNAMED_SQLITE_FILE
+    if not wanted.exists() and misnamed.exists():
+        return misnamed
+    return wanted
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP_",
@@ -438,7 +453,7 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         if self.database.url:
             return self.database.url
-        return f"sqlite+aiosqlite:///{(self.server.data_dir / 'pacs_ext.core.db').resolve()}"
+        return f"sqlite+aiosqlite:///{default_sqlite_file(self.server.data_dir).resolve()}"
 
     def jwt_secret(self) -> str:
         """The HS256 secret; in development generated once and kept in data_dir."""
