@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,11 +45,18 @@ def _is_e2e(item: pytest.Item) -> bool:
 
 
 # Session fixtures costly enough that every module using one runs on the same xdist worker
-# (a second Ceph cluster per worker would cost ~1 GB and 10-20 s each).
-SHARED_SESSION_GROUPS = {"outage_rgw": "outage-rgw", "outage_server": "outage-rgw"}
+# (a second Ceph cluster per worker would cost ~1 GB and 10-20 s of CPU each): the modules are
+# named here (the scheduler sees only node ids), and collection fails if a module using the
+# fixture is missing.
+SHARED_SESSION_FIXTURES = {"outage_rgw": "outage-rgw", "outage_server": "outage-rgw"}
+SHARED_MODULE_GROUPS = {
+    "tests/reliability/test_rgw_upload_outage.py": "outage-rgw",
+    "tests/reliability/test_rgw_delete_outage.py": "outage-rgw",
+    "tests/e2e/test_storage_failures.py": "outage-rgw",
+}
 # Folders whose tests all run on one worker: one Chromium (a session fixture) instead of one
 # per worker, and never several browsers competing for the two cores.
-FOLDER_GROUPS = {TESTS / "browser": "browser"}
+FOLDER_GROUPS = {"tests/browser/": "browser"}
 
 # The groups that run longest (measured with --durations), longest first.
 LONG_GROUPS = [
@@ -61,45 +69,66 @@ LONG_GROUPS = [
     "tests/e2e/test_pgbackrest_restore.py",
     "tests/cli/test_aws_commands.py",
 ]
+# The `server` fixture's kinds as they open a test id's parameters, longest first.
+_KINDS_IN_IDS = sorted(SERVER_KINDS, key=len, reverse=True)
 
 
-def _assign_workers(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`scripts/test.sh` runs `-n N --dist loadgroup`) a whole module goes
-    to one worker, so its module fixtures (servers, buckets, databases) start once; modules
-    sharing a costly session fixture share a group. The longest groups are sent first (with
-    `--no-loadscope-reorder` the scheduler keeps this order), so none starts last."""
-    groups: dict[str, str] = {}
+def xdist_group(nodeid: str) -> str:
+    """The group of a test: a whole group runs on one xdist worker (so its module fixtures
+    start once). A module is a group, one per `server` kind when parametrized by it (each
+    worker starts a kind's server once, whichever modules it runs); modules sharing a costly
+    session fixture, and the browser tests, share one."""
+    module = nodeid.split("::", 1)[0]
+    if module in SHARED_MODULE_GROUPS:
+        return SHARED_MODULE_GROUPS[module]
+    for folder, group in FOLDER_GROUPS.items():
+        if module.startswith(folder):
+            return group
+    name = nodeid.rsplit("::", 1)[-1]
+    if "[" in name:
+        params = name.split("[", 1)[1]
+        for kind in _KINDS_IN_IDS:
+            if params == kind + "]" or params.startswith(kind + "-"):
+                return f"{module}[{kind}]"
+    return module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's `loadgroup` reads xdist_group markers into node ids by a private field
+    that pytest 9.2 no longer reads (every test was scheduled alone, module fixtures started
+    on every worker): this scheduler groups by `xdist_group(nodeid)` itself, and sends the
+    groups in collection order (LONG_GROUPS first; see _sort_long_groups_first)."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def _check_shared_groups(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.nodeid.split("::", 1)[0]
-        for fixture, group in SHARED_SESSION_GROUPS.items():
-            if fixture in getattr(item, "fixturenames", ()):
-                groups[module] = group
-        for folder, group in FOLDER_GROUPS.items():
-            if folder in item.path.parents:
-                groups[module] = group
-        groups.setdefault(module, module)
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            module = item.nodeid.split("::", 1)[0]
-            group = groups[module]
-            # Each server kind of a module is a group of its own: every worker starts a kind's
-            # server once (session scope) whichever modules it runs.
-            callspec = getattr(item, "callspec", None)
-            if callspec is not None and "server" in callspec.params and group == module:
-                group = f"{group}[{callspec.params['server']}]"
-            item.add_marker(pytest.mark.xdist_group(group))
+        for fixture, group in SHARED_SESSION_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()) and xdist_group(item.nodeid) != group:
+                raise pytest.UsageError(
+                    f"{module} uses {fixture}: add it to SHARED_MODULE_GROUPS in tests/conftest.py"
+                )
+
+
+def _sort_long_groups_first(items: list[pytest.Item]) -> None:
+    """The longest groups are sent to workers first (with `--no-loadscope-reorder` the
+    scheduler keeps collection order), so none of them starts last."""
     order = {group: n for n, group in enumerate(LONG_GROUPS)}
-
-    def rank(item: pytest.Item) -> int:
-        mark = item.get_closest_marker("xdist_group")
-        assert mark is not None
-        return order.get(str(mark.args[0]), len(order))
-
-    items.sort(key=rank)  # stable: the rest keep collection order
+    items.sort(key=lambda item: order.get(xdist_group(item.nodeid), len(order)))  # stable
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    _assign_workers(items)
+    _check_shared_groups(items)
+    _sort_long_groups_first(items)
     for item in items:
         # `make test-fast` is -m "not postgres and not rgw and not browser and not e2e".
         if TESTS / "browser" in item.path.parents:
