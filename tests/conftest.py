@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -194,35 +195,63 @@ def outage_rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
         yield r
 
 
-@pytest.fixture(scope="session")
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """The app over real HTTP on a free port: SQLite or PostgreSQL, local store or Ceph RGW
-    (with a bucket of its own)."""
-    kind: str = request.param
-    db_kind, _, store = kind.partition("-")
-    folder = tmp_path_factory.mktemp(f"server-{kind}")
-    with database(db_kind, folder) as url:
+class ServerPool:
+    """The `server` fixture's servers: one per kind and test process, started when a test first
+    asks for its kind and stopped at the end of the session. Under xdist a worker runs groups of
+    several kinds one after the other; a parametrized session fixture would stop a kind's server
+    at each switch and start it again for the next group of that kind."""
+
+    def __init__(
+        self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        self.request = request
+        self.tmp_path_factory = tmp_path_factory
+        self.servers: dict[str, ServerProcess] = {}
+        self.stack = contextlib.ExitStack()
+
+    def get(self, kind: str) -> ServerProcess:
+        if kind not in self.servers:
+            self.servers[kind] = self._start(kind)
+        return self.servers[kind]
+
+    def _start(self, kind: str) -> ServerProcess:
+        db_kind, _, store = kind.partition("-")
+        folder = self.tmp_path_factory.mktemp(f"server-{kind}")
+        url = self.stack.enter_context(database(db_kind, folder))
         if store == "rgw":
-            rgw: Rgw = request.getfixturevalue("rgw")
-            with rgw.bucket() as bucket:
-                srv = s3_server(folder, url, rgw, bucket, **RGW_SERVER_SETTINGS)
-                # The bucket as `storage init` leaves it (CORS for the server's own origin,
-                # where a viewer page lives), so every RGW test runs on a provisioned bucket.
-                init = srv.run_cli("storage", "init", check=False)
-                assert init.returncode == 0, init.stdout + init.stderr
-                srv.start()
-                try:
-                    yield srv
-                finally:
-                    srv.stop()
+            rgw: Rgw = self.request.getfixturevalue("rgw")
+            bucket = self.stack.enter_context(rgw.bucket())
+            srv = s3_server(folder, url, rgw, bucket, **RGW_SERVER_SETTINGS)
+            # The bucket as `storage init` leaves it (CORS for the server's own origin, where a
+            # viewer page lives), so every RGW test runs on a provisioned bucket.
+            init = srv.run_cli("storage", "init", check=False)
+            assert init.returncode == 0, init.stdout + init.stderr
         else:
-            srv = ServerProcess(data_dir=folder, database_url=url).start()
-            try:
-                yield srv
-            finally:
-                srv.stop()
+            srv = ServerProcess(data_dir=folder, database_url=url)
+        srv.start()
+        self.stack.callback(srv.stop)
+        return srv
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+@pytest.fixture(scope="session")
+def server_pool(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerPool]:
+    pool = ServerPool(request, tmp_path_factory)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="session")
+def server(request: pytest.FixtureRequest, server_pool: ServerPool) -> ServerProcess:
+    """The app over real HTTP on a free port: SQLite or PostgreSQL, local store or Ceph RGW
+    (with a bucket of its own). Shared by every test of that kind in the test process."""
+    return server_pool.get(request.param)
 
 
 @pytest.fixture
