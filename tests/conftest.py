@@ -27,6 +27,8 @@ SERVER_KINDS = {
 # Multipart above 8 MiB on the RGW server, so multipart tests can use 10 MiB files; the parts
 # keep the default size (16 MiB), which the 70 MiB test exercises.
 RGW_SERVER_SETTINGS = {"multipart_threshold": 8 * MiB}
+# Connections a shared PostgreSQL server keeps open (it may open 10 more under load).
+POOL_SERVER_DB_POOL = 3
 
 
 TESTS = Path(__file__).parent
@@ -228,6 +230,11 @@ class ServerPool:
             assert init.returncode == 0, init.stdout + init.stderr
         else:
             srv = ServerProcess(data_dir=folder, database_url=url)
+        if db_kind == "postgres":
+            # These servers live to the end of the run, two per worker, beside the servers of
+            # tests of their own: at the default pool (10 kept open) they held most of the
+            # machine's 100 PostgreSQL connections ("too many clients" for other tests).
+            srv.extra_env["APP_DATABASE__POOL_SIZE"] = str(POOL_SERVER_DB_POOL)
         srv.start()
         self.stack.callback(srv.stop)
         return srv
