@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.uid import generate_uid
 
 from fixtures.dicom import ct_series, label_masks, shuffled
@@ -99,6 +102,36 @@ def test_png_masks_decode_by_nonzero_and_check_their_size() -> None:
         decode_mask(encode_mask(mask), "m.png", 5, 6)
     with pytest.raises(PixelError, match="not a readable image"):
         decode_mask(b"not a png", "m.png", 6, 5)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "I;16", "RGB", "LA", "1"])
+def test_every_png_kind_decodes_as_pillow_reads_it(mode: str) -> None:
+    """8-bit grey goes through libspng, the rest through Pillow: the same pixels either way
+    (a pixel is in the mask when its grey value, or palette index, is not zero)."""
+    grey = np.zeros((7, 9), dtype=np.uint8)
+    grey[1:4, 2:6] = 200
+    grey[5, 0] = 1
+    image = Image.fromarray(grey, mode="L").convert(mode)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    data = out.getvalue()
+    with Image.open(io.BytesIO(data)) as opened:
+        expected = (
+            np.asarray(
+                opened if opened.mode in ("1", "L", "I", "I;16", "P") else opened.convert("L")
+            )
+            != 0
+        )
+    assert np.array_equal(decode_mask(data, "m.png", 7, 9), expected)
+    with pytest.raises(PixelError, match="9x7, its source image 7x9"):
+        decode_mask(data, "m.png", 9, 7)
+
+
+def test_a_damaged_grey_png_is_a_pixel_error() -> None:
+    data = encode_mask(np.eye(16, dtype=bool))
+    cut = data[: len(data) // 2] + bytes(8)  # the header is whole, the pixel stream is not
+    with pytest.raises(PixelError, match=r"m\.png is not a readable image"):
+        decode_mask(cut, "m.png", 16, 16)
 
 
 @pytest.mark.parametrize("kind", ["LABELMAP", "BINARY"])
