@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -79,9 +80,31 @@ async def start(
             f"annotation {annotation_id} names no series_instance_uid: the source series of "
             "the masks is needed to export a SEG"
         )
-    rows = await repo.masks_of(ctx.session, group_id)
-    if not rows:
-        raise Conflict(f"mask group {group_id} has no masks to export")
+    study, series = annotation.study_instance_uid, annotation.series_instance_uid
+    cache_key = (pacs.url, study, series)
+    cached = runner.cached_series(cache_key)
+    # Not cached: the PACS reads its files (~1 s for 350 instances) while the database lists
+    # the masks.
+    reading = (
+        None
+        if cached is not None
+        else asyncio.ensure_future(anyio.to_thread.run_sync(series_metadata, pacs, study, series))
+    )
+    try:
+        rows = await repo.masks_of(ctx.session, group_id)
+        if not rows:
+            raise Conflict(f"mask group {group_id} has no masks to export")
+        sources = cached if reading is None else await reading
+    except DicomwebError as exc:
+        if exc.status == 404:
+            raise Conflict(f"the source series {series} is not on the DICOMweb server") from None
+        raise BadGateway(str(exc)) from None
+    finally:
+        if reading is not None:
+            if not reading.done():
+                reading.cancel()  # its thread ends on its own; nothing waits for it
+            elif not reading.cancelled():
+                reading.exception()  # seen (a refusal came first): not logged as lost
     refs = [
         MaskRef(
             object_key=m.object_key,
@@ -94,21 +117,11 @@ async def start(
         )
         for m in rows
     ]
-    study, series = annotation.study_instance_uid, annotation.series_instance_uid
-    cache_key = (pacs.url, study, series)
-    try:
-        sources = runner.cached_series(cache_key) or await anyio.to_thread.run_sync(
-            series_metadata, pacs, study, series
-        )
-    except DicomwebError as exc:
-        if exc.status == 404:
-            raise Conflict(f"the source series {series} is not on the DICOMweb server") from None
-        raise BadGateway(str(exc)) from None
     if not sources:
         raise Conflict(f"the source series {series} is not on the DICOMweb server")
     try:
         ordered = sort_along_normal(sources)
-        runner.keep_series(cache_key, sources)
+        series_key = runner.keep_series(cache_key, sources)
         mapping = map_masks(refs, ordered, body.slice_index_base)
     except GeometryError as exc:
         raise Conflict(f"the source series cannot be used: {exc}") from None
@@ -166,6 +179,7 @@ async def start(
         ),
         store=body.store,
         target=pacs,
+        series_key=series_key,
     )
     # The runner updates this row from its own sessions: it must exist for them first.
     await ctx.session.commit()
