@@ -223,7 +223,9 @@ class ExportRunner:
             log.exception("seg_export.fail_not_recorded", export_id=job.export_id)
 
     async def _run(self, job: ExportJob, slot: Slot) -> None:
+        t = time.perf_counter()
         locations = await self._locations(job)
+        job.timings["locations"] = round(time.perf_counter() - t, 3)
         request = BuildRequest(
             mapping=job.mapping,
             segmentation_type=job.segmentation_type,
