@@ -436,7 +436,7 @@ async def test_the_source_series_goes_to_the_worker_once(
     build_once = runner._build_once
 
     async def spy(job: Any, slot: Any, request: BuildRequest) -> Any:
-        sent.append(bool(request.mapping.sources))
+        sent.append(bool(request.source_json))
         return await build_once(job, slot, request)
 
     monkeypatch.setattr(runner, "_build_once", spy)

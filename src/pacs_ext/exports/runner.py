@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import structlog
-from pydicom.dataset import Dataset
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.config import Settings
@@ -34,7 +33,7 @@ from ..objects import outbox
 from ..objects.keys import export_key
 from ..seg.build import Algorithm, OverlapError, SegmentationType, SeriesInfo
 from ..seg.labels import LabelStyle
-from ..seg.mapping import MaskMapping, MaskRef
+from ..seg.mapping import MaskMapping, MaskRef, SourceSeries
 from ..seg.pixels import PixelError
 from ..seg.worker import SERIES_KEPT, BuildRequest, BuildResult, ReadError, SeriesMissing, build_seg
 from ..seg.worker import start as worker_start
@@ -69,8 +68,12 @@ class ExportJob:
     target: DicomwebTarget | None
     timings: dict[str, float] = field(default_factory=dict)
     started: float = 0.0  # perf_counter when it left the queue
-    # Names the source series in `mapping.sources` for the worker processes, which keep it.
+    # The source series for the worker processes, which keep it by this name: all of its
+    # attributes (mapping.SourceSeries.json; `mapping.sources` hold only what placing needs),
+    # and the mapping's order of its images.
     series_key: str = ""
+    source_json: bytes = b""
+    source_order: list[int] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -108,14 +111,14 @@ class ExportRunner:
         self.tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.series_ttl = settings.dicom_seg.series_cache_seconds
-        self._series: OrderedDict[tuple[str, str, str], tuple[float, list[Dataset], str]] = (
+        self._series: OrderedDict[tuple[str, str, str], tuple[float, SourceSeries, str]] = (
             OrderedDict()
         )
         self._series_count = 0
         if settings.dicomweb.url:  # exports can run: start a worker (it warms up) now
             self._processes(self.all_slots[0]).submit(int)
 
-    def cached_series(self, key: tuple[str, str, str]) -> list[Dataset] | None:
+    def cached_series(self, key: tuple[str, str, str]) -> SourceSeries | None:
         """A source series' attributes read for an earlier export, while still fresh: reading
         them costs the PACS a pass over every instance (1.8 s of Orthanc's for 350 slices,
         0.8 s of parsing here), more than the rest of the POST."""
@@ -125,7 +128,7 @@ class ExportRunner:
         self._series.move_to_end(key)
         return found[1]
 
-    def keep_series(self, key: tuple[str, str, str], sources: list[Dataset]) -> str:
+    def keep_series(self, key: tuple[str, str, str], sources: SourceSeries) -> str:
         """Keep a series for later exports; returns the name the worker processes know it
         by: one per read from the PACS, the same while it is cached."""
         found = self._series.get(key)
@@ -236,6 +239,8 @@ class ExportRunner:
             locations=locations,
             read_threads=self.fetch_concurrency,
             series_key=job.series_key,
+            source_json=job.source_json,
+            source_order=job.source_order,
         )
         del locations
         t = time.perf_counter()
@@ -378,5 +383,5 @@ class ExportRunner:
 
 
 def _without_sources(request: BuildRequest) -> BuildRequest:
-    """The request without the source series' attributes (the worker process holds them)."""
-    return replace(request, mapping=replace(request.mapping, sources=[]))
+    """The request without the source series (the worker process holds it)."""
+    return replace(request, source_json=b"")

@@ -18,7 +18,7 @@ from ..context import Ctx
 from ..core.config import Settings
 from ..core.errors import BadGateway, Conflict, NotFound
 from ..core.schemas import Pagination
-from ..dicomweb import DicomwebError, DicomwebTarget, series_metadata
+from ..dicomweb import DicomwebError, DicomwebTarget, series_metadata_json
 from ..masks import service as masks
 from ..models import SegExport
 from ..models.base import utcnow
@@ -27,7 +27,7 @@ from ..models.seg_export import QUEUED, RUNNING
 from ..seg import labels
 from ..seg.build import Algorithm, SeriesInfo
 from ..seg.geometry import GeometryError, sort_along_normal
-from ..seg.mapping import MappingError, MaskRef, map_masks
+from ..seg.mapping import MappingError, MaskRef, SourceSeries, map_masks
 from ..storage.downloads import DownloadSigner
 from . import repository as repo
 from .runner import ExportJob, ExportRunner
@@ -62,6 +62,18 @@ def configured_table(path: str) -> labels.LabelTable:
         raise Conflict(f"dicom_seg.label_table {path!r} cannot be used: {exc}") from None
 
 
+async def _read(reading: asyncio.Future[SourceSeries] | None) -> SourceSeries:
+    assert reading is not None
+    return await reading
+
+
+def _read_series(pacs: DicomwebTarget, study: str, series: str) -> SourceSeries:
+    """The source series from the PACS: pydicom parses here only what ordering and mapping
+    read (0.2 s instead of 0.65 s for 350 instances, measured at load 13); the worker process
+    parses the rest while it reads the masks."""
+    return SourceSeries.from_json(series_metadata_json(pacs, study, series))
+
+
 async def start(
     ctx: Ctx, runner: ExportRunner, annotation_id: int, group_id: int, body: ExportCreate
 ) -> SegExport:
@@ -88,13 +100,13 @@ async def start(
     reading = (
         None
         if cached is not None
-        else asyncio.ensure_future(anyio.to_thread.run_sync(series_metadata, pacs, study, series))
+        else asyncio.ensure_future(anyio.to_thread.run_sync(_read_series, pacs, study, series))
     )
     try:
         rows = await repo.masks_of(ctx.session, group_id)
         if not rows:
             raise Conflict(f"mask group {group_id} has no masks to export")
-        sources = cached if reading is None else await reading
+        sources = cached or await _read(reading)
     except DicomwebError as exc:
         if exc.status == 404:
             raise Conflict(f"the source series {series} is not on the DICOMweb server") from None
@@ -117,10 +129,10 @@ async def start(
         )
         for m in rows
     ]
-    if not sources:
+    if not sources.placing:
         raise Conflict(f"the source series {series} is not on the DICOMweb server")
     try:
-        ordered = sort_along_normal(sources)
+        ordered = sort_along_normal(sources.placing)
         series_key = runner.keep_series(cache_key, sources)
         mapping = map_masks(refs, ordered, body.slice_index_base)
     except GeometryError as exc:
@@ -180,6 +192,8 @@ async def start(
         store=body.store,
         target=pacs,
         series_key=series_key,
+        source_json=sources.json,
+        source_order=sources.order_of(mapping.sources),
     )
     # The runner updates this row from its own sessions: it must exist for them first.
     await ctx.session.commit()

@@ -48,6 +48,7 @@ class Assembler:
         self.mapping = mapping
         self.kind = segmentation_type
         used = sorted(set(mapping.frame_of.values()))
+        self.used = used
         self.sources = [mapping.sources[i] for i in used]
         self.row_of = {source: row for row, source in enumerate(used)}
         self.number_of = {label: n for n, label in enumerate(mapping.labels, start=1)}
@@ -57,6 +58,16 @@ class Assembler:
             self.array = np.zeros(shape, dtype=dtype)
         else:
             self.array = np.zeros((*shape, len(mapping.labels)), dtype=bool)
+
+    def use_sources(self, sources: Sequence[Dataset]) -> None:
+        """Every attribute of the (sorted) source images, for highdicom: the mapping's may
+        hold only what placing needs (mapping.SourceSeries)."""
+        if len(sources) != len(self.mapping.sources):
+            raise ValueError(f"{len(sources)} source images for {len(self.mapping.sources)}")
+        for i in self.used:
+            if sources[i].SOPInstanceUID != self.mapping.sources[i].SOPInstanceUID:
+                raise ValueError(f"source image {i} is not the one the masks were placed on")
+        self.sources = [sources[i] for i in self.used]
 
     def add(self, mask: MaskRef, pixels: np.ndarray) -> None:
         assert mask.label_name is not None
