@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import json
@@ -379,16 +380,26 @@ async def test_progress_moves_while_the_worker_reads_the_masks(
     r = await alice.post(base, json={"format": "dicom-seg"})
     assert r.status_code == 202, r.text
     state = r.json()
-    for _ in range(1200):  # until the row shows the masks read but the one held back
-        state = (await alice.get(f"{base}/{state['id']}")).json()
-        if state["status"] != "queued" and state["progress"] > 0:
-            break
-        await asyncio.sleep(0.05)
-    assert state["status"] == "running", state
-    assert state["phase"] == "building"
-    total = len(masks)
-    assert state["progress"] == pytest.approx(READ_SHARE * (total - 1) / total, abs=0.001)
-    await _feed_fifo(path, png)
+    fed = False
+    try:
+        placed_but_one = READ_SHARE * (len(masks) - 1) / len(masks)
+        seen = []
+        for _ in range(1200):  # until the row shows every mask placed but the one held back
+            state = (await alice.get(f"{base}/{state['id']}")).json()
+            seen.append(state["progress"])
+            if state["progress"] >= placed_but_one - 0.001 or state["status"] == "failed":
+                break
+            await asyncio.sleep(0.05)
+        assert state["status"] == "running", state
+        assert state["phase"] == "building"
+        assert state["progress"] == pytest.approx(placed_but_one, abs=0.001)
+        assert seen == sorted(seen)  # never backwards
+        await _feed_fifo(path, png)
+        fed = True
+    finally:
+        if not fed:  # a reader left waiting in open() would hold the worker process forever
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
     state = await _finish(alice, base, int(state["id"]))
     assert state["status"] == "succeeded", state
     assert state["progress"] == 1
