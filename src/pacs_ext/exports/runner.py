@@ -375,10 +375,12 @@ class ExportRunner:
             raise ExportFailed("STOW-RS answered without the SEG's SOP Instance UID")
 
     async def _locations(self, job: ExportJob) -> list[tuple[MaskRef, str]]:
-        """Where the worker reads each mask; signing 1,750 URLs takes milliseconds."""
+        """Where the worker reads each mask. Signing 1,750 URLs took 0.04-0.16 s (timings
+        `locations`, loaded machine): in a thread, so that the event loop keeps answering."""
         masks = job.mapping.masks
         await self.storage.prepare_signing()
-        where = self.storage.read_locations([m.object_key for m in masks], LOCATION_TTL)
+        keys = [m.object_key for m in masks]
+        where = await self._in_thread(self.storage.read_locations, keys, LOCATION_TTL)
         return list(zip(masks, where, strict=True))
 
 
