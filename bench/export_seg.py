@@ -319,7 +319,8 @@ def report(title: str, r: dict[str, object], floors: dict[str, float], compressi
     )
     print(
         f"    parts: POST (source series, mapping) {post:.2f} s; runner {t.get('total')} s = "
-        f"worker process {t.get('build_process')} s (read+decode {t.get('fetch_decode')}, "
+        f"URLs {t.get('locations')} s, worker process {t.get('build_process')} s "
+        f"(read+decode {t.get('fetch_decode')}, "
         f"build {t.get('build')}, encode {t.get('encode')}, rest: start and transfer), "
         f"then write {t.get('write')} s | STOW {t.get('stow')} s (side by side)"
     )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import io
 import json
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import httpx
@@ -16,10 +22,12 @@ from fixtures.dicom import Series, to_bytes
 from fixtures.inprocess import AppFactory, InProcess
 from fixtures.seg_groups import LABELS, Masks, export, masks_for, upload_group
 from pacs_ext.dicomweb import DicomwebTarget, find_series, retrieve_instance
+from pacs_ext.exports.runner import READ_SHARE, ExportRunner
 from pacs_ext.models import SegExport
 from pacs_ext.objects.claims import claimed_keys
 from pacs_ext.recovery.reindex import reindex
 from pacs_ext.seg.read import read_seg
+from pacs_ext.seg.worker import BuildRequest
 
 
 async def _download(client: httpx.AsyncClient, state: dict[str, object]) -> bytes:
@@ -351,3 +359,113 @@ async def test_a_mask_the_worker_cannot_read_fails_the_export_naming_it(
     assert ("reading mask" if damage == "missing" else "not a readable image") in error
     assert state["download_url"] is None
     assert not list(path.parent.glob("exports/*.dcm"))
+
+
+async def test_progress_moves_while_the_worker_reads_the_masks(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess
+) -> None:
+    """One mask is a FIFO: the worker process waits on it after placing the others, and the
+    export's row shows that part done before the mask arrives."""
+    masks = masks_for(ct, range(4))
+    annotation_id, group_id = await upload_group(alice, ct, masks)
+    path = (
+        pacs_app.settings.server.data_dir
+        / "objects"
+        / f"mask/{annotation_id}/{group_id}/0003_spleen.png"
+    )
+    png = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
+    base = f"/api/annotations/{annotation_id}/mask-groups/{group_id}/exports"
+    r = await alice.post(base, json={"format": "dicom-seg"})
+    assert r.status_code == 202, r.text
+    state = r.json()
+    fed = False
+    try:
+        placed_but_one = READ_SHARE * (len(masks) - 1) / len(masks)
+        seen = []
+        for _ in range(1200):  # until the row shows every mask placed but the one held back
+            state = (await alice.get(f"{base}/{state['id']}")).json()
+            seen.append(state["progress"])
+            if state["progress"] >= placed_but_one - 0.001 or state["status"] == "failed":
+                break
+            await asyncio.sleep(0.05)
+        assert state["status"] == "running", state
+        assert state["phase"] == "building"
+        assert state["progress"] == pytest.approx(placed_but_one, abs=0.001)
+        assert seen == sorted(seen)  # never backwards
+        await _feed_fifo(path, png)
+        fed = True
+    finally:
+        if not fed:  # a reader left waiting in open() would hold the worker process forever
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    state = await _finish(alice, base, int(state["id"]))
+    assert state["status"] == "succeeded", state
+    assert state["progress"] == 1
+    _assert_same(await _download(alice, state), ct, masks)
+
+
+async def _feed_fifo(path: Path, data: bytes) -> None:
+    """Write to the FIFO once its reader (the worker process) has opened it."""
+    for _ in range(1200):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # no reader yet
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        try:
+            os.set_blocking(fd, True)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return
+    raise AssertionError("the worker never opened the mask")
+
+
+async def _finish(client: httpx.AsyncClient, base: str, export_id: int) -> dict[str, Any]:
+    for _ in range(1200):
+        state: dict[str, Any] = (await client.get(f"{base}/{export_id}")).json()
+        if state["status"] in ("succeeded", "failed"):
+            return state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"export did not finish: {state}")
+
+
+async def test_the_source_series_goes_to_the_worker_once(
+    alice: httpx.AsyncClient,
+    ct: Series,
+    pacs_app: InProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second export of a series names it only; a new worker process (after a crash) is
+    sent it again."""
+    runner: ExportRunner = pacs_app.app.state.exports
+    sent: list[bool] = []
+    build_once = runner._build_once
+
+    async def spy(job: Any, slot: Any, request: BuildRequest) -> Any:
+        sent.append(bool(request.source_json))
+        return await build_once(job, slot, request)
+
+    monkeypatch.setattr(runner, "_build_once", spy)
+    masks = masks_for(ct, range(3, 6))
+    annotation_id, group_id = await upload_group(alice, ct, masks)
+    for _ in range(2):
+        state = await export(alice, annotation_id, group_id)
+        assert state["status"] == "succeeded", state
+    assert sent[-1] is False  # the first may have been sent by an earlier test: the same app
+    assert len(sent) == 2
+
+    # A new process holds nothing: told the series' name only, it asks for the series.
+    slot = runner.all_slots[0]
+    assert slot.procs is not None
+    slot.procs.shutdown(wait=True)
+    slot.procs = None
+    sent.clear()
+    state = await export(alice, annotation_id, group_id)
+    assert state["status"] == "succeeded", state
+    assert sent == [False, True]
+    _assert_same(await _download(alice, state), ct, masks)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
+from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from fixtures.dicom import ct_series, label_masks, shuffled
 from pacs_ext.seg import labels
 from pacs_ext.seg.build import Algorithm, Assembler, OverlapError, SeriesInfo, build, encode
 from pacs_ext.seg.geometry import GeometryError, sort_along_normal
-from pacs_ext.seg.mapping import MappingError, MaskRef, map_masks
+from pacs_ext.seg.mapping import (
+    PLACING_TAGS,
+    MappingError,
+    MaskRef,
+    SourceSeries,
+    map_masks,
+    parse_sources,
+)
 from pacs_ext.seg.pixels import PixelError, decode_mask, encode_mask
 from pacs_ext.seg.read import SegReadError, read_seg, safe_label
 
@@ -67,6 +78,38 @@ def test_mapping_refuses_masks_without_label_or_of_another_size() -> None:
     assert caught.value.masks == ["0000_x.png (16x8)"]
 
 
+def test_the_server_places_masks_on_a_few_attributes_and_the_worker_builds_on_all() -> None:
+    """SourceSeries: ordering and mapping read 7 attributes an image; the worker process
+    parses all of them, in the mapping's order, and the SEG is the same."""
+    series = ct_series(slices=5, rows=8, columns=8)
+    items = [ds.to_json_dict() for ds in shuffled(series)]
+    for item in items:
+        del item["7FE00010"]  # WADO-RS metadata: no pixel data
+    source = SourceSeries.from_json(items)
+    assert all(set(ds.keys()) <= {Tag(t) for t in PLACING_TAGS} for ds in source.placing)
+    masks = label_masks(series, ["liver", "spleen"], range(1, 4))
+    mapping = map_masks(_refs(masks), sort_along_normal(source.placing))
+    order = source.order_of(mapping.sources)
+    full = parse_sources(source.json)
+    assert [str(full[i].SOPInstanceUID) for i in order] == series.sop_uids
+    assert full[0].PatientName == series.instances[0].PatientName
+
+    assembler = Assembler(mapping, "LABELMAP")
+    for ref in _refs(masks):
+        assert ref.slice_index is not None
+        assert ref.label_name is not None
+        assembler.add(ref, masks[(ref.slice_index, ref.label_name)])
+    with pytest.raises(ValueError, match="not the one the masks were placed on"):
+        assembler.use_sources(list(reversed([full[i] for i in order])))
+    assembler.use_sources([full[i] for i in order])
+    styles = [labels.resolve(label, i) for i, label in enumerate(mapping.labels)]
+    seg = build(assembler, styles, None, SeriesInfo(generate_uid(), generate_uid(), "s"))
+    contents = read_seg(encode(seg), series.sop_uids)
+    got = {(s.slice_index, label): m for s, label, m in contents.iter_masks()}
+    assert set(got) == set(masks)
+    assert seg.PatientName == series.instances[0].PatientName
+
+
 def test_labels_resolve_request_then_configured_then_builtin_then_generic() -> None:
     request = {"Liver": labels.LabelEntry(colour=(1, 2, 3))}
     configured = {
@@ -99,6 +142,36 @@ def test_png_masks_decode_by_nonzero_and_check_their_size() -> None:
         decode_mask(encode_mask(mask), "m.png", 5, 6)
     with pytest.raises(PixelError, match="not a readable image"):
         decode_mask(b"not a png", "m.png", 6, 5)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "I;16", "RGB", "LA", "1"])
+def test_every_png_kind_decodes_as_pillow_reads_it(mode: str) -> None:
+    """8-bit grey goes through libspng, the rest through Pillow: the same pixels either way
+    (a pixel is in the mask when its grey value, or palette index, is not zero)."""
+    grey = np.zeros((7, 9), dtype=np.uint8)
+    grey[1:4, 2:6] = 200
+    grey[5, 0] = 1
+    image = Image.fromarray(grey, mode="L").convert(mode)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    data = out.getvalue()
+    with Image.open(io.BytesIO(data)) as opened:
+        expected = (
+            np.asarray(
+                opened if opened.mode in ("1", "L", "I", "I;16", "P") else opened.convert("L")
+            )
+            != 0
+        )
+    assert np.array_equal(decode_mask(data, "m.png", 7, 9), expected)
+    with pytest.raises(PixelError, match="9x7, its source image 7x9"):
+        decode_mask(data, "m.png", 9, 7)
+
+
+def test_a_damaged_grey_png_is_a_pixel_error() -> None:
+    data = encode_mask(np.eye(16, dtype=bool))
+    cut = data[: len(data) // 2] + bytes(8)  # the header is whole, the pixel stream is not
+    with pytest.raises(PixelError, match=r"m\.png is not a readable image"):
+        decode_mask(cut, "m.png", 16, 16)
 
 
 @pytest.mark.parametrize("kind", ["LABELMAP", "BINARY"])

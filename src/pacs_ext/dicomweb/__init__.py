@@ -10,6 +10,7 @@ from .client import (
     find_series,
     retrieve_instance,
     series_metadata,
+    series_metadata_json,
     store,
     store_encoded,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "find_series",
     "retrieve_instance",
     "series_metadata",
+    "series_metadata_json",
     "store",
     "store_encoded",
 ]

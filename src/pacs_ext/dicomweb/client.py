@@ -94,12 +94,21 @@ def series_metadata(
     target: DicomwebTarget, study_instance_uid: str, series_instance_uid: str
 ) -> list[Dataset]:
     """Every instance's attributes (no pixel data) of one series, by WADO-RS metadata."""
+    items = series_metadata_json(target, study_instance_uid, series_instance_uid)
+    return [Dataset.from_json(item) for item in items]
+
+
+def series_metadata_json(
+    target: DicomwebTarget, study_instance_uid: str, series_instance_uid: str
+) -> list[dict[str, Any]]:
+    """series_metadata() as the DICOM JSON the server sent (pydicom's parsing of it costs more
+    than its transfer: read only what is needed where it is needed)."""
     with _translated(f"reading series {series_instance_uid}", target):
         items = connect(target).retrieve_series_metadata(
             study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid
         )
     # Bulk data (pixels) is not needed to reference an image, and is not fetched.
-    return [Dataset.from_json({k: v for k, v in item.items() if k != PIXEL_DATA}) for item in items]
+    return [{k: v for k, v in item.items() if k != PIXEL_DATA} for item in items]
 
 
 def store(target: DicomwebTarget, datasets: Sequence[Dataset]) -> list[StoredInstance]:

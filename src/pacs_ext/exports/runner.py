@@ -3,7 +3,12 @@
 Reading the masks (`dicom_seg.fetch_concurrency` at once), decoding them, the highdicom build
 and encoding run in a worker process (seg/worker.py), STOW-RS in a thread, so the event loop
 keeps answering requests. The SEG is written whole (one PUT) before
-the row says `succeeded`; any failure ends the export `failed` with a reason."""
+the row says `succeeded`; any failure ends the export `failed` with a reason.
+
+Each slot (`dicom_seg.max_concurrent_exports`) has a worker process of its own, so the runner
+knows what that process holds: a source series goes to it once, and later exports of the
+series name it only. The process counts the masks it has placed in a shared integer, which
+the runner turns into the export's progress (one row write per PROGRESS_EVERY at most)."""
 
 from __future__ import annotations
 
@@ -14,11 +19,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import structlog
-from pydicom.dataset import Dataset
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.config import Settings
@@ -29,9 +33,9 @@ from ..objects import outbox
 from ..objects.keys import export_key
 from ..seg.build import Algorithm, OverlapError, SegmentationType, SeriesInfo
 from ..seg.labels import LabelStyle
-from ..seg.mapping import MaskMapping, MaskRef
+from ..seg.mapping import MaskMapping, MaskRef, SourceSeries
 from ..seg.pixels import PixelError
-from ..seg.worker import BuildRequest, BuildResult, ReadError, build_seg
+from ..seg.worker import SERIES_KEPT, BuildRequest, BuildResult, ReadError, SeriesMissing, build_seg
 from ..seg.worker import start as worker_start
 from ..storage.base import ObjectStorage, StorageError
 from . import repository as repo
@@ -39,7 +43,8 @@ from . import repository as repo
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 SessionFactory = Callable[[], AsyncSession]
-PROGRESS_EVERY = 1.0  # seconds between progress writes
+PROGRESS_EVERY = 0.5  # seconds between progress writes while the worker reads masks
+READ_SHARE = 0.8  # progress once every mask is read and placed (building: 0.8 to 0.9)
 SERIES_CACHED = 8  # source series kept (a 350-slice series' attributes: a few MB)
 # How long the worker's presigned GET URLs stay valid: the whole read and decode, with room.
 LOCATION_TTL = 3600
@@ -63,6 +68,23 @@ class ExportJob:
     target: DicomwebTarget | None
     timings: dict[str, float] = field(default_factory=dict)
     started: float = 0.0  # perf_counter when it left the queue
+    # The source series for the worker processes, which keep it by this name: all of its
+    # attributes (mapping.SourceSeries.json; `mapping.sources` hold only what placing needs),
+    # and the mapping's order of its images.
+    series_key: str = ""
+    source_json: bytes = b""
+    source_order: list[int] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Slot:
+    """One export at a time: its worker process (started on first use, again after a
+    crash), the shared count of masks placed, and the source series that process holds."""
+
+    index: int
+    progress: Any  # multiprocessing RawValue("q"), written by the worker process
+    procs: ProcessPoolExecutor | None = None
+    holds: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
 
 class ExportFailed(Exception):
@@ -75,37 +97,52 @@ class ExportRunner:
         self.storage = storage
         self.key_prefix = settings.object_storage.key_prefix
         self.fetch_concurrency = settings.dicom_seg.fetch_concurrency
-        self.slots = asyncio.Semaphore(settings.dicom_seg.max_concurrent_exports)
+        self.context = multiprocessing.get_context("spawn")
+        self.all_slots = [
+            Slot(i, self.context.RawValue("q", 0))
+            for i in range(settings.dicom_seg.max_concurrent_exports)
+        ]
+        self.free: asyncio.Queue[Slot] = asyncio.Queue()
+        for slot in self.all_slots:
+            self.free.put_nowait(slot)
         self.compression = settings.dicom_seg.compression
         # STOW-RS (blocking requests) runs in these threads.
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seg-export")
-        # Decoding, building and encoding run in worker processes, started on first use.
-        self.workers = settings.dicom_seg.max_concurrent_exports
-        self.procs: ProcessPoolExecutor | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.series_ttl = settings.dicom_seg.series_cache_seconds
-        self._series: OrderedDict[tuple[str, str, str], tuple[float, list[Dataset]]] = OrderedDict()
+        self._series: OrderedDict[tuple[str, str, str], tuple[float, SourceSeries, str]] = (
+            OrderedDict()
+        )
+        self._series_count = 0
         if settings.dicomweb.url:  # exports can run: start a worker (it warms up) now
-            self._processes().submit(int)
+            self._processes(self.all_slots[0]).submit(int)
 
-    def cached_series(self, key: tuple[str, str, str]) -> list[Dataset] | None:
-        """A source series' attributes read for an earlier export, while still fresh: reading
-        them costs the PACS a pass over every instance (1.8 s of Orthanc's for 350 slices,
-        0.8 s of parsing here), more than the rest of the POST."""
+    def cached_series(self, key: tuple[str, str, str]) -> SourceSeries | None:
+        """A source series read for an earlier export, while still fresh: reading it costs
+        the PACS a pass over every instance (0.5-1.8 s of Orthanc's for 350 slices), more
+        than the rest of the POST."""
         found = self._series.get(key)
         if found is None or time.monotonic() - found[0] > self.series_ttl:
             return None
         self._series.move_to_end(key)
         return found[1]
 
-    def keep_series(self, key: tuple[str, str, str], sources: list[Dataset]) -> None:
-        if self.series_ttl <= 0:
-            return
-        self._series[key] = (time.monotonic(), sources)
-        self._series.move_to_end(key)
-        while len(self._series) > SERIES_CACHED:
-            self._series.popitem(last=False)
+    def keep_series(self, key: tuple[str, str, str], sources: SourceSeries) -> str:
+        """Keep a series for later exports; returns the name the worker processes know it
+        by: one per read from the PACS, the same while it is cached."""
+        found = self._series.get(key)
+        if found is not None and found[1] is sources:
+            name = found[2]
+        else:
+            self._series_count += 1
+            name = f"{self._series_count}:{key[2]}"
+        if self.series_ttl > 0:
+            self._series[key] = (time.monotonic(), sources, name)
+            self._series.move_to_end(key)
+            while len(self._series) > SERIES_CACHED:
+                self._series.popitem(last=False)
+        return name
 
     def start(self) -> None:
         """Sweep exports left running by a server that stopped: at start-up, then now and
@@ -141,8 +178,9 @@ class ExportRunner:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.procs is not None:
-            self.procs.shutdown(wait=True, cancel_futures=True)
+        for slot in self.all_slots:
+            if slot.procs is not None:
+                slot.procs.shutdown(wait=True, cancel_futures=True)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -153,11 +191,12 @@ class ExportRunner:
             await session.commit()
 
     async def run(self, job: ExportJob) -> None:
-        async with self.slots:
+        slot = await self.free.get()
+        try:
             job.started = time.perf_counter()
             try:
                 await self._set(job.export_id, status=RUNNING, phase="building", progress=0.0)
-                await self._run(job)
+                await self._run(job, slot)
             except asyncio.CancelledError:
                 await self._fail(job, "the server stopped during the export; start it again")
                 raise
@@ -168,6 +207,8 @@ class ExportRunner:
                 await self._fail(job, f"unexpected error ({type(exc).__name__}; logged)")
             else:
                 log.info("seg_export.succeeded", export_id=job.export_id, **job.timings)
+        finally:
+            self.free.put_nowait(slot)
 
     async def _fail(self, job: ExportJob, reason: str) -> None:
         log.warning("seg_export.failed", export_id=job.export_id, reason=reason[:300])
@@ -184,8 +225,10 @@ class ExportRunner:
         except Exception:  # the database is gone too: the read path reports it stale
             log.exception("seg_export.fail_not_recorded", export_id=job.export_id)
 
-    async def _run(self, job: ExportJob) -> None:
+    async def _run(self, job: ExportJob, slot: Slot) -> None:
+        t = time.perf_counter()
         locations = await self._locations(job)
+        job.timings["locations"] = round(time.perf_counter() - t, 3)
         request = BuildRequest(
             mapping=job.mapping,
             segmentation_type=job.segmentation_type,
@@ -195,10 +238,13 @@ class ExportRunner:
             compression=self.compression,
             locations=locations,
             read_threads=self.fetch_concurrency,
+            series_key=job.series_key,
+            source_json=job.source_json,
+            source_order=job.source_order,
         )
         del locations
         t = time.perf_counter()
-        result = await self._build(job.export_id, request)
+        result = await self._build(job, slot, request)
         job.timings["build_process"] = round(time.perf_counter() - t, 3)
         job.timings.update(result.timings)
         data, frames = result.data, result.frames
@@ -246,33 +292,64 @@ class ExportRunner:
             await session.commit()
         await outbox.flush_quietly(self.maker, self.storage, self.key_prefix, job.group_id)
 
-    async def _build(self, export_id: int, request: BuildRequest) -> BuildResult:
+    async def _build(self, job: ExportJob, slot: Slot, request: BuildRequest) -> BuildResult:
+        key = request.series_key
+        if key and key in slot.holds:  # that process has the series: name it only
+            slot.holds.move_to_end(key)
+            try:
+                return await self._build_once(job, slot, _without_sources(request))
+            except SeriesMissing:
+                slot.holds.pop(key, None)
+        result = await self._build_once(job, slot, request)
+        if key:
+            slot.holds[key] = None
+            slot.holds.move_to_end(key)
+            while len(slot.holds) > SERIES_KEPT:  # as the worker process lets them go
+                slot.holds.popitem(last=False)
+        return result
+
+    async def _build_once(self, job: ExportJob, slot: Slot, request: BuildRequest) -> BuildResult:
+        """Run the build in the slot's process; while it runs, turn its count of placed masks
+        into the row's progress (at most one write per PROGRESS_EVERY) and write the row at
+        least every HEARTBEAT, so that it never looks stale."""
         loop = asyncio.get_running_loop()
+        total = max(1, len(request.locations))
+        slot.progress.value = 0
         try:
-            running = loop.run_in_executor(self._processes(), build_seg, request)
+            running = loop.run_in_executor(self._processes(slot), build_seg, request)
+            shown, written = 0, time.monotonic()
             while True:
-                done, _ = await asyncio.wait([running], timeout=HEARTBEAT)
+                done, _ = await asyncio.wait([running], timeout=PROGRESS_EVERY)
                 if done:
                     return running.result()
-                await self._set(export_id)  # alive: not stale
+                placed = min(int(slot.progress.value), total)
+                if placed != shown:
+                    shown = placed
+                    await self._set(job.export_id, progress=round(READ_SHARE * placed / total, 3))
+                    written = time.monotonic()
+                elif time.monotonic() - written >= HEARTBEAT:
+                    await self._set(job.export_id)  # alive: not stale
+                    written = time.monotonic()
         except (ReadError, PixelError, OverlapError) as exc:
             raise ExportFailed(str(exc)) from None
         except BrokenProcessPool:
             # Killed (out of memory, most likely): the next export gets a new process.
-            self.procs = None
+            slot.procs = None
+            slot.holds.clear()
             raise ExportFailed(
                 "the worker process building the SEG died (out of memory?); start it again"
             ) from None
 
-    def _processes(self) -> ProcessPoolExecutor:
-        if self.procs is None:
+    def _processes(self, slot: Slot) -> ProcessPoolExecutor:
+        if slot.procs is None:
             # spawn, not fork: the server has threads and an event loop a fork would copy.
-            self.procs = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
+            slot.procs = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=self.context,
                 initializer=worker_start,
+                initargs=(slot.progress,),
             )
-        return self.procs
+        return slot.procs
 
     async def _write(self, job: ExportJob, key: str, data: bytes) -> None:
         t = time.perf_counter()
@@ -298,8 +375,15 @@ class ExportRunner:
             raise ExportFailed("STOW-RS answered without the SEG's SOP Instance UID")
 
     async def _locations(self, job: ExportJob) -> list[tuple[MaskRef, str]]:
-        """Where the worker reads each mask; signing 1,750 URLs takes milliseconds."""
+        """Where the worker reads each mask. Signing 1,750 URLs took 0.04-0.16 s (timings
+        `locations`, loaded machine): in a thread, so that the event loop keeps answering."""
         masks = job.mapping.masks
         await self.storage.prepare_signing()
-        where = self.storage.read_locations([m.object_key for m in masks], LOCATION_TTL)
+        keys = [m.object_key for m in masks]
+        where = await self._in_thread(self.storage.read_locations, keys, LOCATION_TTL)
         return list(zip(masks, where, strict=True))
+
+
+def _without_sources(request: BuildRequest) -> BuildRequest:
+    """The request without the source series (the worker process holds it)."""
+    return replace(request, source_json=b"")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +18,7 @@ from ..context import Ctx
 from ..core.config import Settings
 from ..core.errors import BadGateway, Conflict, NotFound
 from ..core.schemas import Pagination
-from ..dicomweb import DicomwebError, DicomwebTarget, series_metadata
+from ..dicomweb import DicomwebError, DicomwebTarget, series_metadata_json
 from ..masks import service as masks
 from ..models import SegExport
 from ..models.base import utcnow
@@ -26,7 +27,7 @@ from ..models.seg_export import QUEUED, RUNNING
 from ..seg import labels
 from ..seg.build import Algorithm, SeriesInfo
 from ..seg.geometry import GeometryError, sort_along_normal
-from ..seg.mapping import MappingError, MaskRef, map_masks
+from ..seg.mapping import MappingError, MaskRef, SourceSeries, map_masks
 from ..storage.downloads import DownloadSigner
 from . import repository as repo
 from .runner import ExportJob, ExportRunner
@@ -61,6 +62,13 @@ def configured_table(path: str) -> labels.LabelTable:
         raise Conflict(f"dicom_seg.label_table {path!r} cannot be used: {exc}") from None
 
 
+def _read_series(pacs: DicomwebTarget, study: str, series: str) -> SourceSeries:
+    """The source series from the PACS: pydicom parses here only what ordering and mapping
+    read (0.2 s instead of 0.65 s for 350 instances, measured at load 13); the worker process
+    parses the rest while it reads the masks."""
+    return SourceSeries.from_json(series_metadata_json(pacs, study, series))
+
+
 async def start(
     ctx: Ctx, runner: ExportRunner, annotation_id: int, group_id: int, body: ExportCreate
 ) -> SegExport:
@@ -79,9 +87,35 @@ async def start(
             f"annotation {annotation_id} names no series_instance_uid: the source series of "
             "the masks is needed to export a SEG"
         )
-    rows = await repo.masks_of(ctx.session, group_id)
-    if not rows:
-        raise Conflict(f"mask group {group_id} has no masks to export")
+    study, series = annotation.study_instance_uid, annotation.series_instance_uid
+    cache_key = (pacs.url, study, series)
+    cached = runner.cached_series(cache_key)
+    # Not cached: the PACS reads its files (~1 s for 350 instances) while the database lists
+    # the masks.
+    reading = (
+        None
+        if cached is not None
+        else asyncio.ensure_future(anyio.to_thread.run_sync(_read_series, pacs, study, series))
+    )
+    try:
+        rows = await repo.masks_of(ctx.session, group_id)
+        if not rows:
+            raise Conflict(f"mask group {group_id} has no masks to export")
+        if reading is not None:
+            sources = await reading
+        else:
+            assert cached is not None
+            sources = cached
+    except DicomwebError as exc:
+        if exc.status == 404:
+            raise Conflict(f"the source series {series} is not on the DICOMweb server") from None
+        raise BadGateway(str(exc)) from None
+    finally:
+        if reading is not None:
+            if not reading.done():
+                reading.cancel()  # its thread ends on its own; nothing waits for it
+            elif not reading.cancelled():
+                reading.exception()  # seen (a refusal came first): not logged as lost
     refs = [
         MaskRef(
             object_key=m.object_key,
@@ -94,21 +128,11 @@ async def start(
         )
         for m in rows
     ]
-    study, series = annotation.study_instance_uid, annotation.series_instance_uid
-    cache_key = (pacs.url, study, series)
-    try:
-        sources = runner.cached_series(cache_key) or await anyio.to_thread.run_sync(
-            series_metadata, pacs, study, series
-        )
-    except DicomwebError as exc:
-        if exc.status == 404:
-            raise Conflict(f"the source series {series} is not on the DICOMweb server") from None
-        raise BadGateway(str(exc)) from None
-    if not sources:
+    if not sources.placing:
         raise Conflict(f"the source series {series} is not on the DICOMweb server")
     try:
-        ordered = sort_along_normal(sources)
-        runner.keep_series(cache_key, sources)
+        ordered = sort_along_normal(sources.placing)
+        series_key = runner.keep_series(cache_key, sources)
         mapping = map_masks(refs, ordered, body.slice_index_base)
     except GeometryError as exc:
         raise Conflict(f"the source series cannot be used: {exc}") from None
@@ -166,6 +190,9 @@ async def start(
         ),
         store=body.store,
         target=pacs,
+        series_key=series_key,
+        source_json=sources.json,
+        source_order=sources.order_of(mapping.sources),
     )
     # The runner updates this row from its own sessions: it must exist for them first.
     await ctx.session.commit()

@@ -48,6 +48,7 @@ class Assembler:
         self.mapping = mapping
         self.kind = segmentation_type
         used = sorted(set(mapping.frame_of.values()))
+        self.used = used
         self.sources = [mapping.sources[i] for i in used]
         self.row_of = {source: row for row, source in enumerate(used)}
         self.number_of = {label: n for n, label in enumerate(mapping.labels, start=1)}
@@ -58,6 +59,16 @@ class Assembler:
         else:
             self.array = np.zeros((*shape, len(mapping.labels)), dtype=bool)
 
+    def use_sources(self, sources: Sequence[Dataset]) -> None:
+        """Every attribute of the (sorted) source images, for highdicom: the mapping's may
+        hold only what placing needs (mapping.SourceSeries)."""
+        if len(sources) != len(self.mapping.sources):
+            raise ValueError(f"{len(sources)} source images for {len(self.mapping.sources)}")
+        for i in self.used:
+            if sources[i].SOPInstanceUID != self.mapping.sources[i].SOPInstanceUID:
+                raise ValueError(f"source image {i} is not the one the masks were placed on")
+        self.sources = [sources[i] for i in self.used]
+
     def add(self, mask: MaskRef, pixels: np.ndarray) -> None:
         assert mask.label_name is not None
         row = self.row_of[self.mapping.frame_of[mask.object_key]]
@@ -66,15 +77,18 @@ class Assembler:
             self.array[row, :, :, number - 1] |= pixels
             return
         frame = self.array[row]
-        taken = pixels & (frame != 0) & (frame != number)
-        if taken.any():
-            other = self.mapping.labels[int(frame[taken][0]) - 1]
-            raise OverlapError(
-                f"labels {other!r} and {mask.label_name!r} overlap on {mask.filename} "
-                f"({int(taken.sum())} pixels): a LABELMAP holds one label per pixel; "
-                "export as BINARY"
-            )
-        frame[pixels] = number
+        # Two full-frame passes when nothing overlaps (the usual case): 0.08 ms, not 0.12.
+        hit = np.logical_and(pixels, frame)
+        if hit.any():
+            taken = hit & (frame != number)
+            if taken.any():
+                other = self.mapping.labels[int(frame[taken][0]) - 1]
+                raise OverlapError(
+                    f"labels {other!r} and {mask.label_name!r} overlap on {mask.filename} "
+                    f"({int(taken.sum())} pixels): a LABELMAP holds one label per pixel; "
+                    "export as BINARY"
+                )
+        np.copyto(frame, number, where=pixels)
 
 
 def segment_descriptions(

@@ -6,10 +6,47 @@ mask must map, and its declared width/height must equal the image's Columns/Rows
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
+
+# What ordering and mapping read of each source image (SOP Class and Instance UID, Image
+# Position and Orientation, Instance Number, Rows, Columns); highdicom reads the rest.
+PLACING_TAGS = frozenset(
+    ("00080016", "00080018", "00200032", "00200037", "00200013", "00280010", "00280011")
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SourceSeries:
+    """A source series as read from the PACS: `placing`, each image's few attributes that
+    order and map masks (pydicom parses 7 attributes an image 3-4 times faster than all of
+    them); `json`, all of them as DICOM JSON (same order), which the worker process parses
+    for highdicom while it reads the masks."""
+
+    placing: list[Dataset]
+    json: bytes
+
+    @classmethod
+    def from_json(cls, items: Sequence[dict[str, Any]]) -> SourceSeries:
+        placing = [
+            Dataset.from_json({k: v for k, v in item.items() if k in PLACING_TAGS})
+            for item in items
+        ]
+        return cls(placing, json.dumps(items, separators=(",", ":")).encode())
+
+    def order_of(self, ordered: Sequence[Dataset]) -> list[int]:
+        """The index in `placing` (and in `json`) of each of `ordered`, datasets of `placing`."""
+        index = {id(ds): i for i, ds in enumerate(self.placing)}
+        return [index[id(ds)] for ds in ordered]
+
+
+def parse_sources(raw: bytes) -> list[Dataset]:
+    """A SourceSeries' `json` as datasets, every attribute (in the order the PACS sent)."""
+    return [Dataset.from_json(item) for item in json.loads(raw)]
 
 
 @dataclass(frozen=True, slots=True)

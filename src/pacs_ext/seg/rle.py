@@ -52,15 +52,19 @@ def encode_frame(src: bytes, runner: Any) -> bytes:
     columns = runner.columns
     out = bytearray(pack("<2L", 1, 64))  # one segment, right after the 64-byte header
     out.extend(bytes(56))
-    for start in range(0, len(src), columns):
-        row = bytes(src[start : start + columns])
+    # Rows equal to the one above (most: background, or a shape's straight sides) are found
+    # by numpy, so Python handles each run of equal rows once, not each of the 512 rows.
+    frame = np.frombuffer(src, dtype=np.uint8).reshape(-1, columns)
+    starts = [0, *(np.flatnonzero((frame[1:] != frame[:-1]).any(axis=1)) + 1).tolist()]
+    for first, end in zip(starts, [*starts[1:], len(frame)], strict=True):
+        row = frame[first].tobytes()
         packed = _rows.get(row)
         if packed is None:
             packed = encode_row(row)
             if len(_rows) >= ROWS_KEPT:
                 _rows.clear()
             _rows[row] = packed
-        out.extend(packed)
+        out.extend(packed * (end - first))
     if len(out) % 2:
         out.append(0)  # segments are even in length
     return bytes(out)
