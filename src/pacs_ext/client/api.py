@@ -7,16 +7,13 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
 from .. import __version__
-from ..annotations.schemas import AnnotationRead
 from ..core.clock import SYSTEM_CLOCK, Clock
-from ..core.schemas import Page
-from ..exports.schemas import ExportRead
 from ..masks.schemas import (
     DownloadUrl,
     FileSpec,
@@ -36,6 +33,11 @@ from .retry import (
     is_retryable_exception,
     retry_after_seconds,
 )
+
+if TYPE_CHECKING:
+    from ..annotations.schemas import AnnotationRead
+    from ..core.schemas import Page
+    from ..exports.schemas import ExportRead
 
 M = TypeVar("M", bound=BaseModel)
 # Ask storage for the bytes as stored (no compression in transit) when fetching mask bytes.
@@ -170,19 +172,28 @@ class PacsClient:
     # ---- annotations ---------------------------------------------------------------------
 
     async def create_annotation(self, study_instance_uid: str, **fields: Any) -> AnnotationRead:
+        from ..annotations.schemas import AnnotationRead
+
         body = {"study_instance_uid": study_instance_uid, **fields}
         return await self._model(AnnotationRead, "POST", "/api/annotations", json=body)
 
     async def list_annotations(
         self, *, limit: int = 50, offset: int = 0, **filters: str | None
     ) -> Page[AnnotationRead]:
+        from ..annotations.schemas import AnnotationRead
+        from ..core.schemas import Page
+
         params = {"limit": limit, "offset": offset, **filters}
         return await self._model(Page[AnnotationRead], "GET", "/api/annotations", params=params)
 
     async def get_annotation(self, annotation_id: int) -> AnnotationRead:
+        from ..annotations.schemas import AnnotationRead
+
         return await self._model(AnnotationRead, "GET", f"/api/annotations/{annotation_id}")
 
     async def update_annotation(self, annotation_id: int, **fields: Any) -> AnnotationRead:
+        from ..annotations.schemas import AnnotationRead
+
         return await self._model(
             AnnotationRead, "PATCH", f"/api/annotations/{annotation_id}", json=fields
         )
@@ -219,6 +230,8 @@ class PacsClient:
     async def list_groups(
         self, annotation_id: int, *, limit: int = 50, offset: int = 0
     ) -> Page[MaskGroupRead]:
+        from ..core.schemas import Page
+
         params = {"limit": limit, "offset": offset}
         return await self._model(
             Page[MaskGroupRead], "GET", self._groups(annotation_id), params=params
@@ -277,6 +290,8 @@ class PacsClient:
         limit: int = 100,
         offset: int = 0,
     ) -> Page[MaskRead]:
+        from ..core.schemas import Page
+
         params = {
             "label_name": label_name,
             "sop_instance_uid": sop_instance_uid,
@@ -353,6 +368,8 @@ class PacsClient:
         **fields: Any,
     ) -> ExportRead:
         """Start a DICOM SEG export of a complete group (202); follow it with get_export."""
+        from ..exports.schemas import ExportRead
+
         body = {"format": "dicom-seg", "segmentation_type": segmentation_type, "store": store}
         return await self._model(
             ExportRead,
@@ -363,6 +380,8 @@ class PacsClient:
         )
 
     async def get_export(self, annotation_id: int, group_id: int, export_id: int) -> ExportRead:
+        from ..exports.schemas import ExportRead
+
         return await self._model(
             ExportRead, "GET", f"{self._exports(annotation_id, group_id)}/{export_id}"
         )
@@ -370,6 +389,9 @@ class PacsClient:
     async def list_exports(
         self, annotation_id: int, group_id: int, *, limit: int = 50, offset: int = 0
     ) -> Page[ExportRead]:
+        from ..core.schemas import Page
+        from ..exports.schemas import ExportRead
+
         params = {"limit": limit, "offset": offset}
         return await self._model(
             Page[ExportRead], "GET", self._exports(annotation_id, group_id), params=params
