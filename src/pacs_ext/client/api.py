@@ -25,6 +25,7 @@ from ..masks.schemas import (
 )
 from .connections import KEEPALIVE_EXPIRY, REPEATABLE, RetryDroppedConnection, pooled_transport
 from .errors import ApiError, IncompleteUpload, ServerUnreachable
+from .files import LocalSpec
 from .lean_transport import LeanTransport
 from .retry import (
     RETRYABLE_STATUSES,
@@ -431,6 +432,9 @@ def _env_proxies() -> bool:
 def _specs(files: Sequence[FileLike]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for f in files:
+        if isinstance(f, LocalSpec):  # the uploader's own, sent as it is
+            out.append(f)
+            continue
         spec = f if isinstance(f, FileSpec) else FileSpec.model_validate(dict(f))
         out.append(spec.model_dump(exclude_none=True))
     return out
