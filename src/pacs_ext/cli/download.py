@@ -10,7 +10,7 @@ from rich.filesize import decimal
 
 from ..client import DownloadResult, PacsClient, download_mask_group
 from .common import err_console
-from .progress_bars import RichTransferProgress
+from .notes import transfer_progress
 from .remote import (
     DEFAULT_SERVER,
     ConcurrencyOption,
@@ -49,7 +49,7 @@ def download(
 
     async def go() -> DownloadResult:
         async with PacsClient(server, bearer, retry=retry_policy(retries)) as client:
-            with RichTransferProgress("download", err_console, enabled=not quiet) as bars:
+            with transfer_progress("download", err_console, quiet=quiet) as bars:
                 return await download_mask_group(
                     client, annotation, group, dest, concurrency=concurrency, progress=bars
                 )

@@ -10,7 +10,7 @@ from rich.filesize import decimal
 
 from ..client import PacsClient, UploadResult, upload_mask_group
 from .common import err_console
-from .progress_bars import RichTransferProgress
+from .notes import transfer_progress
 from .remote import (
     DEFAULT_SERVER,
     ConcurrencyOption,
@@ -74,7 +74,7 @@ def upload(
 
     async def go() -> UploadResult:
         async with PacsClient(server, bearer, retry=retry_policy(retries)) as client:
-            with RichTransferProgress("upload", err_console, enabled=not quiet) as bars:
+            with transfer_progress("upload", err_console, quiet=quiet) as bars:
                 return await upload_mask_group(
                     client,
                     annotation,
