@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import contextlib
 import os
 import resource
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import httpx
 
+import pacs_ext
 from fixtures.databases import database
 from fixtures.rgw import Rgw, suite_rgw
 from fixtures.server import BIN, ServerProcess, make_token, s3_server
@@ -223,6 +225,13 @@ def httpx_client(url: str, token: str) -> Iterator[httpx.Client]:
         yield c
 
 
+def compile_package() -> None:
+    """Bytecode for pacs_ext, as installing a wheel writes it. An editable install run with
+    PYTHONDONTWRITEBYTECODE (as here) would otherwise compile ~30 modules from source at
+    every start of the CLI: ~40 ms of its CPU that no installed pacs-ext pays."""
+    compileall.compile_dir(Path(pacs_ext.__file__).parent, quiet=1)
+
+
 def ensure_rclone() -> str:
     found = shutil.which("rclone")
     if found:
@@ -337,6 +346,8 @@ def main() -> None:
         )
         results: dict[str, list[Run]] = {}
         rclone = ensure_rclone() if "rgw" in stores and not args.no_rclone else None
+        if rclone is not None:
+            compile_package()
         for n in range(args.runs):
             for concurrency in levels:
                 for storage in stores:
