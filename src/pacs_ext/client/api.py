@@ -23,7 +23,7 @@ from ..masks.schemas import (
     UploadTarget,
     UploadUrlsResponse,
 )
-from .connections import KEEPALIVE_EXPIRY, REPEATABLE, RetryDroppedConnection, pooled_transport
+from .connections import KEEPALIVE_EXPIRY, REPEATABLE, RetryDroppedConnection
 from .errors import ApiError, IncompleteUpload, ServerUnreachable
 from .files import LocalSpec
 from .lean_transport import LeanTransport
@@ -81,11 +81,15 @@ class PacsClient:
             keepalive_expiry=keepalive_expiry,
         )
         agent = f"pacs-ext-client/{__version__}"
+        # The API: the lean transport too, behind the same one retry of a dropped connection.
+        # httpx's own (httpcore on anyio) cost ~40 ms of CPU to import and set up at every
+        # `pacs-ext upload` start, and loaded the CA bundle even for a plain-http server; the
+        # lean one makes a TLS context only when it first connects over https.
         self.http = httpx.AsyncClient(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}", "User-Agent": agent},
             timeout=timeout,
-            transport=transport or pooled_transport(limits),
+            transport=transport or RetryDroppedConnection(LeanTransport(limits)),
         )
         # Storage: the lean transport (lean_transport.py), unless a test brings its own; the
         # uploader's small PUTs call it directly, without httpx's models (`lean`).
