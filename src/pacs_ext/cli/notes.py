@@ -6,7 +6,6 @@ import sys
 from contextlib import AbstractContextManager
 from types import TracebackType
 
-from rich.console import Console
 from rich.filesize import decimal
 
 from ..client.progress import TransferProgress
@@ -42,13 +41,13 @@ class TextNotes(TransferProgress, AbstractContextManager["TextNotes"]):
             print("(further notes not shown)", file=sys.stderr)
 
 
-def transfer_progress(
-    verb: str, console: Console, *, quiet: bool
-) -> AbstractContextManager[TransferProgress]:
-    """Rich bars (files and bytes) when `console` is a terminal and not `quiet`; TextNotes
-    otherwise, without importing rich's progress machinery or rendering bars at the end."""
-    if quiet or not console.is_terminal:
+def transfer_progress(verb: str, *, quiet: bool) -> AbstractContextManager[TransferProgress]:
+    """Rich bars (files and bytes) when stderr is a terminal and not `quiet`; TextNotes
+    otherwise, without importing rich's console and progress machinery or rendering bars
+    at the end."""
+    if quiet or not sys.stderr.isatty():
         return TextNotes()
+    from .common import err_console
     from .progress_bars import RichTransferProgress
 
-    return RichTransferProgress(verb, console)
+    return RichTransferProgress(verb, err_console())
