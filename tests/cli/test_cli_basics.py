@@ -74,6 +74,38 @@ def test_client_commands_do_not_load_the_server() -> None:
     assert r.stdout.strip() == ""
 
 
+def test_upload_command_imports_only_what_an_upload_uses() -> None:
+    """Every start of `pacs-ext upload` pays for its imports (most of its CPU on a small
+    upload): none of the server, the DICOM stack, the other commands' schemas, httpx's own
+    command line (click, pygments), httpx's own transport (httpcore, anyio: the SDK's
+    clients use the lean one), rich's console or the bars drawn only on a terminal."""
+    import sys
+
+    unused = (
+        *("fastapi", "starlette", "alembic", "uvicorn", "sqlalchemy", "jwt"),
+        *("pydantic_settings", "aiobotocore", "botocore", "numpy", "pydicom", "PIL"),
+        *("click", "pygments", "httpcore", "anyio", "rich.console", "rich.progress"),
+        *("pacs_ext.core.config", "pacs_ext.annotations", "pacs_ext.exports"),
+        *("pacs_ext.seg", "pacs_ext.dicomweb", "pacs_ext.client.seg_import"),
+        "pacs_ext.cli.progress_bars",
+    )
+    code = (
+        "import sys\n"
+        "from pacs_ext.cli import load_command\n"
+        "load_command('upload')\n"
+        "import asyncio\n"
+        "from pacs_ext.client import PacsClient\n"
+        "async def clients():\n"
+        "    async with PacsClient('http://127.0.0.1:9', 'token'):\n"
+        "        pass\n"
+        "asyncio.run(clients())\n"
+        f"print(' '.join(m for m in {unused!r} if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
+
+
 def test_help_lists_every_command(env: dict[str, str]) -> None:
     r = run(env, "--help")
     assert r.returncode == 0

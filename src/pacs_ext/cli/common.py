@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
 from ..core.config_error import ConfigError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..core.config import Settings
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+@cache
+def err_console() -> Console:
+    """Messages on stderr, through rich; made on first use, as rich.console costs ~20 ms of
+    CPU to import, which a `pacs-ext upload` that goes well never needs."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def settings_or_exit() -> Settings:
@@ -21,12 +30,12 @@ def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        err_console.print(f"[red]configuration error:[/red] {exc}")
+        err_console().print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
+    err_console().print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
 
 

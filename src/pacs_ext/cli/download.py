@@ -10,7 +10,7 @@ from rich.filesize import decimal
 
 from ..client import DownloadResult, PacsClient, download_mask_group
 from .common import err_console
-from .progress_bars import RichTransferProgress
+from .notes import transfer_progress
 from .remote import (
     DEFAULT_SERVER,
     ConcurrencyOption,
@@ -18,7 +18,6 @@ from .remote import (
     RetriesOption,
     ServerOption,
     TokenOption,
-    out_console,
     rate,
     require_token,
     retry_policy,
@@ -44,19 +43,20 @@ def download(
     """
     bearer = require_token(server, token)
     if dest.exists() and not dest.is_dir():
-        err_console.print(f"[red]error:[/red] {dest} exists and is not a folder")
+        err_console().print(f"[red]error:[/red] {dest} exists and is not a folder")
         raise typer.Exit(2)
 
     async def go() -> DownloadResult:
         async with PacsClient(server, bearer, retry=retry_policy(retries)) as client:
-            with RichTransferProgress("download", err_console, enabled=not quiet) as bars:
+            with transfer_progress("download", quiet=quiet) as bars:
                 return await download_mask_group(
                     client, annotation, group, dest, concurrency=concurrency, progress=bars
                 )
 
     result = run(go())
     extra = f"; {result.files_skipped:,} already there" if result.files_skipped else ""
-    out_console.print(
+    # Plain print: a result line needs no styling, and rich.console is not imported for it.
+    print(
         f"mask group {group}: {result.files_total:,} masks in {dest}; fetched "
         f"{result.files_downloaded:,} file(s), {decimal(result.bytes_downloaded)} in "
         f"{result.seconds:.1f} s ({rate(result.files_downloaded, result.seconds):,.0f} files/s, "

@@ -83,7 +83,7 @@ def migrate_cmd(
             raise typer.Exit(1 if report.local_only else 0)
         summary = asyncio.run(_migrate(settings, options, use_db and not check))
     except KeyboardInterrupt:
-        err_console.print(
+        err_console().print(
             "[yellow]interrupted[/yellow]: every object is either fully copied or absent; "
             "run the same command again to finish"
         )
@@ -111,7 +111,7 @@ async def _migrate(settings: Settings, options: Options, use_db: bool) -> Summar
     storage = create_storage(settings)
     engine = create_engine(settings) if use_db else None
     try:
-        with RichProgress(err_console) as progress:
+        with RichProgress(err_console()) as progress:
             maker = create_sessionmaker(engine) if engine is not None else None
             return await migrate(storage, maker, options, progress)
     finally:
@@ -123,7 +123,7 @@ async def _migrate(settings: Settings, options: Options, use_db: bool) -> Summar
 async def _verify(settings: Settings, options: Options) -> VerifyReport:
     storage = create_storage(settings)
     try:
-        with RichProgress(err_console) as progress:
+        with RichProgress(err_console()) as progress:
             return await verify(storage, options, progress)
     finally:
         await storage.close()

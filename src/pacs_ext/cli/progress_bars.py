@@ -19,8 +19,8 @@ from rich.progress import (
 from rich.text import Text
 
 from ..client.progress import TransferProgress
+from .notes import MAX_NOTES
 
-MAX_NOTES = 20
 # A bar redrawn 4 times a second looks as live as at rich's 10, for 40% of the drawing CPU.
 REFRESH_PER_SECOND = 4
 
@@ -61,7 +61,8 @@ class RichTransferProgress(TransferProgress):
     The SDK calls advance() and file_done() once per file: they only add to two counters,
     which the bars read when they are drawn (a few times a second). Updating rich at every
     file cost a lock, a speed sample and, at each redraw, a walk over thousands of samples.
-    Without a terminal nothing is drawn until the end (the final bars are printed once).
+    Without a terminal nothing is drawn until the end (the final bars are printed once); the
+    client commands use notes.TextNotes there instead.
     """
 
     def __init__(self, verb: str, console: Console, *, enabled: bool = True) -> None:

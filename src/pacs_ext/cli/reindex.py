@@ -84,7 +84,7 @@ async def _run(settings: Settings, merge: bool, dry_run: bool, ids_only: bool) -
     storage = create_storage(settings)
     engine = create_engine(settings)
     try:
-        with RichProgress(err_console) as progress:
+        with RichProgress(err_console()) as progress:
             return await reindex(
                 storage,
                 create_sessionmaker(engine),

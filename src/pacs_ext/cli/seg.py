@@ -71,7 +71,7 @@ def export_seg(
                 )
             except ApiError as exc:
                 for name in exc.body.get("masks", [])[:20]:
-                    err_console.print(f"  {name}")
+                    err_console().print(f"  {name}")
                 raise
             with _bar(quiet) as bar:
                 task = bar.add_task(f"export {started.id}", total=1.0, phase="queued")
@@ -88,19 +88,19 @@ def export_seg(
 
     done, written = run(go())
     if done.status != "succeeded":
-        err_console.print(f"[red]error:[/red] export {done.id} failed: {done.error}")
+        err_console().print(f"[red]error:[/red] export {done.id} failed: {done.error}")
         raise typer.Exit(1)
-    out_console.print(
+    out_console().print(
         f"export {done.id}: {done.segmentation_type} SEG, {done.frames} frames, "
         f"{done.file_size:,} bytes at {done.object_key}"
     )
     if done.stored:
-        out_console.print(
+        out_console().print(
             f"stored in the PACS: series {done.series_instance_uid}, "
             f"instance {done.sop_instance_uid}"
         )
     if out is not None:
-        out_console.print(f"written to {out} ({written:,} bytes)")
+        out_console().print(f"written to {out} ({written:,} bytes)")
 
 
 def import_seg_cmd(
@@ -141,11 +141,11 @@ def import_seg_cmd(
     mask group of ANNOTATION: one PNG per slice and label, uploaded and completed."""
     bearer = require_token(server, token)
     if (file is None) == (series is None):
-        err_console.print("[red]error:[/red] give either --file or --study and --series")
+        err_console().print("[red]error:[/red] give either --file or --study and --series")
         raise typer.Exit(2)
     needs_pacs = series is not None or source_series is not None
     if needs_pacs and (not dicomweb_url or not study):
-        err_console.print(
+        err_console().print(
             "[red]error:[/red] --series/--source-series need --study and --dicomweb-url"
         )
         raise typer.Exit(2)
@@ -184,10 +184,10 @@ def import_seg_cmd(
     try:
         result = run(go())
     except (SegReadError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console().print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     labels = sorted(set(result.contents.labels.values()))
-    out_console.print(
+    out_console().print(
         f"mask group {result.group.id}: {result.files:,} masks from a "
         f"{result.contents.segmentation_type} SEG ({', '.join(labels)})"
     )
@@ -199,7 +199,7 @@ def _kind(kind: str) -> Literal["LABELMAP", "BINARY"]:
         return "LABELMAP"
     if upper == "BINARY":
         return "BINARY"
-    err_console.print(f"[red]error:[/red] --type must be LABELMAP or BINARY (got {kind!r})")
+    err_console().print(f"[red]error:[/red] --type must be LABELMAP or BINARY (got {kind!r})")
     raise typer.Exit(2)
 
 
@@ -210,7 +210,7 @@ def _bar(quiet: bool) -> Progress:
         TextColumn("{task.percentage:>3.0f}%"),
         TextColumn("{task.fields[phase]}"),
         TimeElapsedColumn(),
-        console=err_console,
+        console=err_console(),
         disable=quiet,
         transient=False,
     )

@@ -65,7 +65,7 @@ def init(
         folder = (settings.server.data_dir / "objects").resolve()
         if not dry_run:
             folder.mkdir(parents=True, exist_ok=True)
-        console = err_console if dry_run else out
+        console = err_console() if dry_run else out
         console.print(f"local store: nothing to provision (objects live in {escape(str(folder))})")
         if dry_run:
             print("[]")
@@ -143,7 +143,7 @@ def _print_cloudtrail(settings: Settings, trail: str = "TRAIL") -> None:
 
 def _report(settings: Settings, outcomes: list[Any], requests: list[Any], dry_run: bool) -> None:
     """One line per setting; in a dry run stdout carries only the JSON requests."""
-    console = err_console if dry_run else out
+    console = err_console() if dry_run else out
     width = max(len(o.setting) for o in outcomes)
     for o in outcomes:
         label = "would change" if dry_run and o.status == "changed" else o.status
@@ -200,7 +200,7 @@ def policy(
 
     settings = settings_or_exit()
     if settings.object_storage.provider == "local":
-        err_console.print(
+        err_console().print(
             "note: object_storage.provider is local; this is for bucket "
             f"{settings.object_storage.bucket_name!r} on S3"
         )
@@ -212,12 +212,14 @@ def policy(
         print(walkthrough(settings, role or "user"), end="")  # type: ignore[arg-type]
         return
     if not doc.tls_enforced(settings) and settings.bucket.tls_only_policy:
-        err_console.print(
+        err_console().print(
             "note: the endpoint is plain http://, so the policy has no TLS-only deny (it would "
             "lock the server out)"
         )
     if cors and not settings.server.cors_allowed_origins:
-        err_console.print("warning: server.cors_allowed_origins is empty: the rule allows nothing")
+        err_console().print(
+            "warning: server.cors_allowed_origins is empty: the rule allows nothing"
+        )
     if cors:
         document = doc.cors_configuration(settings)
     elif bucket_policy:

@@ -9,8 +9,7 @@ import typer
 from rich.filesize import decimal
 
 from ..client import PacsClient, UploadResult, upload_mask_group
-from .common import err_console
-from .progress_bars import RichTransferProgress
+from .notes import transfer_progress
 from .remote import (
     DEFAULT_SERVER,
     ConcurrencyOption,
@@ -18,7 +17,6 @@ from .remote import (
     RetriesOption,
     ServerOption,
     TokenOption,
-    out_console,
     rate,
     require_token,
     retry_policy,
@@ -74,7 +72,7 @@ def upload(
 
     async def go() -> UploadResult:
         async with PacsClient(server, bearer, retry=retry_policy(retries)) as client:
-            with RichTransferProgress("upload", err_console, enabled=not quiet) as bars:
+            with transfer_progress("upload", quiet=quiet) as bars:
                 return await upload_mask_group(
                     client,
                     annotation,
@@ -108,7 +106,8 @@ def upload(
     if result.renewed_urls:
         extra.append(f"{result.renewed_urls} URLs renewed")
     tail = f"; {', '.join(extra)}" if extra else ""
-    out_console.print(
+    # Plain print: a result line needs no styling, and rich.console is not imported for it.
+    print(
         f"mask group {g.id} {g.status}: {g.mask_count:,} masks, {decimal(g.total_bytes)}; "
         f"{sent}{tail}"
     )

@@ -7,16 +7,13 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
 from .. import __version__
-from ..annotations.schemas import AnnotationRead
 from ..core.clock import SYSTEM_CLOCK, Clock
-from ..core.schemas import Page
-from ..exports.schemas import ExportRead
 from ..masks.schemas import (
     DownloadUrl,
     FileSpec,
@@ -26,8 +23,9 @@ from ..masks.schemas import (
     UploadTarget,
     UploadUrlsResponse,
 )
-from .connections import KEEPALIVE_EXPIRY, REPEATABLE, RetryDroppedConnection, pooled_transport
+from .connections import KEEPALIVE_EXPIRY, REPEATABLE, RetryDroppedConnection
 from .errors import ApiError, IncompleteUpload, ServerUnreachable
+from .files import LocalSpec
 from .lean_transport import LeanTransport
 from .retry import (
     RETRYABLE_STATUSES,
@@ -36,6 +34,11 @@ from .retry import (
     is_retryable_exception,
     retry_after_seconds,
 )
+
+if TYPE_CHECKING:
+    from ..annotations.schemas import AnnotationRead
+    from ..core.schemas import Page
+    from ..exports.schemas import ExportRead
 
 M = TypeVar("M", bound=BaseModel)
 # Ask storage for the bytes as stored (no compression in transit) when fetching mask bytes.
@@ -78,11 +81,15 @@ class PacsClient:
             keepalive_expiry=keepalive_expiry,
         )
         agent = f"pacs-ext-client/{__version__}"
+        # The API: the lean transport too, behind the same one retry of a dropped connection.
+        # httpx's own (httpcore on anyio) cost ~40 ms of CPU to import and set up at every
+        # `pacs-ext upload` start, and loaded the CA bundle even for a plain-http server; the
+        # lean one makes a TLS context only when it first connects over https.
         self.http = httpx.AsyncClient(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}", "User-Agent": agent},
             timeout=timeout,
-            transport=transport or pooled_transport(limits),
+            transport=transport or RetryDroppedConnection(LeanTransport(limits)),
         )
         # Storage: the lean transport (lean_transport.py), unless a test brings its own; the
         # uploader's small PUTs call it directly, without httpx's models (`lean`).
@@ -170,19 +177,28 @@ class PacsClient:
     # ---- annotations ---------------------------------------------------------------------
 
     async def create_annotation(self, study_instance_uid: str, **fields: Any) -> AnnotationRead:
+        from ..annotations.schemas import AnnotationRead
+
         body = {"study_instance_uid": study_instance_uid, **fields}
         return await self._model(AnnotationRead, "POST", "/api/annotations", json=body)
 
     async def list_annotations(
         self, *, limit: int = 50, offset: int = 0, **filters: str | None
     ) -> Page[AnnotationRead]:
+        from ..annotations.schemas import AnnotationRead
+        from ..core.schemas import Page
+
         params = {"limit": limit, "offset": offset, **filters}
         return await self._model(Page[AnnotationRead], "GET", "/api/annotations", params=params)
 
     async def get_annotation(self, annotation_id: int) -> AnnotationRead:
+        from ..annotations.schemas import AnnotationRead
+
         return await self._model(AnnotationRead, "GET", f"/api/annotations/{annotation_id}")
 
     async def update_annotation(self, annotation_id: int, **fields: Any) -> AnnotationRead:
+        from ..annotations.schemas import AnnotationRead
+
         return await self._model(
             AnnotationRead, "PATCH", f"/api/annotations/{annotation_id}", json=fields
         )
@@ -219,6 +235,8 @@ class PacsClient:
     async def list_groups(
         self, annotation_id: int, *, limit: int = 50, offset: int = 0
     ) -> Page[MaskGroupRead]:
+        from ..core.schemas import Page
+
         params = {"limit": limit, "offset": offset}
         return await self._model(
             Page[MaskGroupRead], "GET", self._groups(annotation_id), params=params
@@ -277,6 +295,8 @@ class PacsClient:
         limit: int = 100,
         offset: int = 0,
     ) -> Page[MaskRead]:
+        from ..core.schemas import Page
+
         params = {
             "label_name": label_name,
             "sop_instance_uid": sop_instance_uid,
@@ -353,6 +373,8 @@ class PacsClient:
         **fields: Any,
     ) -> ExportRead:
         """Start a DICOM SEG export of a complete group (202); follow it with get_export."""
+        from ..exports.schemas import ExportRead
+
         body = {"format": "dicom-seg", "segmentation_type": segmentation_type, "store": store}
         return await self._model(
             ExportRead,
@@ -363,6 +385,8 @@ class PacsClient:
         )
 
     async def get_export(self, annotation_id: int, group_id: int, export_id: int) -> ExportRead:
+        from ..exports.schemas import ExportRead
+
         return await self._model(
             ExportRead, "GET", f"{self._exports(annotation_id, group_id)}/{export_id}"
         )
@@ -370,6 +394,9 @@ class PacsClient:
     async def list_exports(
         self, annotation_id: int, group_id: int, *, limit: int = 50, offset: int = 0
     ) -> Page[ExportRead]:
+        from ..core.schemas import Page
+        from ..exports.schemas import ExportRead
+
         params = {"limit": limit, "offset": offset}
         return await self._model(
             Page[ExportRead], "GET", self._exports(annotation_id, group_id), params=params
@@ -409,6 +436,9 @@ def _env_proxies() -> bool:
 def _specs(files: Sequence[FileLike]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for f in files:
+        if isinstance(f, LocalSpec):  # the uploader's own, sent as it is
+            out.append(f)
+            continue
         spec = f if isinstance(f, FileSpec) else FileSpec.model_validate(dict(f))
         out.append(spec.model_dump(exclude_none=True))
     return out

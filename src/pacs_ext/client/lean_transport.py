@@ -311,8 +311,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     conn.write(head, body)
                     await self._drained(conn, None, timeouts.get("write"))
                     await self._await_head(conn, timeouts.get("read"), None)
-                    reader = _Body(self, conn, None, timeouts.get("read"))
-                    data = b"".join([chunk async for chunk in reader])
+                    if conn.complete:  # the usual PUT answer: its (empty) body came with it
+                        data = b"".join(conn.body)
+                    else:
+                        reader = _Body(self, conn, None, timeouts.get("read"))
+                        data = b"".join([chunk async for chunk in reader])
                 except BaseException as exc:
                     if conn is not None:
                         conn.close()
