@@ -119,3 +119,32 @@ async def _terminate_server_backends_except(conn: asyncpg.Connection, db: str) -
         "WHERE datname = $1 AND pid <> pg_backend_pid()",
         db,
     )
+
+
+def test_a_refused_connection_is_503_not_500(pg_server: ServerProcess) -> None:
+    """PostgreSQL refusing new connections ("too many clients already" when max_connections is
+    reached; here the database not accepting connections, a refusal the server's superuser
+    gets too, without starving the rest of the machine) is the database being unavailable: a
+    503 to retry, not a 500."""
+    db = _db_name(pg_server)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with pg_server.client("alice") as alice:
+        annotation = create_annotation(alice)
+        url = f"/api/annotations/{annotation['id']}"
+        asyncio.run(admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false'))
+        try:
+            asyncio.run(_terminate_server_backends(pg_server))  # the pool must connect anew
+            r = alice.get(url)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == "DatabaseUnavailable"
+        finally:
+            asyncio.run(admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true'))
+        got = alice.get(url)
+        assert got.status_code == 200, got.text

@@ -86,8 +86,9 @@ def create_engine(settings: Settings, *, statement_timeout: bool = True) -> Asyn
 def _connect_or_say_why(
     timeout: float,
 ) -> Callable[[Dialect, ConnectionPoolEntry, list[Any], dict[str, Any]], Any]:
-    """A connection failure asyncpg reports as a bare TimeoutError or OSError becomes the
-    driver's OperationalError with the reason, which callers treat as "database unavailable"."""
+    """A connection that cannot be made (asyncpg reports a bare TimeoutError or OSError, or a
+    plain Error for a refusal) becomes the driver's OperationalError with the reason, which
+    callers treat as "database unavailable"."""
 
     def connect(
         dialect: Dialect, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
@@ -100,6 +101,14 @@ def _connect_or_say_why(
             raise errors.OperationalError(str(reason), exc) from reason
         except OSError as exc:
             raise errors.OperationalError(str(exc) or type(exc).__name__, exc) from exc
+        except errors.OperationalError:
+            raise
+        except errors.Error as exc:
+            # The server refused the connection ("too many clients already", "the database
+            # system is starting up", a database's CONNECTION LIMIT): the driver reports it
+            # as a plain Error, which would be a 500; it is the database being unavailable.
+            refused = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            raise errors.OperationalError(str(refused) or type(refused).__name__, refused) from exc
 
     return connect
 
