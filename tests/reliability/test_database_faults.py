@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from fixtures.databases import PG_ADMIN_DSN
+from fixtures.databases import PG_ADMIN_DSN, admin_sql
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
 from fixtures.isolated import own_server
 from fixtures.server import ServerProcess
@@ -128,23 +128,16 @@ def test_a_refused_connection_is_503_not_500(pg_server: ServerProcess) -> None:
     503 to retry, not a 500."""
     db = _db_name(pg_server)
 
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     with pg_server.client("alice") as alice:
         annotation = create_annotation(alice)
         url = f"/api/annotations/{annotation['id']}"
-        asyncio.run(admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false'))
+        asyncio.run(admin_sql(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false'))
         try:
             asyncio.run(_terminate_server_backends(pg_server))  # the pool must connect anew
             r = alice.get(url)
             assert r.status_code == 503, r.text
             assert r.json()["error"] == "DatabaseUnavailable"
         finally:
-            asyncio.run(admin(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true'))
+            asyncio.run(admin_sql(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true'))
         got = alice.get(url)
         assert got.status_code == 200, got.text
