@@ -43,10 +43,12 @@ from fixtures.dicom import Series, ct_series
 from fixtures.rgw import Rgw, suite_rgw
 from fixtures.server import ServerProcess, make_token, s3_server
 from pacs_ext.client import PacsClient, upload_mask_group
-from pacs_ext.dicomweb import DicomwebTarget, series_metadata, store
+from pacs_ext.dicomweb import DicomwebTarget
+from pacs_ext.dicomweb.client import series_metadata, store
 from pacs_ext.seg import labels
-from pacs_ext.seg.build import Assembler, SeriesInfo, build, encode
+from pacs_ext.seg.build import Assembler, build, encode
 from pacs_ext.seg.geometry import sort_along_normal
+from pacs_ext.seg.jobs import SeriesInfo
 from pacs_ext.seg.mapping import MaskRef, map_masks
 from pacs_ext.seg.pixels import encode_mask
 from pacs_ext.seg.warmup import warm_up

@@ -106,6 +106,24 @@ def test_upload_command_imports_only_what_an_upload_uses() -> None:
     assert r.stdout.strip() == ""
 
 
+def test_the_server_loads_the_dicom_stack_only_to_export() -> None:
+    """Every `pacs-ext serve` (and every in-process app) imports the app: highdicom, pydicom,
+    numpy, dicomweb-client and requests cost ~0.4 s of CPU there, for exports that most
+    servers never run. They load with the first export (and in its worker process)."""
+    import sys
+
+    heavy = ("highdicom", "pydicom", "numpy", "dicomweb_client", "requests", "PIL", "pyspng")
+    code = (
+        "import sys\n"
+        "from pacs_ext.app import create_app\n"
+        "create_app()\n"
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
+
+
 def test_help_lists_every_command(env: dict[str, str]) -> None:
     r = run(env, "--help")
     assert r.returncode == 0

@@ -21,13 +21,14 @@ import pytest
 from fixtures.dicom import Series, to_bytes
 from fixtures.inprocess import AppFactory, InProcess
 from fixtures.seg_groups import LABELS, Masks, export, masks_for, upload_group
-from pacs_ext.dicomweb import DicomwebTarget, find_series, retrieve_instance
+from pacs_ext.dicomweb import DicomwebTarget
+from pacs_ext.dicomweb.client import find_series, retrieve_instance
 from pacs_ext.exports.runner import READ_SHARE, ExportRunner
 from pacs_ext.models import SegExport
 from pacs_ext.objects.claims import claimed_keys
 from pacs_ext.recovery.reindex import reindex
+from pacs_ext.seg.jobs import BuildRequest
 from pacs_ext.seg.read import read_seg
-from pacs_ext.seg.worker import BuildRequest
 
 
 async def _download(client: httpx.AsyncClient, state: dict[str, object]) -> bytes:

@@ -12,7 +12,8 @@ from fixtures.dicom import Series
 from fixtures.dicomweb_gate import DicomwebGate
 from fixtures.inprocess import AppFactory
 from fixtures.seg_groups import export, masks_for, upload_group
-from pacs_ext.dicomweb import DicomwebTarget, find_series
+from pacs_ext.dicomweb import DicomwebTarget
+from pacs_ext.dicomweb.client import find_series
 from pacs_ext.seg.read import read_seg
 
 BASIC = "Basic " + base64.b64encode(b"pacs-ext:pa:ss word").decode()

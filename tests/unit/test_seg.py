@@ -12,8 +12,9 @@ from pydicom.uid import generate_uid
 
 from fixtures.dicom import ct_series, label_masks, shuffled
 from pacs_ext.seg import labels
-from pacs_ext.seg.build import Algorithm, Assembler, OverlapError, SeriesInfo, build, encode
+from pacs_ext.seg.build import Assembler, build, encode
 from pacs_ext.seg.geometry import GeometryError, sort_along_normal
+from pacs_ext.seg.jobs import Algorithm, OverlapError, PixelError, SeriesInfo
 from pacs_ext.seg.mapping import (
     PLACING_TAGS,
     MappingError,
@@ -22,7 +23,7 @@ from pacs_ext.seg.mapping import (
     map_masks,
     parse_sources,
 )
-from pacs_ext.seg.pixels import PixelError, decode_mask, encode_mask
+from pacs_ext.seg.pixels import decode_mask, encode_mask
 from pacs_ext.seg.read import SegReadError, read_seg, safe_label
 
 

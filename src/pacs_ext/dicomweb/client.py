@@ -6,54 +6,15 @@ import io
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
-Auth = Literal["none", "basic", "bearer"]
+from .target import DicomwebError, DicomwebTarget, StoredInstance
+
 PIXEL_DATA = "7FE00010"
-
-
-class DicomwebError(Exception):
-    """The DICOMweb server refused, failed or could not be reached; `status` when it answered."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class DicomwebTarget:
-    """Where the PACS is and how to authenticate (never logged: holds secrets)."""
-
-    url: str
-    auth: Auth = "none"
-    username: str = ""
-    password: str = ""
-    token: str = ""
-    timeout_seconds: float = 60.0
-
-    def __repr__(self) -> str:
-        return f"DicomwebTarget(url={self.url!r}, auth={self.auth!r})"
-
-    def session(self) -> requests.Session:
-        session = requests.Session()
-        if self.auth == "basic":
-            session.auth = (self.username, self.password)
-        elif self.auth == "bearer":
-            session.headers["Authorization"] = f"Bearer {self.token}"
-        return session
-
-
-@dataclass(frozen=True, slots=True)
-class StoredInstance:
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    retrieve_url: str | None
 
 
 class _TimeoutSession(requests.Session):

@@ -26,17 +26,27 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..core.config import Settings
-from ..dicomweb import DicomwebError, DicomwebTarget, StoredInstance, store_encoded
+from ..dicomweb import DicomwebError, DicomwebTarget, StoredInstance
 from ..models.base import utcnow
 from ..models.seg_export import FAILED, RUNNING, SUCCEEDED
 from ..objects import outbox
 from ..objects.keys import export_key
-from ..seg.build import Algorithm, OverlapError, SegmentationType, SeriesInfo
+from ..seg.jobs import (
+    SERIES_KEPT,
+    Algorithm,
+    BuildRequest,
+    BuildResult,
+    OverlapError,
+    PixelError,
+    ReadError,
+    SegmentationType,
+    SeriesInfo,
+    SeriesMissing,
+    run_build,
+    start_worker,
+)
 from ..seg.labels import LabelStyle
 from ..seg.mapping import MaskMapping, MaskRef, SourceSeries
-from ..seg.pixels import PixelError
-from ..seg.worker import SERIES_KEPT, BuildRequest, BuildResult, ReadError, SeriesMissing, build_seg
-from ..seg.worker import start as worker_start
 from ..storage.base import ObjectStorage, StorageError
 from . import repository as repo
 
@@ -316,7 +326,7 @@ class ExportRunner:
         total = max(1, len(request.locations))
         slot.progress.value = 0
         try:
-            running = loop.run_in_executor(self._processes(slot), build_seg, request)
+            running = loop.run_in_executor(self._processes(slot), run_build, request)
             shown, written = 0, time.monotonic()
             while True:
                 done, _ = await asyncio.wait([running], timeout=PROGRESS_EVERY)
@@ -346,7 +356,7 @@ class ExportRunner:
             slot.procs = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=self.context,
-                initializer=worker_start,
+                initializer=start_worker,
                 initargs=(slot.progress,),
             )
         return slot.procs
@@ -363,6 +373,8 @@ class ExportRunner:
         if not job.store:
             return
         assert job.target is not None
+        from ..dicomweb.client import store_encoded
+
         t = time.perf_counter()
         try:
             stored: Sequence[StoredInstance] = await self._in_thread(

@@ -4,41 +4,18 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
+from .jobs import Algorithm, OverlapError, SegmentationType, SeriesInfo
 from .labels import Code, LabelStyle, srgb_to_cielab
 from .mapping import MaskMapping, MaskRef
 
-SegmentationType = Literal["LABELMAP", "BINARY"]
 # DICOM CID 7162 "Artificial Intelligence": the algorithm family of AUTOMATIC segments.
 AI_FAMILY = hd.sr.CodedConcept("123109", "DCM", "Artificial Intelligence")
-
-
-class OverlapError(ValueError):
-    """Two labels claim one pixel: a LABELMAP holds one label per pixel (use BINARY)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Algorithm:
-    """The model that made the masks (AUTOMATIC segments); None: MANUAL."""
-
-    name: str
-    version: str
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesInfo:
-    series_instance_uid: str
-    sop_instance_uid: str
-    series_description: str
-    series_number: int = 9001
-    software_version: str = "0"
 
 
 class Assembler:

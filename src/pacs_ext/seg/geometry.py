@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-from pydicom.dataset import Dataset
+if TYPE_CHECKING:
+    import numpy as np
+    from pydicom.dataset import Dataset
 
 
 class GeometryError(ValueError):
@@ -14,6 +16,8 @@ class GeometryError(ValueError):
 
 def normal_of(orientation: Sequence[float]) -> np.ndarray:
     """The slice normal: cross product of the ImageOrientationPatient directions."""
+    import numpy as np  # the server loads numpy at its first export, not at start-up
+
     values = np.asarray([float(v) for v in orientation], dtype=float)
     if values.shape != (6,):
         raise GeometryError("ImageOrientationPatient must hold 6 numbers")
@@ -24,6 +28,8 @@ def sort_along_normal(datasets: Sequence[Dataset]) -> list[Dataset]:
     """The instances ordered by their position along the slice normal (ascending).
 
     All instances must share one orientation (within 1e-4); ties keep InstanceNumber order."""
+    import numpy as np
+
     if not datasets:
         return []
     first = datasets[0].get("ImageOrientationPatient")

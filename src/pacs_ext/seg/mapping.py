@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydicom.dataset import Dataset
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 # What ordering and mapping read of each source image (SOP Class and Instance UID, Image
 # Position and Orientation, Instance Number, Rows, Columns); highdicom reads the rest.
@@ -32,6 +33,8 @@ class SourceSeries:
 
     @classmethod
     def from_json(cls, items: Sequence[dict[str, Any]]) -> SourceSeries:
+        from pydicom.dataset import Dataset  # the server loads pydicom at its first export
+
         placing = [
             Dataset.from_json({k: v for k, v in item.items() if k in PLACING_TAGS})
             for item in items
@@ -46,6 +49,8 @@ class SourceSeries:
 
 def parse_sources(raw: bytes) -> list[Dataset]:
     """A SourceSeries' `json` as datasets, every attribute (in the order the PACS sent)."""
+    from pydicom.dataset import Dataset
+
     return [Dataset.from_json(item) for item in json.loads(raw)]
 
 

@@ -14,11 +14,9 @@ import numpy as np
 import pyspng
 from PIL import Image
 
+from .jobs import PixelError
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class PixelError(ValueError):
-    """A mask image that cannot be read, or is not the size of its source image."""
 
 
 def decode_mask(data: bytes, name: str, rows: int, columns: int) -> np.ndarray:

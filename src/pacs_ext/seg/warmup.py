@@ -11,7 +11,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, generate_uid
 
-from .build import Assembler, SeriesInfo, build, encode
+from .build import Assembler, build, encode
+from .jobs import SeriesInfo
 from .labels import resolve
 from .mapping import MaskRef, map_masks
 from .read import read_seg

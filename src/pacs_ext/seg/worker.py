@@ -17,7 +17,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,9 @@ from urllib.parse import urlsplit
 from pydicom.dataset import Dataset
 
 from . import rle
-from .build import Algorithm, Assembler, SegmentationType, SeriesInfo, build, encode
-from .labels import LabelStyle
-from .mapping import MaskMapping, MaskRef, parse_sources
+from .build import Assembler, build, encode
+from .jobs import SERIES_KEPT, BuildRequest, BuildResult, ReadError, SeriesMissing
+from .mapping import MaskRef, parse_sources
 from .pixels import decode_mask
 from .warmup import warm_up
 
@@ -38,7 +37,6 @@ READ_TIMEOUT = 60.0  # seconds without a byte from storage
 RETRIES = 3  # a connection that fails or a 500/502/503 answer: tried again this often
 RETRY_STATUSES = (500, 502, 503)
 BACKOFF = 0.2  # seconds before the first retry, doubling
-SERIES_KEPT = 8  # source series kept in this process for later exports (a few MB each)
 
 # Set in the worker process by start(): masks placed so far by the running export, a shared
 # integer the server reads to report progress (exports/runner.py).
@@ -46,42 +44,6 @@ _progress: Any = None
 # Source series sent by the server (every attribute, in the PACS's order), by key: a later
 # export of one names it only.
 _series: OrderedDict[str, list[Dataset]] = OrderedDict()
-
-
-class ReadError(Exception):
-    """A mask that could not be read from storage (the message names it, never the URL)."""
-
-
-class SeriesMissing(Exception):
-    """This process does not hold the source series the request names (a new process, or
-    one that let it go): the server sends the request again with the series."""
-
-
-@dataclass(slots=True)
-class BuildRequest:
-    # With a `series_key`, `mapping.sources` hold only what placing needs, and the source
-    # series comes as `source_json` (SourceSeries.json), or not at all when this process
-    # holds it already; `source_order`: the mapping's order of it. Without one, the
-    # mapping's sources are complete.
-    mapping: MaskMapping
-    segmentation_type: SegmentationType
-    styles: list[LabelStyle]
-    algorithm: Algorithm | None
-    series: SeriesInfo
-    compression: str = "rle"  # "none" or "rle" (LABELMAP only)
-    # One (mask, where to read its PNG: a file path or a presigned GET URL) per mask.
-    locations: list[tuple[MaskRef, str]] = field(default_factory=list)
-    read_threads: int = 16
-    series_key: str = ""
-    source_json: bytes = b""
-    source_order: list[int] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class BuildResult:
-    data: bytes
-    frames: int
-    timings: dict[str, float]
 
 
 def start(progress: Any = None) -> None:
