@@ -35,7 +35,16 @@ TESTS = Path(__file__).parent
 IN_PROCESS_FIXTURES = {"make_app", "inproc"}
 # What makes a test an end-to-end one: a real server process (the `server` fixture or one of
 # its own), the CLI in a subprocess, or Ceph RGW.
-E2E_FIXTURES = {"server", "srv", "rgw", "outage_rgw", "idp", "target", "faulty_server"}
+E2E_FIXTURES = {
+    "server",
+    "server_pool",
+    "srv",
+    "rgw",
+    "outage_rgw",
+    "idp",
+    "target",
+    "faulty_server",
+}
 E2E_FIXTURES |= {"outage_server", "moto"}
 E2E_NAMES = {"own_server", "ServerProcess", "s3_server", "BIN", "subprocess", "started_rgw"}
 
@@ -64,9 +73,7 @@ FOLDER_GROUPS = {"tests/browser/": "browser"}
 # The groups that run longest (measured with --durations), longest first.
 LONG_GROUPS = [
     "tests/e2e/test_cluster.py",
-    "tests/test_fuzz_api.py[sqlite]",
-    "tests/test_fuzz_api.py[postgres]",
-    "tests/test_fuzz_api.py[postgres-rgw]",
+    "tests/test_fuzz_api.py",
     "outage-rgw",
     "browser",
     "tests/e2e/test_pgbackrest_restore.py",
