@@ -93,5 +93,10 @@ if [ -n "${lint_job:-}" ]; then
   fi
 fi
 
+# Bytecode for the package, once: under PYTHONDONTWRITEBYTECODE (set on some machines,
+# this one included) each of the run's ~400 server and CLI processes would compile every
+# module it imports from source again (an editable install has no bytecode of its own).
+"$BIN/python" -m compileall -q src >/dev/null
+
 # A whole module runs on one worker (tests/conftest.py groups them), longest groups first.
 "$BIN/pytest" -n "$TEST_WORKERS" --dist loadgroup --no-loadscope-reorder "$@"
