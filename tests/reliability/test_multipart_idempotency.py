@@ -58,7 +58,10 @@ def test_replay_reuses_the_upload_and_its_parts(
     body = {
         "files": [m.spec() for m in masks]
         + [_volume("volume.nii", len(volume), md5=md5_b64(volume), part_md5s=_parts(volume))],
-        "ttl_seconds": 2,
+        # Long enough for the two PUTs below on a loaded machine (at 2 s a 5 MiB part took
+        # the whole window at load 13, and the mask's URL had expired: AccessDenied); the
+        # replay waits for the expiry, sleeping.
+        "ttl_seconds": 8,
     }
     first = _create(alice, annotation["id"], body, "mp-replay")
     assert first.status_code == 201, first.text
