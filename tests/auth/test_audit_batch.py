@@ -31,7 +31,7 @@ from .conftest import DB_KINDS
 def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     # Sync: creating and dropping the PostgreSQL database runs its own event loop.
     with database(request.param, tmp_path) as url:
-        ServerProcess(data_dir=tmp_path, database_url=url).run_cli("db", "upgrade")
+        ServerProcess(data_dir=tmp_path, database_url=url).migrate_database()
         yield url
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from fixtures.databases import sqlite_database
-from fixtures.migration import run
 from fixtures.rgw import Rgw
 from fixtures.server import ServerProcess, s3_server
 
@@ -19,7 +18,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPro
     with sqlite_database(folder) as url:
         if request.param == "local":
             srv = ServerProcess(data_dir=folder, database_url=url)
-            assert run(srv, "db", "upgrade").returncode == 0
+            srv.migrate_database()
             try:
                 yield srv
             finally:
@@ -28,7 +27,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPro
         rgw: Rgw = request.getfixturevalue("rgw")
         with rgw.bucket() as bucket:
             srv = s3_server(folder, url, rgw, bucket)
-            assert run(srv, "db", "upgrade").returncode == 0
+            srv.migrate_database()
             try:
                 yield srv
             finally:

@@ -62,7 +62,7 @@ async def test_ready_reports_the_folder(make_app: AppFactory, tmp_path: Path) ->
 def test_serve_refuses_and_storage_check_fails_on_a_misspelt_folder(tmp_path: Path) -> None:
     srv = ServerProcess(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
     srv.extra_env["APP_OBJECT_STORAGE__LEGACY_LOCAL_DIR"] = str(tmp_path / "masks-old")
-    assert srv.run_cli("db", "upgrade").returncode == 0
+    srv.migrate_database()
     r = subprocess.run(
         [str(BIN), "serve"], env=srv.env(), capture_output=True, text=True, timeout=60
     )

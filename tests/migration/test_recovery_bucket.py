@@ -157,7 +157,7 @@ def test_reindex_restores_everything_and_reuses_no_id(
         assert json_of(janitor)["audit_export"]["acted"] == len(expected["audit"])
 
         # The database is gone: a new, empty one, rebuilt from the bucket alone.
-        assert run(restored, "db", "upgrade").returncode == 0
+        restored.migrate_database()
         r = run(restored, "reindex", "--json")
         assert r.returncode == 0, r.stdout + r.stderr
         report = json_of(r)
@@ -276,7 +276,7 @@ def test_audit_ids_not_exported_before_the_loss_are_never_handed_out_again(
         assert len(issued) == 5
         original.stop()
 
-        assert run(restored, "db", "upgrade").returncode == 0
+        restored.migrate_database()
         r = run(restored, "reindex", "--json")
         assert r.returncode == 0, r.stdout + r.stderr
         assert json_of(r)["restored"]["audit_events"] == len(exported)

@@ -40,7 +40,7 @@ def servers(
                 else ServerProcess(data_dir=folder, database_url=url)
             )
             stack.callback(srv.stop)
-            assert run(srv, "db", "upgrade").returncode == 0
+            srv.migrate_database()
             out.append(srv)
         yield out
 

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fixtures.databases import database
 from fixtures.inprocess import make_settings
-from fixtures.migration import run
 from fixtures.server import ServerProcess
 from pacs_ext.audit import repository
 from pacs_ext.core.db import create_engine, create_sessionmaker
@@ -43,8 +42,7 @@ class Db:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated database (a test picks one kind by `indirect` parametrisation)."""
     with database(request.param, tmp_path / "db") as url:
-        up = run(ServerProcess(data_dir=tmp_path, database_url=url), "db", "upgrade")
-        assert up.returncode == 0, up.stderr[-2000:]
+        ServerProcess(data_dir=tmp_path, database_url=url).migrate_database()
         yield url
 
 

@@ -98,7 +98,7 @@ def test_reindex_skips_what_the_api_refuses_and_resets_sequences(kind: str, tmp_
         poisoned["naive created_at"] = key
 
         restored = ServerProcess(data_dir=store, database_url=url1)
-        assert run(restored, "db", "upgrade").returncode == 0
+        restored.migrate_database()
         r = run(restored, "reindex", "--json")
         assert "Traceback" not in r.stderr, r.stderr
         assert r.returncode == 1, r.stdout + r.stderr
