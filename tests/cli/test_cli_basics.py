@@ -58,20 +58,23 @@ def test_unknown_command_is_a_clear_error(env: dict[str, str]) -> None:
     assert "Traceback" not in r.stderr
 
 
-def test_client_commands_do_not_load_the_server() -> None:
-    """`pacs-ext upload/download` import only the SDK: no FastAPI, Alembic, uvicorn, ORM."""
+def _loaded_after(setup: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `setup`."""
     import sys
 
-    code = (
-        "import sys\n"
-        "from pacs_ext.cli import load_command\n"
-        "load_command('upload'); load_command('download')\n"
-        "print(' '.join(m for m in ('fastapi', 'alembic', 'uvicorn', 'sqlalchemy', "
-        "'aiobotocore') if m in sys.modules))\n"
-    )
+    code = f"import sys\n{setup}\nprint(' '.join(m for m in {modules!r} if m in sys.modules))\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == ""
+    return r.stdout.split()
+
+
+def test_client_commands_do_not_load_the_server() -> None:
+    """`pacs-ext upload/download` import only the SDK: no FastAPI, Alembic, uvicorn, ORM."""
+    setup = (
+        "from pacs_ext.cli import load_command\nload_command('upload'); load_command('download')"
+    )
+    server = ("fastapi", "alembic", "uvicorn", "sqlalchemy", "aiobotocore")
+    assert _loaded_after(setup, server) == []
 
 
 def test_upload_command_imports_only_what_an_upload_uses() -> None:
@@ -79,8 +82,6 @@ def test_upload_command_imports_only_what_an_upload_uses() -> None:
     upload): none of the server, the DICOM stack, the other commands' schemas, httpx's own
     command line (click, pygments), httpx's own transport (httpcore, anyio: the SDK's
     clients use the lean one), rich's console or the bars drawn only on a terminal."""
-    import sys
-
     unused = (
         *("fastapi", "starlette", "alembic", "uvicorn", "sqlalchemy", "jwt"),
         *("pydantic_settings", "aiobotocore", "botocore", "numpy", "pydicom", "PIL"),
@@ -89,8 +90,7 @@ def test_upload_command_imports_only_what_an_upload_uses() -> None:
         *("pacs_ext.seg", "pacs_ext.dicomweb", "pacs_ext.client.seg_import"),
         "pacs_ext.cli.progress_bars",
     )
-    code = (
-        "import sys\n"
+    setup = (
         "from pacs_ext.cli import load_command\n"
         "load_command('upload')\n"
         "import asyncio\n"
@@ -98,30 +98,17 @@ def test_upload_command_imports_only_what_an_upload_uses() -> None:
         "async def clients():\n"
         "    async with PacsClient('http://127.0.0.1:9', 'token'):\n"
         "        pass\n"
-        "asyncio.run(clients())\n"
-        f"print(' '.join(m for m in {unused!r} if m in sys.modules))\n"
+        "asyncio.run(clients())"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == ""
+    assert _loaded_after(setup, unused) == []
 
 
 def test_the_server_loads_the_dicom_stack_only_to_export() -> None:
     """Every `pacs-ext serve` (and every in-process app) imports the app: highdicom, pydicom,
     numpy, dicomweb-client and requests cost ~0.4 s of CPU there, for exports that most
     servers never run. They load with the first export (and in its worker process)."""
-    import sys
-
     heavy = ("highdicom", "pydicom", "numpy", "dicomweb_client", "requests", "PIL", "pyspng")
-    code = (
-        "import sys\n"
-        "from pacs_ext.app import create_app\n"
-        "create_app()\n"
-        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == ""
+    assert _loaded_after("from pacs_ext.app import create_app\ncreate_app()", heavy) == []
 
 
 def test_help_lists_every_command(env: dict[str, str]) -> None:
