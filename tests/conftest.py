@@ -247,6 +247,11 @@ class ServerPool:
         return srv
 
     def close(self) -> None:
+        # All stop at once (each stop() then waits for its own): at the end of a worker,
+        # whose teardown the whole run waits for when it is the last.
+        for srv in self.servers.values():
+            if srv.proc is not None and srv.proc.poll() is None:
+                srv.proc.terminate()
         self.stack.close()
 
 
