@@ -26,9 +26,10 @@ test: install
 	TEST_LINT=1 scripts/test.sh
 
 ## The fast layer: unit and in-process API tests only (no PostgreSQL, Ceph RGW, browser,
-## server process or CLI subprocess); under a minute. `make test` runs everything.
+## server process or CLI subprocess); under a minute. `make test` runs everything. Bytecode
+## is written (as scripts/test.sh does): collecting compiles every test module otherwise.
 test-fast: install
-	$(BIN)/pytest -q -p no:cacheprovider -m "not postgres and not rgw and not browser and not e2e"
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -p no:cacheprovider -m "not postgres and not rgw and not browser and not e2e"
 
 lint: install
 	$(BIN)/ruff check src tests bench
