@@ -85,23 +85,28 @@ class PacsClient:
         # httpx's own (httpcore on anyio) cost ~40 ms of CPU to import and set up at every
         # `pacs-ext upload` start, and loaded the CA bundle even for a plain-http server; the
         # lean one makes a TLS context only when it first connects over https.
+        # With a proxy in the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY; NO_PROXY
+        # honoured), both clients are httpx's own, which route through it: the lean transport
+        # knows no proxies, and httpx reads the environment only when given no transport.
+        proxied = _env_proxies()
         self.http = httpx.AsyncClient(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}", "User-Agent": agent},
             timeout=timeout,
-            transport=transport or RetryDroppedConnection(LeanTransport(limits)),
+            limits=limits,
+            transport=transport
+            or (None if proxied else RetryDroppedConnection(LeanTransport(limits))),
         )
         # Storage: the lean transport (lean_transport.py), unless a test brings its own; the
         # uploader's small PUTs call it directly, without httpx's models (`lean`).
-        # With a proxy in the environment (HTTPS_PROXY...), httpx routes storage through it and
-        # the direct path, which knows no proxies, stays off.
-        direct = storage_transport is None and not _env_proxies()
+        direct = storage_transport is None and not proxied
         self.lean = LeanTransport(limits) if direct else None
         self.storage = httpx.AsyncClient(
             headers={"User-Agent": agent},
             timeout=timeout,
+            limits=limits,
             transport=storage_transport
-            or RetryDroppedConnection(self.lean or LeanTransport(limits)),
+            or (RetryDroppedConnection(self.lean) if self.lean else None),
         )
 
     async def __aenter__(self) -> PacsClient:
