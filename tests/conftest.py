@@ -17,6 +17,33 @@ from fixtures.server import ServerProcess, s3_server
 
 MiB = 1024 * 1024
 
+
+def _share_httpx_default_tls_context() -> None:
+    """One default TLS context per test process for httpx: httpx builds a new one, loading
+    certifi's CA bundle, for every Client, and every module-level call (httpx.get) makes a
+    Client: 15-25 ms of CPU each (measured here), thousands of times a run, for servers the
+    tests mostly reach over plain http (the server fixture's start-up polling alone made one
+    every 0.1 s). A context is reusable and thread-safe; the test's clients set no options
+    on it. Only the default (verify=True, no client certificate) is shared."""
+    from httpx._transports import default as transports
+
+    create = getattr(transports, "create_ssl_context", None)
+    if create is None:  # another httpx: no sharing, nothing else changes
+        return
+    shared: list[Any] = []
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is not True or cert is not None:
+            return create(verify=verify, cert=cert, trust_env=trust_env)
+        if not shared:
+            shared.append(create(verify=verify, cert=cert, trust_env=trust_env))
+        return shared[0]
+
+    transports.create_ssl_context = create_ssl_context  # type: ignore[assignment]
+
+
+_share_httpx_default_tls_context()
+
 # Database + object storage of the `server` fixture. A test (or module) picks some with
 # @pytest.mark.server_kinds("sqlite", ...); by default it runs on all of them.
 SERVER_KINDS = {
