@@ -30,6 +30,9 @@ def _stored(objects_root: Path) -> list[str]:
     )
 
 
+MiB = 1024 * 1024
+
+
 def _one_target(alice: httpx.Client, mask: MaskFile, **fields: object) -> dict:
     annotation = create_annotation(alice)
     group = create_group(alice, annotation["id"], [mask], **fields)
@@ -130,18 +133,30 @@ def test_expired_url_is_refused(
     assert httpx.put(now.url, content=mask.body, headers=now.headers).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("size", "sent"),
+    [
+        # Held in memory (below the endpoint's 4 MiB buffer): nothing reaches the disk.
+        (5000, 1000),
+        # Streamed to a temp file, which the server must remove when the client drops.
+        (5 * MiB, 4 * MiB + 512 * 1024),
+    ],
+    ids=["buffered", "streamed"],
+)
 def test_connection_dropped_mid_body_publishes_nothing(
-    alice: httpx.Client, mask: MaskFile, objects_root: Path
+    alice: httpx.Client, objects_root: Path, size: int, sent: int
 ) -> None:
+    mask = MaskFile(1, "liver", png_like(size, 7))
     target = _one_target(alice, mask)
     parts = urlsplit(target["url"])
     head = f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in target["headers"].items()) + "\r\n"
     tmp = objects_root / ".tmp"
     with socket.create_connection((parts.hostname, parts.port)) as sock:
-        sock.sendall(head.encode() + mask.body[:1000])
-        # Until the server is writing the body to a temp file (or has had ample time to).
-        _wait_until(lambda: any(tmp.iterdir()), seconds=5)
+        sock.sendall(head.encode() + mask.body[:sent])
+        if sent > 4 * MiB:
+            _wait_until(lambda: any(tmp.iterdir()), seconds=60)
+            assert any(tmp.iterdir()), "the server never began the temp file"
     # The server notices the drop and removes its temp file.
     _wait_until(lambda: not any(tmp.iterdir()), seconds=30)
     assert not (objects_root / target["object_key"]).exists()
@@ -149,6 +164,7 @@ def test_connection_dropped_mid_body_publishes_nothing(
     # The same URL still works for a complete body afterwards.
     r = httpx.put(target["url"], content=mask.body, headers=target["headers"])
     assert r.status_code == 200
+    assert (objects_root / target["object_key"]).read_bytes() == mask.body
 
 
 def test_signed_get_refuses_tampering_and_expiry(
