@@ -196,3 +196,25 @@ async def test_a_proxy_in_the_environment_turns_the_direct_path_off(
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     async with PacsClient("http://127.0.0.1:9", "t") as proxied:
         assert proxied.lean is None  # PUTs go through httpx, which honours the proxy
+
+
+def test_urls_are_cut_into_origin_host_and_target_whatever_came_before() -> None:
+    lean = LeanTransport(LIMITS)
+    cases = [
+        (
+            "http://s3.test:9000/b/k?X-Amz-Signature=a",
+            ("http", "s3.test", 9000),
+            "/b/k?X-Amz-Signature=a",
+        ),
+        ("http://s3.test:9000/b/k2#frag", ("http", "s3.test", 9000), "/b/k2"),
+        # the previous origin as a prefix of the next one's: not mistaken for it
+        ("http://s3.test/b/k", ("http", "s3.test", 80), "/b/k"),
+        ("http://s3.test.example/b/k", ("http", "s3.test.example", 80), "/b/k"),
+        ("http://s3.test:9000?x=1", ("http", "s3.test", 9000), "/?x=1"),
+        ("https://user@s3.test/b/k", ("https", "s3.test", 443), "/b/k"),
+        ("https://user@s3.test/b/k?a#b", ("https", "s3.test", 443), "/b/k?a"),
+    ]
+    for url, origin, target in cases:
+        got = lean._split(url)
+        assert (got[0], got[2]) == (origin, target), url
+    assert lean._split("https://user@s3.test/x")[1] == "s3.test"  # no credentials in Host

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
+from .slots import Slots
+
 Origin = tuple[str, str, int]
 Timeouts = Mapping[str, float | None]
 # A reused connection that the server closed before answering (connections.py's DROPPED).
@@ -38,6 +40,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.idle_since = 0.0
@@ -70,7 +73,9 @@ class _Connection(asyncio.Protocol):
             self.error = httpx.RemoteProtocolError(f"malformed answer from storage: {exc}")
         if self.error is not None:
             self.close()
-        self._notify()
+        wake = self._wake  # _notify(), inline: this runs for every answer
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -119,7 +124,7 @@ class _Connection(asyncio.Protocol):
         """Until more of the answer arrived, the connection closed, or `within` seconds passed
         (TimeoutError). One timer on the loop, not asyncio.timeout's context: this runs for
         every request."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._wake = wake = loop.create_future()
         timer = None if within is None else loop.call_later(within, _time_up, wake)
         try:
@@ -128,6 +133,11 @@ class _Connection(asyncio.Protocol):
             self._wake = None
             if timer is not None:
                 timer.cancel()
+
+    @property
+    def paused(self) -> bool:
+        """Whether the transport's buffer is full: wait for drain() before writing more."""
+        return self._can_write is not None
 
     async def drain(self, within: float | None) -> None:
         if self._can_write is not None:
@@ -147,7 +157,9 @@ class _Connection(asyncio.Protocol):
     def write(self, head: bytes, body: bytes) -> None:
         assert self.transport is not None
         if len(body) <= _SMALL_BODY:
-            self.transport.write(head + body)  # one segment train, one syscall
+            # One system call for both (uvloop: one writev), without copying the body
+            # into a new head + body object first (the stock loop joins them itself).
+            self.transport.writelines((head, body))
         else:
             self.transport.write(head)
             self.transport.write(body)
@@ -158,8 +170,14 @@ class _Connection(asyncio.Protocol):
         self.lost = True
 
     def start_request(self) -> None:
+        # The parser is kept: llhttp starts over after each complete answer, and a connection
+        # whose answer was not complete (or malformed) is never reused.
         self._fresh_answer()
-        self._parser = httptools.HttpResponseParser(self)
+
+
+def _has_length(headers: Mapping[str, str]) -> bool:
+    # Signed headers name Content-Length as the server wrote it; any spelling counts.
+    return "Content-Length" in headers or any(k.lower() == "content-length" for k in headers)
 
 
 def _time_up(wake: asyncio.Future[None]) -> None:
@@ -242,9 +260,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
         self._limits = limits
-        self._slots = asyncio.Semaphore(limits.max_connections or 1_000_000)
+        self._slots = Slots(limits.max_connections or 1_000_000)
         self._idle: dict[Origin, list[_Connection]] = {}
         self._origins: dict[str, tuple[Origin, str]] = {}  # URL up to its path → parsed
+        self._last_origin: tuple[str, Origin, str] | None = None  # _split's last, parsed
         self._ssl = ssl_context
         self._closed = False
         self.retried = 0  # requests send_bytes sent again after a dropped connection
@@ -258,7 +277,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         timeouts: Timeouts = request.extensions.get("timeout", {})
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        await self._acquire(timeouts, request)
+        if self._closed or not self._slots.try_take():
+            await self._acquire(timeouts, request)
         conn: _Connection | None = None
         try:
             conn = self._checkout(origin)
@@ -276,7 +296,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except BaseException:
             if conn is not None:
                 conn.close()
-            self._slots.release()
+            self._slots.give()
             raise
         return httpx.Response(
             conn.status,
@@ -294,12 +314,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
         URL goes out as signed. Like connections.py: a reused connection dropped before any
         answer is tried once more, on a new connection."""
         origin, host_header, target = self._split(url)
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host_header}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        if not any(k.lower() == "content-length" for k in headers):
-            lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        await self._acquire(timeouts, None)
+        head = "".join(
+            [
+                f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n",
+                *[f"{k}: {v}\r\n" for k, v in headers.items()],
+                "" if _has_length(headers) else f"Content-Length: {len(body)}\r\n",
+                "\r\n",
+            ]
+        ).encode("latin-1")
+        if self._closed or not self._slots.try_take():
+            await self._acquire(timeouts, None)
         try:
             for attempt in (1, 2):
                 conn = self._checkout(origin)
@@ -309,8 +333,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
                         conn = await self._connect(origin, timeouts, None)
                     conn.start_request()
                     conn.write(head, body)
-                    await self._drained(conn, None, timeouts.get("write"))
-                    await self._await_head(conn, timeouts.get("read"), None)
+                    if conn.paused:
+                        await self._drained(conn, None, timeouts.get("write"))
+                    if not conn.headers_done:
+                        await self._await_head(conn, timeouts.get("read"), None)
                     if conn.complete:  # the usual PUT answer: its (empty) body came with it
                         data = b"".join(conn.body)
                     else:
@@ -332,17 +358,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 return answer
             raise AssertionError("unreachable")
         finally:
-            self._slots.release()
+            self._slots.give()
 
     async def _acquire(self, timeouts: Timeouts, request: httpx.Request | None) -> None:
+        """Wait for a connection slot (callers first try_take() one: no coroutine, no timer)
+        or refuse when closed."""
         if self._closed:
             raise RuntimeError("the transport is closed")
-        if not self._slots.locked():  # a free slot: taken at once, no timer to set up
-            await self._slots.acquire()
-            return
         try:
             async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
+                await self._slots.take()
         except TimeoutError:
             raise httpx.PoolTimeout("no free connection in time", request=request) from None
 
@@ -365,6 +390,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def _split(self, url: str) -> tuple[Origin, str, str]:
         """(origin, Host header, request target) of a URL. Signed URLs of one upload share
         their origin: its parse is kept, only the path and query are cut per request."""
+        last = self._last_origin
+        if last is not None and url.startswith(last[0]) and url.startswith("/", len(last[0])):
+            # The previous URL's origin, then a path: the usual case, cut in a few string
+            # operations (the general cut below looks for each separator in turn).
+            target = url[len(last[0]) :]
+            if "#" in target:
+                target = target.partition("#")[0]
+            return last[1], last[2], target
         start = url.find("//") + 2
         end = len(url)
         for sep in "/?#":
@@ -382,6 +415,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if len(self._origins) > 64:
                 self._origins.clear()
             known = self._origins[prefix] = (origin, parts.netloc.rpartition("@")[2])
+        self._last_origin = (prefix, known[0], known[1])
         return known[0], known[1], target
 
     def _checkout(self, origin: Origin) -> _Connection | None:
@@ -458,7 +492,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def release(self, conn: _Connection) -> None:
         """An answer was read (or abandoned): keep its connection for the next request."""
-        self._slots.release()
+        self._slots.give()
         if conn.reusable() and not self._closed:
             conn.idle_since = time.monotonic()
             self._idle.setdefault(conn.origin, []).append(conn)

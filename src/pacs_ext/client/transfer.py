@@ -21,6 +21,7 @@ from .files import CHUNK, LocalFile, needs_part_md5s, part_size, read_range
 from .lean_transport import LeanTransport
 from .progress import TransferProgress
 from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_seconds
+from .slots import Slots
 
 # Bodies up to this size are read into memory in one go; larger ones are streamed.
 STREAM_THRESHOLD = 8 * 1024 * 1024
@@ -131,7 +132,7 @@ class Sender:
         self._renewer = renewer
         self._progress = progress
         self._stats = stats
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
 
     async def upload(self, f: LocalFile, issued: Issued) -> None:
         """Upload one file or raise FileUploadError; renews its URL when it has expired."""
@@ -240,7 +241,9 @@ class Sender:
         """PUT `length` bytes of `path` from `offset` (or `body`, the bytes hashed, when the
         hash kept them: a small file is read once)."""
         sent = [0]
-        async with self._slots:
+        if not self._slots.try_take():
+            await self._slots.take()
+        try:
             content: bytes | AsyncIterator[bytes]
             if body is not None and offset == 0 and len(body) == length:
                 content = body
@@ -270,6 +273,8 @@ class Sender:
             except BaseException:  # cancelled (a sibling part failed): take the bytes back
                 self._progress.advance(-sent[0])
                 raise
+        finally:
+            self._slots.give()
         # 412: write-once storage already holds an object under this key (a retried PUT whose
         # first answer was lost, or a re-run): `complete` verifies what is stored.
         if 200 <= response.status_code < 300 or response.status_code == 412:
