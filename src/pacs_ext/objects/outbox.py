@@ -7,20 +7,30 @@ between leaves the row: a retry of the request, the next change of the group, or
 flushes it. So metadata.json is never ahead of the database (it was written before the commit
 before), and never stays behind it.
 
-Writers of one group are serialized: `flush()` holds the group's outbox row locked (FOR
-UPDATE on PostgreSQL; the database's write lock on SQLite, plus a lock per group in this
-process) while it reads committed state and writes the document, and removes the row only if
-it still carries the token it read. A change committed meanwhile waits for the lock (its
-`request()` touches the same row) and then flushes its own, newer state.
+Writers of one group are serialized by a claim, not by a lock held across the write: under
+load (32 clients) holding a pooled connection and the group's row lock for the storage PUT
+made requests queue seconds for the pool. `flush()` claims the outbox row in a short
+transaction (`claimed_by`, committed; one writer per group at a time, a lock per group in
+this process besides), reads committed state, releases its connection, PUTs the document
+holding nothing, then removes the row only if it still carries the token it claimed. A change
+committed meanwhile has moved the token (its `request()` rewrites the row): the claimant
+writes again, the newer state, so an older document never lands after a newer one. Another
+process's writer waits for the claim to go (or its lease to pass: a writer that died).
+
+A group DELETE no longer waits for a write in flight: its deletion lists the group's prefix
+after its commit, so a document that lands later is removed by the writer itself, which
+looks for the group after its PUT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import anyio.to_thread
 import structlog
@@ -85,60 +95,132 @@ async def request_for_annotation(session: AsyncSession, annotation_id: int) -> l
     return ids
 
 
+# A claim older than this is abandoned (its writer died); a writer's PUT is cut off well
+# before it, so two writers of one group never overlap.
+LEASE_SECONDS = 300.0
+PUT_TIMEOUT_SECONDS = LEASE_SECONDS / 2
+# How long a writer waits for another process's claim before leaving the write to it.
+WAIT_SECONDS = 30.0
+_POLL_SECONDS = 0.05
+
+
 async def flush(
     new_session: SessionFactory, storage: ObjectStorage, key_prefix: str, group_id: int
 ) -> bool:
     """Write the group's metadata.json from committed state if a row asks for it.
 
     True when a document was written. Raises StorageError (the row stays for a retry)."""
-    async with _lock(group_id), new_session() as session:
-        group, token = await _lock_rows(session, group_id)
-        if token is None:
+    written = False
+    async with _lock(group_id):
+        claim = uuid.uuid4().hex
+        while True:
+            token = await _claim(new_session, group_id, claim)
+            if token is None:
+                return written
+            try:
+                written = await _write(new_session, storage, key_prefix, group_id) or written
+            except BaseException:
+                await _unclaim_quietly(new_session, group_id, claim)
+                raise
+            if await _finish(new_session, group_id, token, claim):
+                return written
+            # A change committed while we wrote (the token moved): write its newer state.
+
+
+async def _claim(new_session: SessionFactory, group_id: int, claim: str) -> str | None:
+    """Claim the group's outbox row; its token, or None when nothing is requested (or another
+    process's writer still holds it after WAIT_SECONDS: that writer writes the newer state)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        async with new_session() as session:
+            if (await session.connection()).dialect.name == "sqlite":
+                # A write first: it takes SQLite's write lock (even when no row matches),
+                # which other writers (other processes too) wait for.
+                await session.execute(
+                    update(MetadataOutbox)
+                    .where(MetadataOutbox.group_id == group_id)
+                    .values(token=MetadataOutbox.token)
+                )
+            row = await session.scalar(
+                select(MetadataOutbox).where(MetadataOutbox.group_id == group_id).with_for_update()
+            )
+            if row is None:
+                await session.rollback()
+                return None
+            now = utcnow()
+            held = (
+                row.claimed_by is not None
+                and row.claimed_at is not None
+                and row.claimed_at > now - timedelta(seconds=LEASE_SECONDS)
+            )
+            if not held:
+                row.claimed_by, row.claimed_at = claim, now
+                token = row.token
+                await session.commit()
+                return token
             await session.rollback()
-            return False
+        if time.monotonic() >= deadline:
+            log.info("metadata.claimed_elsewhere", group_id=group_id)
+            return None
+        await asyncio.sleep(_POLL_SECONDS)
+
+
+async def _write(
+    new_session: SessionFactory, storage: ObjectStorage, key_prefix: str, group_id: int
+) -> bool:
+    """PUT the document of committed state, holding no connection and no lock meanwhile."""
+    async with new_session() as session:
+        group = await session.get(MaskGroup, group_id)
         annotation = await session.get(Annotation, group.annotation_id) if group else None
-        written = False
-        if group is not None and annotation is not None and group.status == COMPLETE:
-            document = await _document(session, annotation, group)
-            await storage.put_bytes(
-                object_key(key_prefix, annotation.id, group_id, METADATA_NAME),
-                document,
-                "application/json",
-            )
-            written = True
-        # Pending, expired or deleted: nothing to write (a deletion removes the document).
-        await session.execute(
+        if group is None or annotation is None or group.status != COMPLETE:
+            # Pending, expired or deleted: nothing to write (a deletion removes the document).
+            return False
+        document = await _document(session, annotation, group)
+        key = object_key(key_prefix, annotation.id, group_id, METADATA_NAME)
+    async with asyncio.timeout(PUT_TIMEOUT_SECONDS):
+        await storage.put_bytes(key, document, "application/json")
+    async with new_session() as session:
+        gone = await session.get(MaskGroup, group_id) is None
+    if gone:
+        # Deleted while we wrote: its deletion may have listed the prefix before our PUT.
+        await storage.delete_many([key])
+    return not gone
+
+
+async def _finish(new_session: SessionFactory, group_id: int, token: str, claim: str) -> bool:
+    """Remove the row if no change came meanwhile (True); else give the claim back."""
+    async with new_session() as session:
+        removed = await session.execute(
             delete(MetadataOutbox).where(
-                MetadataOutbox.group_id == group_id, MetadataOutbox.token == token
+                MetadataOutbox.group_id == group_id,
+                MetadataOutbox.token == token,
+                MetadataOutbox.claimed_by == claim,
             )
         )
+        if removed.rowcount == 1:  # type: ignore[attr-defined]  # a DML result
+            await session.commit()
+            return True
+        await _unclaim(session, group_id, claim)
         await session.commit()
-        return written
+        return False
 
 
-async def _lock_rows(session: AsyncSession, group_id: int) -> tuple[MaskGroup | None, str | None]:
-    """The group and the outbox row's token, both locked until this transaction ends.
-
-    The group row first, then the outbox row: the order in which a change takes them (it
-    updates the group, then requests its document), so the two never wait on each other in
-    a cycle. Holding the group row also keeps a group DELETE from committing while its
-    document is being written (its deletion lists the prefix after its commit, and so
-    removes the document too)."""
-    if (await session.connection()).dialect.name == "sqlite":
-        # A write first: it takes SQLite's write lock (even when no row matches), which other
-        # writers (other processes too) wait for, so nothing changes meanwhile.
-        await session.execute(
-            update(MetadataOutbox)
-            .where(MetadataOutbox.group_id == group_id)
-            .values(token=MetadataOutbox.token)
-        )
-    group = await session.scalar(
-        select(MaskGroup).where(MaskGroup.id == group_id).with_for_update()
+async def _unclaim(session: AsyncSession, group_id: int, claim: str) -> None:
+    await session.execute(
+        update(MetadataOutbox)
+        .where(MetadataOutbox.group_id == group_id, MetadataOutbox.claimed_by == claim)
+        .values(claimed_by=None, claimed_at=None)
     )
-    token: str | None = await session.scalar(
-        select(MetadataOutbox.token).where(MetadataOutbox.group_id == group_id).with_for_update()
-    )
-    return group, token
+
+
+async def _unclaim_quietly(new_session: SessionFactory, group_id: int, claim: str) -> None:
+    """After a failed write: the row stays requested, free for a retry (else its lease ends)."""
+    try:
+        async with new_session() as session:
+            await _unclaim(session, group_id, claim)
+            await session.commit()
+    except Exception as exc:  # the write's own error is the one to report
+        log.warning("metadata.unclaim_failed", group_id=group_id, error=type(exc).__name__)
 
 
 async def flush_quietly(
