@@ -236,6 +236,18 @@ def print_waits(before: Scrape, after: Scrape) -> None:
         f"p99 <= {bucket_quantile(before, after, pool, 0.99):g}, "
         f"max <= {bucket_quantile(before, after, pool, 1.0):g} (requests wait at pool_size + 10)"
     )
+    for name, what in (
+        ("pacs_db_pool_wait_seconds", "waits for a pooled connection"),
+        ("pacs_db_connection_held_seconds", "connections held"),
+    ):
+        count = after.total(f"{name}_count") - before.total(f"{name}_count")
+        if count:
+            p50 = bucket_quantile(before, after, name, 0.5)
+            p99 = bucket_quantile(before, after, name, 0.99)
+            print(
+                f"  database {what:<30} {count:6.0f}: p50 <= {p50 * 1000:g} ms, "
+                f"p99 <= {p99 * 1000:g} ms"
+            )
     sql = "pacs_db_statement_duration_seconds"
     for verb in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "other"):
         count = after.total(f"{sql}_count", statement=verb) - before.total(

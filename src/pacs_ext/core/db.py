@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
+from . import metrics
 from .config import Settings
 from .private_files import private_dirs
 
@@ -53,6 +55,19 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]  # untyped base
         return NoAnswer(f"no answer within {timeout:g} s (database.statement_timeout_seconds)")
 
 
+class TimedPool(AsyncAdaptedQueuePool):
+    """The async engine's default pool, timing each checkout (pacs_db_pool_wait_seconds): the
+    part of a request's time spent queueing for a connection, which the pool's use alone
+    does not tell."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        t0 = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            metrics.DB_POOL_WAIT.observe(time.perf_counter() - t0)
+
+
 def create_engine(settings: Settings, *, statement_timeout: bool = True) -> AsyncEngine:
     """The engine; `statement_timeout=False` for migrations, whose statements may be long."""
     url = settings.database_url()
@@ -63,7 +78,9 @@ def create_engine(settings: Settings, *, statement_timeout: bool = True) -> Asyn
         kwargs["connect_args"] = {"timeout": db.statement_timeout_seconds}
     else:
         # pre_ping: a connection dropped by the server is replaced, not handed to a request.
-        kwargs.update(pool_size=db.pool_size, max_overflow=10, pool_pre_ping=True)
+        kwargs.update(
+            poolclass=TimedPool, pool_size=db.pool_size, max_overflow=10, pool_pre_ping=True
+        )
         connect_args: dict[str, Any] = {"timeout": db.connect_timeout_seconds}
         if statement_timeout:
             connect_args["command_timeout"] = db.statement_timeout_seconds

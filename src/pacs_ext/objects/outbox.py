@@ -30,6 +30,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio.to_thread
@@ -114,22 +115,41 @@ async def flush(
     async with _lock(group_id):
         claim = uuid.uuid4().hex
         while True:
-            token = await _claim(new_session, group_id, claim)
-            if token is None:
+            claimed = await _claim(new_session, key_prefix, group_id, claim)
+            if claimed is None:
                 return written
+            token, put = claimed
             try:
-                written = await _write(new_session, storage, key_prefix, group_id) or written
+                if put is not None:
+                    async with asyncio.timeout(PUT_TIMEOUT_SECONDS):
+                        await storage.put_bytes(put.key, put.document, "application/json")
             except BaseException:
                 await _unclaim_quietly(new_session, group_id, claim)
                 raise
-            if await _finish(new_session, group_id, token, claim):
+            done, gone = await _finish(new_session, group_id, token, claim)
+            if put is not None and gone:
+                # Deleted while we wrote: its deletion may have listed the prefix before our
+                # PUT. (Should this fail, the janitor finds the object under no group.)
+                await storage.delete_many([put.key])
+            written = written or (put is not None and not gone)
+            if done:
                 return written
             # A change committed while we wrote (the token moved): write its newer state.
 
 
-async def _claim(new_session: SessionFactory, group_id: int, claim: str) -> str | None:
-    """Claim the group's outbox row; its token, or None when nothing is requested (or another
-    process's writer still holds it after WAIT_SECONDS: that writer writes the newer state)."""
+@dataclass(slots=True)
+class _Put:
+    key: str
+    document: bytes
+
+
+async def _claim(
+    new_session: SessionFactory, key_prefix: str, group_id: int, claim: str
+) -> tuple[str, _Put | None] | None:
+    """Claim the group's outbox row and read the document of committed state, in one short
+    transaction: (the row's token, the document or None when there is none to write); None
+    when nothing is requested (or another process's writer still holds the row after
+    WAIT_SECONDS: that writer writes the newer state)."""
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         async with new_session() as session:
@@ -156,8 +176,10 @@ async def _claim(new_session: SessionFactory, group_id: int, claim: str) -> str 
             if not held:
                 row.claimed_by, row.claimed_at = claim, now
                 token = row.token
+                # Read after the row is ours: a change committed from now on moves the token.
+                put = await _read(session, key_prefix, group_id)
                 await session.commit()
-                return token
+                return token, put
             await session.rollback()
         if time.monotonic() >= deadline:
             log.info("metadata.claimed_elsewhere", group_id=group_id)
@@ -165,31 +187,23 @@ async def _claim(new_session: SessionFactory, group_id: int, claim: str) -> str 
         await asyncio.sleep(_POLL_SECONDS)
 
 
-async def _write(
-    new_session: SessionFactory, storage: ObjectStorage, key_prefix: str, group_id: int
-) -> bool:
-    """PUT the document of committed state, holding no connection and no lock meanwhile."""
-    async with new_session() as session:
-        group = await session.get(MaskGroup, group_id)
-        annotation = await session.get(Annotation, group.annotation_id) if group else None
-        if group is None or annotation is None or group.status != COMPLETE:
-            # Pending, expired or deleted: nothing to write (a deletion removes the document).
-            return False
-        document = await _document(session, annotation, group)
-        key = object_key(key_prefix, annotation.id, group_id, METADATA_NAME)
-    async with asyncio.timeout(PUT_TIMEOUT_SECONDS):
-        await storage.put_bytes(key, document, "application/json")
+async def _read(session: AsyncSession, key_prefix: str, group_id: int) -> _Put | None:
+    group = await session.get(MaskGroup, group_id)
+    annotation = await session.get(Annotation, group.annotation_id) if group else None
+    if group is None or annotation is None or group.status != COMPLETE:
+        # Pending, expired or deleted: nothing to write (a deletion removes the document).
+        return None
+    document = await _document(session, annotation, group)
+    return _Put(object_key(key_prefix, annotation.id, group_id, METADATA_NAME), document)
+
+
+async def _finish(
+    new_session: SessionFactory, group_id: int, token: str, claim: str
+) -> tuple[bool, bool]:
+    """(done, gone): the row removed if no change came meanwhile, else the claim given
+    back; and whether the group is gone (deleted while we wrote)."""
     async with new_session() as session:
         gone = await session.get(MaskGroup, group_id) is None
-    if gone:
-        # Deleted while we wrote: its deletion may have listed the prefix before our PUT.
-        await storage.delete_many([key])
-    return not gone
-
-
-async def _finish(new_session: SessionFactory, group_id: int, token: str, claim: str) -> bool:
-    """Remove the row if no change came meanwhile (True); else give the claim back."""
-    async with new_session() as session:
         removed = await session.execute(
             delete(MetadataOutbox).where(
                 MetadataOutbox.group_id == group_id,
@@ -197,12 +211,11 @@ async def _finish(new_session: SessionFactory, group_id: int, token: str, claim:
                 MetadataOutbox.claimed_by == claim,
             )
         )
-        if removed.rowcount == 1:  # type: ignore[attr-defined]  # a DML result
-            await session.commit()
-            return True
-        await _unclaim(session, group_id, claim)
+        done = removed.rowcount == 1  # type: ignore[attr-defined]  # a DML result
+        if not done:
+            await _unclaim(session, group_id, claim)
         await session.commit()
-        return False
+        return done, gone
 
 
 async def _unclaim(session: AsyncSession, group_id: int, claim: str) -> None:
