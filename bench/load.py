@@ -275,6 +275,19 @@ def print_waits(before: Scrape, after: Scrape) -> None:
             )
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children (the server's workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def pct(values: list[float], q: int) -> float:
     if len(values) == 1:
         return values[0]
@@ -286,6 +299,8 @@ async def run_load(srv: ServerProcess, args: argparse.Namespace) -> Stats:
     limits = httpx.Limits(max_connections=args.clients * args.put_concurrency + 16)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         before = await asyncio.to_thread(scrape, srv.url)
+        assert srv.proc is not None
+        cpu0 = cpu_seconds(srv.proc.pid)
         deadline = time.monotonic() + args.seconds
         started = time.monotonic()
         await asyncio.gather(
@@ -293,6 +308,7 @@ async def run_load(srv: ServerProcess, args: argparse.Namespace) -> Stats:
         )
         elapsed = time.monotonic() - started
         after = await asyncio.to_thread(scrape, srv.url)
+        cpu = cpu_seconds(srv.proc.pid) - cpu0
         print(
             f"database={args.database} storage={args.storage} clients={args.clients} "
             f"files/flow={args.files} size~{args.size} B workers={args.workers} "
@@ -300,7 +316,8 @@ async def run_load(srv: ServerProcess, args: argparse.Namespace) -> Stats:
         )
         print(
             f"  {stats.flows} flows in {elapsed:.1f} s = {stats.flows / elapsed:.1f} flows/s "
-            f"({stats.flows * args.files / elapsed:.0f} files/s)"
+            f"({stats.flows * args.files / elapsed:.0f} files/s); server CPU {cpu:.1f} s "
+            f"= {cpu / elapsed:.2f} cores of {os.cpu_count()}"
         )
         print(f"  {'endpoint':<20}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
         for name, values in stats.latencies.items():
