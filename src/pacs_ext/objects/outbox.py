@@ -98,24 +98,36 @@ async def request_for_annotation(session: AsyncSession, annotation_id: int) -> l
 
 # A claim older than this is abandoned (its writer died); a writer's PUT is cut off well
 # before it, so two writers of one group never overlap.
-LEASE_SECONDS = 300.0
+LEASE_SECONDS = 120.0
 PUT_TIMEOUT_SECONDS = LEASE_SECONDS / 2
-# How long a writer waits for another process's claim before leaving the write to it.
-WAIT_SECONDS = 30.0
+# How long a request waits for another process's claim (it writes the newer state too, as
+# its token moved) before leaving the write to it; the janitor does not wait.
+WAIT_SECONDS = 10.0
 _POLL_SECONDS = 0.05
 
 
+class ClaimedElsewhere(Exception):
+    """Another writer (another process) holds the group's outbox row: it writes the newest
+    state, or its claim ends with its lease."""
+
+
 async def flush(
-    new_session: SessionFactory, storage: ObjectStorage, key_prefix: str, group_id: int
+    new_session: SessionFactory,
+    storage: ObjectStorage,
+    key_prefix: str,
+    group_id: int,
+    *,
+    wait_seconds: float = WAIT_SECONDS,
 ) -> bool:
     """Write the group's metadata.json from committed state if a row asks for it.
 
-    True when a document was written. Raises StorageError (the row stays for a retry)."""
+    True when a document was written. Raises StorageError (the row stays for a retry), or
+    ClaimedElsewhere when another writer still holds the row after `wait_seconds`."""
     written = False
     async with _lock(group_id):
         claim = uuid.uuid4().hex
         while True:
-            claimed = await _claim(new_session, key_prefix, group_id, claim)
+            claimed = await _claim(new_session, key_prefix, group_id, claim, wait_seconds)
             if claimed is None:
                 return written
             token, put = claimed
@@ -144,13 +156,12 @@ class _Put:
 
 
 async def _claim(
-    new_session: SessionFactory, key_prefix: str, group_id: int, claim: str
+    new_session: SessionFactory, key_prefix: str, group_id: int, claim: str, wait_seconds: float
 ) -> tuple[str, _Put | None] | None:
     """Claim the group's outbox row and read the document of committed state, in one short
     transaction: (the row's token, the document or None when there is none to write); None
-    when nothing is requested (or another process's writer still holds the row after
-    WAIT_SECONDS: that writer writes the newer state)."""
-    deadline = time.monotonic() + WAIT_SECONDS
+    when nothing is requested."""
+    deadline = time.monotonic() + wait_seconds
     while True:
         async with new_session() as session:
             if (await session.connection()).dialect.name == "sqlite":
@@ -182,8 +193,7 @@ async def _claim(
                 return token, put
             await session.rollback()
         if time.monotonic() >= deadline:
-            log.info("metadata.claimed_elsewhere", group_id=group_id)
-            return None
+            raise ClaimedElsewhere(f"metadata.json of group {group_id} is being written")
         await asyncio.sleep(_POLL_SECONDS)
 
 
