@@ -16,12 +16,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from fixtures.databases import PG_ADMIN_DSN, postgres_database
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
@@ -31,6 +34,8 @@ from fixtures.paused_storage import ARM_FILE, arm, release, wait_paused
 from fixtures.rgw import Rgw
 from fixtures.rgw_outage import PAUSED_SERVE
 from fixtures.server import ServerProcess, s3_server
+from pacs_ext.models import MetadataOutbox
+from pacs_ext.objects import outbox
 
 pg_rgw = [pytest.mark.postgres, pytest.mark.rgw]
 
@@ -288,6 +293,52 @@ def test_the_janitor_finishes_writes_and_rewrites_differing_documents(
         assert after["group"]["description"] == "second"
         assert len(after["files"]) == 3
         assert _janitor(srv)["metadata_mismatch"]["found"] == 0
+
+
+def _claim_elsewhere(srv: ServerProcess, group_id: int, age_seconds: float) -> None:
+    """Mark the group's outbox row as claimed by a writer of another process, that long ago."""
+    at = datetime.now(UTC) - timedelta(seconds=age_seconds)
+
+    async def claim() -> None:
+        engine = create_async_engine(srv.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(MetadataOutbox)
+                    .where(MetadataOutbox.group_id == group_id)
+                    .values(claimed_by="another-process", claimed_at=at)
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(claim())
+
+
+def test_a_claim_of_another_process_is_left_to_it_until_its_lease_ends(
+    faulty_server: ServerProcess,
+) -> None:
+    """Writers claim the outbox row instead of locking it across the PUT: another process's
+    claim is left alone (it writes the newest state) until its lease ends (it died)."""
+    srv = faulty_server
+    set_faults(srv.data_dir)
+    with srv.client("alice") as alice:
+        a, g = _complete_group(alice)
+        set_faults(srv.data_dir, put_bytes=True)
+        try:
+            r = alice.patch(group_url(a, g), json={"description": "second"})
+        finally:
+            set_faults(srv.data_dir)
+        assert r.status_code == 200, r.text
+    _claim_elsewhere(srv, g, age_seconds=0)
+    held = _janitor(srv, "--apply")["metadata_outbox"]
+    assert (held["found"], held["acted"], held["failed"]) == (1, 0, 1)
+    assert json.loads(_meta_path(srv, a, g).read_text())["group"]["description"] == "first"
+
+    _claim_elsewhere(srv, g, age_seconds=outbox.LEASE_SECONDS + 1)
+    taken = _janitor(srv, "--apply")["metadata_outbox"]
+    assert (taken["found"], taken["acted"], taken["failed"]) == (1, 1, 0)
+    assert json.loads(_meta_path(srv, a, g).read_text())["group"]["description"] == "second"
+    assert _janitor(srv)["metadata_outbox"]["found"] == 0
 
 
 def test_an_annotation_patch_rewrites_its_groups_documents(faulty_server: ServerProcess) -> None:
