@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg  # type: ignore[import-untyped]  # no type information
 from sqlalchemy import event
@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
-from . import metrics
 from .config import Settings
 from .private_files import private_dirs
 
@@ -58,14 +57,21 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]  # untyped base
 class TimedPool(AsyncAdaptedQueuePool):
     """The async engine's default pool, timing each checkout (pacs_db_pool_wait_seconds): the
     part of a request's time spent queueing for a connection, which the pool's use alone
-    does not tell."""
+    does not tell. The server sets `record_wait` (observability/waits.py): this module does
+    not import the metrics, as that creates Prometheus value files, which a command-line
+    process run with PROMETHEUS_MULTIPROC_DIR must not (its folder may not exist yet)."""
+
+    record_wait: ClassVar[Callable[[float], None] | None] = None
 
     def _do_get(self) -> ConnectionPoolEntry:
+        record = TimedPool.record_wait
+        if record is None:
+            return super()._do_get()
         t0 = time.perf_counter()
         try:
             return super()._do_get()
         finally:
-            metrics.DB_POOL_WAIT.observe(time.perf_counter() - t0)
+            record(time.perf_counter() - t0)
 
 
 def create_engine(settings: Settings, *, statement_timeout: bool = True) -> AsyncEngine:

@@ -17,11 +17,13 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..core import metrics
+from ..core.db import TimedPool
 
 PERIOD = 0.1
 
 
 def start(engine: AsyncEngine) -> asyncio.Task[None]:
+    TimedPool.record_wait = metrics.DB_POOL_WAIT.observe
     _time_statements(engine)
     return asyncio.create_task(_loop(engine), name="wait-probe")
 
