@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,6 +34,7 @@ from .http.security_headers import SecurityHeaders
 from .http.viewer import install_viewer
 from .janitor import periodic as periodic_janitor
 from .masks import upload_guard
+from .objects import high_water
 from .observability import listener as metrics_listener
 from .observability import waits
 from .observability.drain import Drain
@@ -110,9 +112,17 @@ def create_app(
         )
         metrics_task = await metrics_listener.start(app, settings)
         probe_task = waits.start(engine)
+        marks_task = asyncio.create_task(
+            high_water.raise_ahead(
+                app.state.sessionmaker, app.state.storage, settings.object_storage.key_prefix
+            ),
+            name="high-water-marks",
+        )
         try:
             yield
         finally:
+            marks_task.cancel()
+            await asyncio.gather(marks_task, return_exceptions=True)
             await waits.stop(probe_task)
             await metrics_listener.stop(metrics_task)
             await app.state.exports.close()

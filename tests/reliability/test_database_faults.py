@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import asyncpg
@@ -78,7 +79,10 @@ def test_backend_killed_mid_request_is_503_then_the_server_recovers(
                     )
                 )
                 thread.start()
+                deadline = time.monotonic() + 20
                 while not await _waiting_on_lock(holder, _db_name(pg_server)):
+                    assert thread.is_alive(), f"the PATCH never waited for the lock: {result}"
+                    assert time.monotonic() < deadline, "the PATCH never waited for the lock"
                     await asyncio.sleep(0.05)
                 await _terminate_server_backends_except(holder, _db_name(pg_server))
                 await tx.rollback()

@@ -16,12 +16,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from fixtures.databases import PG_ADMIN_DSN, postgres_database
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
@@ -31,6 +34,8 @@ from fixtures.paused_storage import ARM_FILE, arm, release, wait_paused
 from fixtures.rgw import Rgw
 from fixtures.rgw_outage import PAUSED_SERVE
 from fixtures.server import ServerProcess, s3_server
+from pacs_ext.models import MetadataOutbox
+from pacs_ext.objects import outbox
 
 pg_rgw = [pytest.mark.postgres, pytest.mark.rgw]
 
@@ -130,24 +135,76 @@ def test_a_killed_request_leaves_metadata_json_agreeing(
     assert report["metadata_mismatch"]["found"] == 0, report["metadata_mismatch"]
 
 
-def _lock_waiters(database_url: str) -> int:
-    """Backends of the server's database waiting for a lock (not timing: PostgreSQL's view)."""
+def _locks_free_during_the_write(database_url: str, group_id: int) -> list[str]:
+    """Take the group's row and its outbox row with NOWAIT, and list the server's open
+    transactions: PostgreSQL's view of what a held metadata.json write holds."""
     name = database_url.rsplit("/", 1)[1]
 
-    async def count() -> int:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
+    async def probe() -> list[str]:
+        conn = await asyncpg.connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name)
         try:
-            return int(
-                await conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = $1 AND wait_event_type = 'Lock'",
-                    name,
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT id FROM mask_groups WHERE id = $1 FOR UPDATE NOWAIT", group_id
                 )
+                await conn.execute(
+                    "SELECT group_id FROM metadata_outbox WHERE group_id = $1 FOR UPDATE NOWAIT",
+                    group_id,
+                )
+            rows = await conn.fetch(
+                "SELECT state FROM pg_stat_activity WHERE datname = $1 "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'",
+                name,
             )
+            return [str(r["state"]) for r in rows]
         finally:
             await conn.close()
 
-    return asyncio.run(count())
+    return asyncio.run(probe())
+
+
+@pytest.mark.postgres
+@pytest.mark.rgw
+def test_no_lock_or_transaction_is_held_across_the_metadata_write(
+    paused_server: ServerProcess,
+) -> None:
+    """Under load, a write holding the group's row lock and a pooled connection across the
+    storage PUT made requests queue for the pool (issue 16 part 3): it holds neither."""
+    srv = paused_server
+    with srv.client("alice") as alice:
+        a, g = _complete_group(alice)
+        arm(srv.data_dir, "before_put_bytes")
+        pool = ThreadPoolExecutor(1)
+        try:
+            patching = pool.submit(
+                lambda: alice.patch(group_url(a, g), json={"description": "second"})
+            )
+            wait_paused(srv.data_dir)
+            # NOWAIT raises LockNotAvailable if the writer held either row.
+            assert _locks_free_during_the_write(srv.database_url, g) == []
+            release(srv.data_dir)
+            assert patching.result(timeout=60).status_code == 200
+        finally:
+            release(srv.data_dir)
+            pool.shutdown(wait=True)
+    _agrees(srv, a, g)
+
+
+def _description(database_url: str, group_id: int) -> str | None:
+    """The group's description as committed (PostgreSQL's view, not the server's)."""
+    name = database_url.rsplit("/", 1)[1]
+
+    async def read() -> str | None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name)
+        try:
+            value = await conn.fetchval(
+                "SELECT description FROM mask_groups WHERE id = $1", group_id
+            )
+            return None if value is None else str(value)
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
 
 
 @pytest.mark.postgres
@@ -167,8 +224,11 @@ def test_a_mask_delete_racing_a_patch_leaves_no_deleted_mask_listed(
             patching: Future[httpx.Response] = pool.submit(
                 lambda: other.patch(group_url(a, g), json={"description": "second"})
             )
-            # The PATCH either finishes, or waits for the group's metadata writer.
-            while not patching.done() and not _lock_waiters(srv.database_url):
+            # The PATCH either finishes, or commits and waits for the group's metadata writer
+            # (the DELETE's, whose claim it sees: no lock is held across the write).
+            deadline = time.monotonic() + 30
+            while not patching.done() and _description(srv.database_url, g) != "second":
+                assert time.monotonic() < deadline, "the PATCH never committed"
                 time.sleep(0.05)
             release(srv.data_dir)
             assert deleting.result(timeout=60).status_code == 204
@@ -235,6 +295,52 @@ def test_the_janitor_finishes_writes_and_rewrites_differing_documents(
         assert _janitor(srv)["metadata_mismatch"]["found"] == 0
 
 
+def _claim_elsewhere(srv: ServerProcess, group_id: int, age_seconds: float) -> None:
+    """Mark the group's outbox row as claimed by a writer of another process, that long ago."""
+    at = datetime.now(UTC) - timedelta(seconds=age_seconds)
+
+    async def claim() -> None:
+        engine = create_async_engine(srv.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(MetadataOutbox)
+                    .where(MetadataOutbox.group_id == group_id)
+                    .values(claimed_by="another-process", claimed_at=at)
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(claim())
+
+
+def test_a_claim_of_another_process_is_left_to_it_until_its_lease_ends(
+    faulty_server: ServerProcess,
+) -> None:
+    """Writers claim the outbox row instead of locking it across the PUT: another process's
+    claim is left alone (it writes the newest state) until its lease ends (it died)."""
+    srv = faulty_server
+    set_faults(srv.data_dir)
+    with srv.client("alice") as alice:
+        a, g = _complete_group(alice)
+        set_faults(srv.data_dir, put_bytes=True)
+        try:
+            r = alice.patch(group_url(a, g), json={"description": "second"})
+        finally:
+            set_faults(srv.data_dir)
+        assert r.status_code == 200, r.text
+    _claim_elsewhere(srv, g, age_seconds=0)
+    held = _janitor(srv, "--apply")["metadata_outbox"]
+    assert (held["found"], held["acted"], held["failed"]) == (1, 0, 1)
+    assert json.loads(_meta_path(srv, a, g).read_text())["group"]["description"] == "first"
+
+    _claim_elsewhere(srv, g, age_seconds=outbox.LEASE_SECONDS + 1)
+    taken = _janitor(srv, "--apply")["metadata_outbox"]
+    assert (taken["found"], taken["acted"], taken["failed"]) == (1, 1, 0)
+    assert json.loads(_meta_path(srv, a, g).read_text())["group"]["description"] == "second"
+    assert _janitor(srv)["metadata_outbox"]["found"] == 0
+
+
 def test_an_annotation_patch_rewrites_its_groups_documents(faulty_server: ServerProcess) -> None:
     srv = faulty_server
     set_faults(srv.data_dir)
@@ -254,7 +360,7 @@ def test_a_group_delete_racing_a_document_write_leaves_no_document(
     paused_server: ServerProcess,
 ) -> None:
     """A PATCH holds its metadata.json write just before storage; the group is deleted
-    meanwhile. The document must not land after the deletion listed the group's prefix."""
+    meanwhile. The document must not stay after the deletion listed the group's prefix."""
     srv = paused_server
     assert srv.objects is not None
     with srv.client("alice") as alice, srv.client("alice") as other:
@@ -267,12 +373,12 @@ def test_a_group_delete_racing_a_document_write_leaves_no_document(
             )
             wait_paused(srv.data_dir)
             deleting: Future[httpx.Response] = pool.submit(lambda: other.delete(group_url(a, g)))
-            # The DELETE either finishes, or waits for the group's metadata writer.
-            while not deleting.done() and not _lock_waiters(srv.database_url):
-                time.sleep(0.05)
-            release(srv.data_dir)
-            assert patching.result(timeout=60).status_code == 200
+            # No lock is held across the write: the DELETE does not wait for it.
             assert deleting.result(timeout=60).status_code == 204
+            assert srv.objects.keys(f"mask/{a}/{g}/") == []
+            release(srv.data_dir)
+            # The write lands after the deletion listed the prefix: its writer removes it.
+            assert patching.result(timeout=60).status_code == 200
         finally:
             release(srv.data_dir)
             pool.shutdown(wait=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg  # type: ignore[import-untyped]  # no type information
 from sqlalchemy import event
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 from .config import Settings
 from .private_files import private_dirs
@@ -53,6 +54,26 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]  # untyped base
         return NoAnswer(f"no answer within {timeout:g} s (database.statement_timeout_seconds)")
 
 
+class TimedPool(AsyncAdaptedQueuePool):
+    """The async engine's default pool, timing each checkout (pacs_db_pool_wait_seconds): the
+    part of a request's time spent queueing for a connection, which the pool's use alone
+    does not tell. The server sets `record_wait` (observability/waits.py): this module does
+    not import the metrics, as that creates Prometheus value files, which a command-line
+    process run with PROMETHEUS_MULTIPROC_DIR must not (its folder may not exist yet)."""
+
+    record_wait: ClassVar[Callable[[float], None] | None] = None
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        record = TimedPool.record_wait
+        if record is None:
+            return super()._do_get()
+        t0 = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            record(time.perf_counter() - t0)
+
+
 def create_engine(settings: Settings, *, statement_timeout: bool = True) -> AsyncEngine:
     """The engine; `statement_timeout=False` for migrations, whose statements may be long."""
     url = settings.database_url()
@@ -63,7 +84,9 @@ def create_engine(settings: Settings, *, statement_timeout: bool = True) -> Asyn
         kwargs["connect_args"] = {"timeout": db.statement_timeout_seconds}
     else:
         # pre_ping: a connection dropped by the server is replaced, not handed to a request.
-        kwargs.update(pool_size=db.pool_size, max_overflow=10, pool_pre_ping=True)
+        kwargs.update(
+            poolclass=TimedPool, pool_size=db.pool_size, max_overflow=10, pool_pre_ping=True
+        )
         connect_args: dict[str, Any] = {"timeout": db.connect_timeout_seconds}
         if statement_timeout:
             connect_args["command_timeout"] = db.statement_timeout_seconds

@@ -93,6 +93,17 @@ DB_POOL_IN_USE = Histogram(
     "one when all database.pool_size + 10 are in use.",
     buckets=(0, 1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30, 40, 60),
 )
+DB_POOL_WAIT = Histogram(
+    "pacs_db_pool_wait_seconds",
+    "Time a checkout waited for a database connection: for a free one when all "
+    "database.pool_size + 10 are in use, or for a new one to open.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DB_CONNECTION_HELD = Histogram(
+    "pacs_db_connection_held_seconds",
+    "Time a database connection stayed checked out of the pool, from checkout to its return.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 DB_STATEMENT_DURATION = Histogram(
     "pacs_db_statement_duration_seconds",
     "Time from sending a SQL statement to its result (COMMIT not included), by its first "

@@ -221,7 +221,11 @@ class _Run:
 
     async def _flush(self, group_id: int, finding: Finding) -> None:
         try:
-            await outbox.flush(self.maker, self.storage, self.key_prefix, group_id)
+            await outbox.flush(self.maker, self.storage, self.key_prefix, group_id, wait_seconds=0)
+        except outbox.ClaimedElsewhere as exc:
+            # A writer in flight, or one that died (its claim ends with its lease): next run.
+            finding.failed += 1
+            self.report.errors.append(f"{exc} by another process; left for the next run")
         except StorageError as exc:
             finding.failed += 1
             self.report.errors.append(f"metadata.json of group {group_id}: {exc}")

@@ -7,20 +7,31 @@ between leaves the row: a retry of the request, the next change of the group, or
 flushes it. So metadata.json is never ahead of the database (it was written before the commit
 before), and never stays behind it.
 
-Writers of one group are serialized: `flush()` holds the group's outbox row locked (FOR
-UPDATE on PostgreSQL; the database's write lock on SQLite, plus a lock per group in this
-process) while it reads committed state and writes the document, and removes the row only if
-it still carries the token it read. A change committed meanwhile waits for the lock (its
-`request()` touches the same row) and then flushes its own, newer state.
+Writers of one group are serialized by a claim, not by a lock held across the write: under
+load (32 clients) holding a pooled connection and the group's row lock for the storage PUT
+made requests queue seconds for the pool. `flush()` claims the outbox row in a short
+transaction (`claimed_by`, committed; one writer per group at a time, a lock per group in
+this process besides), reads committed state, releases its connection, PUTs the document
+holding nothing, then removes the row only if it still carries the token it claimed. A change
+committed meanwhile has moved the token (its `request()` rewrites the row): the claimant
+writes again, the newer state, so an older document never lands after a newer one. Another
+process's writer waits for the claim to go (or its lease to pass: a writer that died).
+
+A group DELETE no longer waits for a write in flight: its deletion lists the group's prefix
+after its commit, so a document that lands later is removed by the writer itself, which
+looks for the group after its PUT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio.to_thread
 import structlog
@@ -85,60 +96,154 @@ async def request_for_annotation(session: AsyncSession, annotation_id: int) -> l
     return ids
 
 
+# A claim older than this is abandoned (its writer died); a writer's PUT is cut off well
+# before it, so two writers of one group never overlap.
+LEASE_SECONDS = 120.0
+PUT_TIMEOUT_SECONDS = LEASE_SECONDS / 2
+# How long a request waits for another process's claim (it writes the newer state too, as
+# its token moved) before leaving the write to it; the janitor does not wait.
+WAIT_SECONDS = 10.0
+_POLL_SECONDS = 0.05
+
+
+class ClaimedElsewhere(Exception):
+    """Another writer (another process) holds the group's outbox row: it writes the newest
+    state, or its claim ends with its lease."""
+
+
 async def flush(
-    new_session: SessionFactory, storage: ObjectStorage, key_prefix: str, group_id: int
+    new_session: SessionFactory,
+    storage: ObjectStorage,
+    key_prefix: str,
+    group_id: int,
+    *,
+    wait_seconds: float = WAIT_SECONDS,
 ) -> bool:
     """Write the group's metadata.json from committed state if a row asks for it.
 
-    True when a document was written. Raises StorageError (the row stays for a retry)."""
-    async with _lock(group_id), new_session() as session:
-        group, token = await _lock_rows(session, group_id)
-        if token is None:
+    True when a document was written. Raises StorageError (the row stays for a retry), or
+    ClaimedElsewhere when another writer still holds the row after `wait_seconds`."""
+    written = False
+    async with _lock(group_id):
+        claim = uuid.uuid4().hex
+        while True:
+            claimed = await _claim(new_session, key_prefix, group_id, claim, wait_seconds)
+            if claimed is None:
+                return written
+            token, put = claimed
+            try:
+                if put is not None:
+                    async with asyncio.timeout(PUT_TIMEOUT_SECONDS):
+                        await storage.put_bytes(put.key, put.document, "application/json")
+            except BaseException:
+                await _unclaim_quietly(new_session, group_id, claim)
+                raise
+            done, gone = await _finish(new_session, group_id, token, claim)
+            if put is not None and gone:
+                # Deleted while we wrote: its deletion may have listed the prefix before our
+                # PUT. (Should this fail, the janitor finds the object under no group.)
+                await storage.delete_many([put.key])
+            written = written or (put is not None and not gone)
+            if done:
+                return written
+            # A change committed while we wrote (the token moved): write its newer state.
+
+
+@dataclass(slots=True)
+class _Put:
+    key: str
+    document: bytes
+
+
+async def _claim(
+    new_session: SessionFactory, key_prefix: str, group_id: int, claim: str, wait_seconds: float
+) -> tuple[str, _Put | None] | None:
+    """Claim the group's outbox row and read the document of committed state, in one short
+    transaction: (the row's token, the document or None when there is none to write); None
+    when nothing is requested."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        async with new_session() as session:
+            if (await session.connection()).dialect.name == "sqlite":
+                # A write first: it takes SQLite's write lock (even when no row matches),
+                # which other writers (other processes too) wait for.
+                await session.execute(
+                    update(MetadataOutbox)
+                    .where(MetadataOutbox.group_id == group_id)
+                    .values(token=MetadataOutbox.token)
+                )
+            row = await session.scalar(
+                select(MetadataOutbox).where(MetadataOutbox.group_id == group_id).with_for_update()
+            )
+            if row is None:
+                await session.rollback()
+                return None
+            now = utcnow()
+            held = (
+                row.claimed_by is not None
+                and row.claimed_at is not None
+                and row.claimed_at > now - timedelta(seconds=LEASE_SECONDS)
+            )
+            if not held:
+                row.claimed_by, row.claimed_at = claim, now
+                token = row.token
+                # Read after the row is ours: a change committed from now on moves the token.
+                put = await _read(session, key_prefix, group_id)
+                await session.commit()
+                return token, put
             await session.rollback()
-            return False
-        annotation = await session.get(Annotation, group.annotation_id) if group else None
-        written = False
-        if group is not None and annotation is not None and group.status == COMPLETE:
-            document = await _document(session, annotation, group)
-            await storage.put_bytes(
-                object_key(key_prefix, annotation.id, group_id, METADATA_NAME),
-                document,
-                "application/json",
-            )
-            written = True
+        if time.monotonic() >= deadline:
+            raise ClaimedElsewhere(f"metadata.json of group {group_id} is being written")
+        await asyncio.sleep(_POLL_SECONDS)
+
+
+async def _read(session: AsyncSession, key_prefix: str, group_id: int) -> _Put | None:
+    group = await session.get(MaskGroup, group_id)
+    annotation = await session.get(Annotation, group.annotation_id) if group else None
+    if group is None or annotation is None or group.status != COMPLETE:
         # Pending, expired or deleted: nothing to write (a deletion removes the document).
-        await session.execute(
+        return None
+    document = await _document(session, annotation, group)
+    return _Put(object_key(key_prefix, annotation.id, group_id, METADATA_NAME), document)
+
+
+async def _finish(
+    new_session: SessionFactory, group_id: int, token: str, claim: str
+) -> tuple[bool, bool]:
+    """(done, gone): the row removed if no change came meanwhile, else the claim given
+    back; and whether the group is gone (deleted while we wrote)."""
+    async with new_session() as session:
+        gone = await session.get(MaskGroup, group_id) is None
+        removed = await session.execute(
             delete(MetadataOutbox).where(
-                MetadataOutbox.group_id == group_id, MetadataOutbox.token == token
+                MetadataOutbox.group_id == group_id,
+                MetadataOutbox.token == token,
+                MetadataOutbox.claimed_by == claim,
             )
         )
+        done = removed.rowcount == 1  # type: ignore[attr-defined]  # a DML result
+        if not done:
+            await _unclaim(session, group_id, claim)
         await session.commit()
-        return written
+        return done, gone
 
 
-async def _lock_rows(session: AsyncSession, group_id: int) -> tuple[MaskGroup | None, str | None]:
-    """The group and the outbox row's token, both locked until this transaction ends.
-
-    The group row first, then the outbox row: the order in which a change takes them (it
-    updates the group, then requests its document), so the two never wait on each other in
-    a cycle. Holding the group row also keeps a group DELETE from committing while its
-    document is being written (its deletion lists the prefix after its commit, and so
-    removes the document too)."""
-    if (await session.connection()).dialect.name == "sqlite":
-        # A write first: it takes SQLite's write lock (even when no row matches), which other
-        # writers (other processes too) wait for, so nothing changes meanwhile.
-        await session.execute(
-            update(MetadataOutbox)
-            .where(MetadataOutbox.group_id == group_id)
-            .values(token=MetadataOutbox.token)
-        )
-    group = await session.scalar(
-        select(MaskGroup).where(MaskGroup.id == group_id).with_for_update()
+async def _unclaim(session: AsyncSession, group_id: int, claim: str) -> None:
+    await session.execute(
+        update(MetadataOutbox)
+        .where(MetadataOutbox.group_id == group_id, MetadataOutbox.claimed_by == claim)
+        .values(claimed_by=None, claimed_at=None)
     )
-    token: str | None = await session.scalar(
-        select(MetadataOutbox.token).where(MetadataOutbox.group_id == group_id).with_for_update()
-    )
-    return group, token
+
+
+async def _unclaim_quietly(new_session: SessionFactory, group_id: int, claim: str) -> None:
+    """After a failed write: the row stays requested, free for a retry (else its lease ends)."""
+    try:
+        async with new_session() as session:
+            await _unclaim(session, group_id, claim)
+            await session.commit()
+    except Exception as exc:  # the write's own error is the one to report
+        log.warning("metadata.unclaim_failed", group_id=group_id, error=type(exc).__name__)
 
 
 async def flush_quietly(
