@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from fixtures.databases import PG_ADMIN_DSN, admin_sql
+from fixtures.databases import PG_ADMIN_DSN, admin_dsn, admin_sql
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
 from fixtures.isolated import own_server
 from fixtures.server import ServerProcess
@@ -30,7 +30,7 @@ def _db_name(srv: ServerProcess) -> str:
 
 
 def _dsn(srv: ServerProcess) -> str:
-    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + _db_name(srv)
+    return admin_dsn(srv.database_url)
 
 
 async def _terminate_server_backends(srv: ServerProcess) -> int:

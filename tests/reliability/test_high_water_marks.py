@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from fixtures.databases import PG_ADMIN_DSN
+from fixtures.databases import admin_dsn
 from fixtures.factories import create_annotation, group_url, make_masks
 from fixtures.isolated import own_server
 from fixtures.server import ServerProcess
@@ -33,7 +33,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
 
 
 def _dsn(srv: ServerProcess) -> str:
-    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + srv.database_url.rsplit("/", 1)[1]
+    return admin_dsn(srv.database_url)
 
 
 def _sql(srv: ServerProcess, query: str, *args: object) -> list[asyncpg.Record]:

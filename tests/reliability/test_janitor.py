@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from fixtures.databases import PG_ADMIN_DSN
+from fixtures.databases import admin_dsn
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
 from fixtures.isolated import own_server
 from fixtures.server import BIN, ServerProcess
@@ -147,9 +147,7 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(srv: ServerProcess) ->
     if srv.database_url.startswith("postgresql"):
 
         async def held() -> str:
-            conn = await asyncpg.connect(
-                PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + srv.database_url.rsplit("/", 1)[1]
-            )
+            conn = await asyncpg.connect(admin_dsn(srv.database_url))
             try:
                 await conn.execute("SELECT pg_advisory_lock($1)", 0x7061637365787400)
                 r = await asyncio.to_thread(srv.run_cli, "janitor", check=False)

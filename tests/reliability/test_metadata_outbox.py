@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from fixtures.databases import PG_ADMIN_DSN, postgres_database
+from fixtures.databases import admin_dsn, postgres_database
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
 from fixtures.faulty_storage import set_faults
 from fixtures.objects import StoredObjects
@@ -141,7 +141,7 @@ def _locks_free_during_the_write(database_url: str, group_id: int) -> list[str]:
     name = database_url.rsplit("/", 1)[1]
 
     async def probe() -> list[str]:
-        conn = await asyncpg.connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name)
+        conn = await asyncpg.connect(admin_dsn(database_url))
         try:
             async with conn.transaction():
                 await conn.execute(
@@ -192,10 +192,9 @@ def test_no_lock_or_transaction_is_held_across_the_metadata_write(
 
 def _description(database_url: str, group_id: int) -> str | None:
     """The group's description as committed (PostgreSQL's view, not the server's)."""
-    name = database_url.rsplit("/", 1)[1]
 
     async def read() -> str | None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name)
+        conn = await asyncpg.connect(admin_dsn(database_url))
         try:
             value = await conn.fetchval(
                 "SELECT description FROM mask_groups WHERE id = $1", group_id
