@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
+from ..core.tcp import quickack, transport_socket
 from .slots import Slots
 
 Origin = tuple[str, str, int]
@@ -43,6 +44,7 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self._socket: object = None
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._wake: asyncio.Future[None] | None = None
@@ -63,8 +65,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports have asyncio.Transport's methods but are not its subclasses.
         self.transport = cast(asyncio.Transport, transport)
+        self._socket = transport_socket(transport)
 
     def data_received(self, data: bytes) -> None:
+        quickack(self._socket)  # the rest of a GET's answer may wait for this ACK (core/tcp.py)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

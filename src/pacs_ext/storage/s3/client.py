@@ -40,6 +40,7 @@ from .digests import content_md5
 from .errors import S3Failure
 from .files import MiB, S3Files
 from .multipart import S3Multipart
+from .quickack import QuickAckHTTPSession
 from .sigv4 import SigV4Presigner
 
 # An outage must become a quick 503, not a minute of retries: a refused or black-holed
@@ -177,6 +178,7 @@ class S3Storage(ObjectStorage):
                     response_checksum_validation="when_required",
                     # Loading the S3 model is blocking file I/O: do it in a thread.
                     warm_up_loader_caches=True,
+                    http_session_cls=QuickAckHTTPSession,
                 )
                 cm = self._session.create_client(
                     "s3",

@@ -35,6 +35,7 @@ from ..base import (
     validate_key,
 )
 from .digests import md5_digest, update
+from .quickack import QuickAckConnector
 from .sigv4 import SigV4Presigner
 
 MiB = 1024 * 1024
@@ -127,7 +128,7 @@ class S3Files:
     def _http_session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS),
+                connector=QuickAckConnector(limit=HTTP_CONNECTIONS),
                 timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
                 # Proxies from the environment, as botocore would use them.
                 trust_env=True,
