@@ -25,6 +25,8 @@ import httpx
 import pytest
 
 from pacs_ext.client.lean_transport import LeanTransport
+from pacs_ext.seg import worker
+from pacs_ext.seg.mapping import MaskRef
 from pacs_ext.storage.s3.quickack import QuickAckConnector
 
 pytestmark = pytest.mark.skipif(
@@ -103,6 +105,7 @@ def test_control_http_client_waits_for_the_delayed_ack(storage: AckWaitingStorag
 
 
 async def test_the_lean_transport_acknowledges_at_once(storage: AckWaitingStorage) -> None:
+    """The SDK's transport, which the SEG worker reads masks with too."""
     transport = LeanTransport(httpx.Limits(max_connections=1))
     try:
         for _ in range(REQUESTS):
@@ -110,6 +113,17 @@ async def test_the_lean_transport_acknowledges_at_once(storage: AckWaitingStorag
             assert answer.body == BODY
     finally:
         await transport.aclose()
+    assert storage.median_wait() < DELAYED_ACK / 2
+
+
+async def test_the_seg_worker_reader_acknowledges_at_once(storage: AckWaitingStorage) -> None:
+    reader = worker.Reader(connections=1)
+    mask = MaskRef("k/0001_liver.png", "0001_liver.png", "liver", 1, None)
+    try:
+        for _ in range(REQUESTS):
+            assert await reader.read(mask, f"{storage.url}/b/k?X-Amz-Signature=s") == BODY
+    finally:
+        await reader.close()
     assert storage.median_wait() < DELAYED_ACK / 2
 
 

@@ -383,8 +383,9 @@ class DicomSegSettings(BaseModel):
     label_table: str = ""
     # Exports built at once per server process (each holds its volume in memory).
     max_concurrent_exports: int = Field(1, ge=1, le=16)
-    # Mask objects fetched from storage at once by one export (threads of its worker process:
-    # Ceph RGW answered 1,750 GETs in 2.2-2.4 s with 64, 3.2-3.4 s with 32, 5-6 s with 16).
+    # Mask objects read from storage at once by one export (its worker process keeps them
+    # in flight on one event loop: 1,750 from Ceph RGW took 2.0-2.4 s with 64 in the bench,
+    # 2.2-2.7 s with 32, 2.5-2.8 s with 16).
     fetch_concurrency: int = Field(64, ge=1, le=256)
     # LABELMAP pixel data: "none" (Explicit VR Little Endian) or "rle" (RLE Lossless).
     compression: Literal["none", "rle"] = "rle"

@@ -64,7 +64,7 @@ class BuildRequest:
     compression: str = "rle"  # "none" or "rle" (LABELMAP only)
     # One (mask, where to read its PNG: a file path or a presigned GET URL) per mask.
     locations: list[tuple[MaskRef, str]] = field(default_factory=list)
-    read_threads: int = 16
+    read_concurrency: int = 16  # masks read at once
     series_key: str = ""
     source_json: bytes = b""
     source_order: list[int] = field(default_factory=list)

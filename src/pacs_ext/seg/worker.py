@@ -11,19 +11,19 @@ is, and back the encoded SEG."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
 from pydicom.dataset import Dataset
 
+from ..client.lean_transport import LeanTransport
 from . import rle
 from .build import Assembler, build, encode
 from .jobs import SERIES_KEPT, BuildRequest, BuildResult, ReadError, SeriesMissing
@@ -31,9 +31,10 @@ from .mapping import MaskRef, parse_sources
 from .pixels import decode_mask
 from .warmup import warm_up
 
-# Reads wait on storage: each thread reads a mask, decodes it and places it, so decoding
-# overlaps the other threads' reads and the storage stays busy.
+# Reads wait on storage: many are kept in flight, and each mask is decoded and placed as it
+# arrives, so decoding overlaps the reads and the storage stays busy.
 READ_TIMEOUT = 60.0  # seconds without a byte from storage
+TIMEOUTS = {"connect": 10.0, "read": READ_TIMEOUT, "write": READ_TIMEOUT}
 RETRIES = 3  # a connection that fails or a 500/502/503 answer: tried again this often
 RETRY_STATUSES = (500, 502, 503)
 BACKOFF = 0.2  # seconds before the first retry, doubling
@@ -66,7 +67,7 @@ def build_seg(request: BuildRequest) -> BuildResult:
     with ThreadPoolExecutor(1, thread_name_prefix="seg-series") as parser:
         # A series sent now is parsed (~0.4 s for 350 instances) while the masks are read.
         parsing = parser.submit(parse_sources, request.source_json) if request.source_json else None
-        _place_all(assembler, request.locations, request.read_threads)
+        _place_all(assembler, request.locations, request.read_concurrency)
     if parsing is not None:
         sources = parsing.result()
         _keep(request.series_key, sources)
@@ -123,99 +124,105 @@ def _report(placed: int) -> None:
 
 
 def _place_all(
-    assembler: Assembler, locations: Sequence[tuple[MaskRef, str]], threads: int
+    assembler: Assembler, locations: Sequence[tuple[MaskRef, str]], concurrency: int
 ) -> None:
-    rows, columns = assembler.mapping.rows, assembler.mapping.columns
-    placing = threading.Lock()  # two labels of one LABELMAP frame: one at a time
-    placed = 0
-    reader = Reader()
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_read_and_place(assembler, locations, concurrency))
 
-    def one(item: tuple[MaskRef, str]) -> None:
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed (uvicorn[standard] brings it on Linux), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _read_and_place(
+    assembler: Assembler, locations: Sequence[tuple[MaskRef, str]], concurrency: int
+) -> None:
+    """Read, decode and place every mask, `concurrency` reads at a time, in one thread: an
+    event loop keeps the reads in flight, and each mask is decoded and placed as it arrives.
+
+    Threads did this before (one blocking read each, a lock around placing): the GIL made
+    them take turns, and their switching cost more than the work. Over 1,750 masks from Ceph
+    RGW, the worker spent 1.6-1.7 s of CPU with 16 or 32 threads and 0.7-0.9 s like this,
+    and finished in 1.25-1.45 s instead of 1.8-2.1 s (measured here, decode and place
+    included)."""
+    rows, columns = assembler.mapping.rows, assembler.mapping.columns
+    pending = iter(locations)
+    placed = 0
+    reader = Reader(concurrency)
+
+    async def lane() -> None:
         nonlocal placed
-        mask, where = item
-        pixels = decode_mask(reader.read(mask, where), mask.filename, rows, columns)
-        with placing:
-            assembler.add(mask, pixels)
+        for mask, where in pending:  # one iterator shared by the lanes: each mask once
+            data = await reader.read(mask, where)
+            assembler.add(mask, decode_mask(data, mask.filename, rows, columns))
             placed += 1
             _report(placed)  # one shared integer: the server reads it twice a second
 
+    lanes = [asyncio.ensure_future(lane()) for _ in range(max(1, min(concurrency, len(locations))))]
     try:
-        with ThreadPoolExecutor(threads, thread_name_prefix="seg-read") as pool:
-            # list(): the first ReadError, PixelError or OverlapError is raised here.
-            list(pool.map(one, locations))
+        # The first ReadError, PixelError or OverlapError is raised here.
+        await asyncio.gather(*lanes)
     finally:
-        reader.close()
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        await reader.close()
 
 
 class Reader:
-    """Reads masks from files or presigned GET URLs, each thread over kept-alive connections
-    of its own. http.client, not urllib3: half the CPU time a request (0.3 ms against 0.56 ms,
-    measured over 1,750 GETs from Ceph RGW), on two cores the storage needs too."""
+    """Reads masks from files or presigned GET URLs over kept-alive connections: the SDK's
+    lean transport (client/lean_transport.py, httptools), about 0.1 ms of CPU a request on
+    two cores the storage needs too. Retries a broken connection or a 500/502/503; errors
+    name the mask, never the URL (its query is a signature)."""
 
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._opened: list[HTTPConnection] = []
-        self._lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
+    def __init__(self, connections: int = 16) -> None:
+        self._transport: LeanTransport | None = None
+        self._connections = connections
 
-    def read(self, mask: MaskRef, where: str) -> bytes:
+    async def read(self, mask: MaskRef, where: str) -> bytes:
         if not where.startswith(("http://", "https://")):
-            try:
-                return Path(where).read_bytes()
-            except OSError as exc:
-                raise ReadError(f"reading mask {mask.filename} failed: {exc.strerror}") from None
-        url = urlsplit(where)
-        target = f"{url.path or '/'}?{url.query}" if url.query else url.path or "/"
+            # In a thread: a file that stalls (a network mount, a FIFO in the tests) must not
+            # hold up the other reads.
+            return await asyncio.to_thread(_read_file, mask, where)
+        if self._transport is None:
+            # The system's CA store (SSL_CERT_FILE honoured), as the storage client's.
+            self._transport = LeanTransport(
+                httpx.Limits(max_connections=self._connections, keepalive_expiry=30.0),
+                ssl.create_default_context(),
+            )
         for attempt in range(RETRIES + 1):
             if attempt > 1:  # the first retry at once: a kept-alive connection the storage closed
-                time.sleep(BACKOFF * 2 ** (attempt - 2))
-            connection = self._connection(url.scheme, url.netloc)
+                await asyncio.sleep(BACKOFF * 2 ** (attempt - 2))
             try:
-                connection.request("GET", target)
-                response = connection.getresponse()
-                data = response.read()
-            except (OSError, HTTPException) as exc:
-                self._drop(url.scheme, url.netloc)
+                answer = await self._transport.send_bytes("GET", where, {}, b"", TIMEOUTS)
+            except (OSError, httpx.TransportError) as exc:
                 if attempt == RETRIES:
                     raise ReadError(
                         f"reading mask {mask.filename} failed: storage unreachable "
                         f"({type(exc).__name__})"
                     ) from None
-            else:
-                if response.will_close:
-                    self._drop(url.scheme, url.netloc)
-                if response.status == 200:
-                    return data
-                if response.status not in RETRY_STATUSES or attempt == RETRIES:
-                    raise ReadError(
-                        f"reading mask {mask.filename} failed: storage answered {response.status}"
-                    )
+                continue
+            if answer.status == 200:
+                return answer.body
+            if answer.status not in RETRY_STATUSES or attempt == RETRIES:
+                raise ReadError(
+                    f"reading mask {mask.filename} failed: storage answered {answer.status}"
+                )
         raise AssertionError("unreachable")
 
-    def _connection(self, scheme: str, netloc: str) -> HTTPConnection:
-        mine: dict[tuple[str, str], HTTPConnection] | None = getattr(self._local, "open", None)
-        if mine is None:
-            mine = self._local.open = {}
-        connection = mine.get((scheme, netloc))
-        if connection is None:
-            if scheme == "https":
-                if self._tls is None:
-                    self._tls = ssl.create_default_context()
-                connection = HTTPSConnection(netloc, timeout=READ_TIMEOUT, context=self._tls)
-            else:
-                connection = HTTPConnection(netloc, timeout=READ_TIMEOUT)
-            mine[(scheme, netloc)] = connection
-            with self._lock:
-                self._opened.append(connection)
-        return connection
+    async def close(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
-    def _drop(self, scheme: str, netloc: str) -> None:
-        connection = self._local.open.pop((scheme, netloc), None)
-        if connection is not None:
-            connection.close()
 
-    def close(self) -> None:
-        with self._lock:
-            for connection in self._opened:
-                connection.close()
-            self._opened.clear()
+def _read_file(mask: MaskRef, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ReadError(f"reading mask {mask.filename} failed: {exc.strerror}") from None
