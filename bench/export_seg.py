@@ -7,7 +7,9 @@ A synthetic CT (pydicom, real geometry) is stored into Orthanc by STOW-RS (scrip
 starts one unless ORTHANC_DICOMWEB_URL is set). For each storage (the local store, and Ceph
 RGW from RGW_ENDPOINT/... or a throwaway scripts/rgw.sh one) a server process gets a group of
 slices x labels PNG masks uploaded through the SDK, then exports it as a LABELMAP SEG with
-`store` (STOW-RS into Orthanc) while another thread polls GET /health back to back.
+`store` (STOW-RS into Orthanc) while another thread polls GET /health (every 10 ms by
+default, as a load balancer's checks would, only more often; `--health-interval 0` polls
+back to back, which keeps about a core of this 2-core machine busy and slows the export).
 
 Printed per storage, for a first export (the source series read from Orthanc) and a second
 one (its attributes cached): the whole export (POST to `succeeded`), its parts as the server
@@ -15,7 +17,9 @@ timed them (the worker process: read+decode, build, encode; then write and STOW 
 side), the peak RSS growth of the server and its worker processes during the export (VmHWM
 after resetting it through /proc/PID/clear_refs), and /health p50/p99/max. The floors are
 measured in this process on the same arrays: highdicom's own Segmentation() build + encode
-of the same volume, uncompressed and RLE. The load average is printed with each figure.
+of the same volume, uncompressed and RLE. On RGW the fetch peer is `rclone copy` of the same
+PNGs to disk at the export's read concurrency, in the same run: what reading alone costs a
+Go copier. The load average is printed with each figure.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import numpy as np
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from upload import ensure_rclone, rclone_env
 
 from fixtures.dicom import Series, ct_series
 from fixtures.rgw import Rgw, suite_rgw
@@ -163,20 +169,26 @@ def peak_growth_mib(before: dict[int, int]) -> float:
     return sum(rss_kib(pid, "VmHWM") - rss for pid, rss in before.items()) / 1024
 
 
-def poll_health(url: str, stop: threading.Event, out: list[float]) -> None:
+def poll_health(url: str, stop: threading.Event, out: list[float], interval: float) -> None:
+    """GET /health every `interval` seconds (0: back to back, which keeps about a core busy
+    between this thread and the server)."""
     with httpx.Client(base_url=url, timeout=30) as c:
         while not stop.is_set():
             t = time.perf_counter()
             c.get("/health").raise_for_status()
             out.append(time.perf_counter() - t)
+            if interval:
+                stop.wait(max(0.0, interval - (time.perf_counter() - t)))
 
 
-def run_export(srv: ServerProcess, annotation: int, group: int) -> dict[str, object]:
+def run_export(
+    srv: ServerProcess, annotation: int, group: int, health_interval: float
+) -> dict[str, object]:
     assert srv.proc is not None
     before = reset_peaks(family(srv.proc.pid))
     stop = threading.Event()
     latencies: list[float] = []
-    poller = threading.Thread(target=poll_health, args=(srv.url, stop, latencies))
+    poller = threading.Thread(target=poll_health, args=(srv.url, stop, latencies, health_interval))
     path = f"/api/annotations/{annotation}/mask-groups/{group}/exports"
     with srv.client("bench") as api:
         poller.start()
@@ -225,19 +237,27 @@ async def upload(srv: ServerProcess, series: Series, folder: Path) -> tuple[int,
 
 @contextlib.contextmanager
 def server(
-    kind: str, folder: Path, target: DicomwebTarget, rgw: Rgw | None, compression: str
-) -> Iterator[ServerProcess]:
+    kind: str,
+    folder: Path,
+    target: DicomwebTarget,
+    rgw: Rgw | None,
+    compression: str,
+    fetch_concurrency: int | None,
+) -> Iterator[tuple[ServerProcess, str]]:
+    """A server of `kind`, and its bucket on RGW ("" on the local store)."""
     env = {
         "APP_DICOMWEB__URL": target.url,
         "APP_LOGGING__LEVEL": "WARNING",
         "APP_DICOM_SEG__COMPRESSION": compression,
     }
+    if fetch_concurrency:
+        env["APP_DICOM_SEG__FETCH_CONCURRENCY"] = str(fetch_concurrency)
     db = f"sqlite+aiosqlite:///{folder / 'pacs.db'}"
     if kind == "local":
         srv = ServerProcess(data_dir=folder, database_url=db, extra_env=env)
         try:
             srv.start()
-            yield srv
+            yield srv, ""
         finally:
             srv.stop()
         return
@@ -247,7 +267,7 @@ def server(
         srv.extra_env.update(env)
         try:
             srv.start()
-            yield srv
+            yield srv, bucket
         finally:
             srv.stop()
 
@@ -261,6 +281,18 @@ def main() -> None:
     parser.add_argument("--storage", choices=["local", "rgw", "both"], default=default)
     parser.add_argument("--compression", choices=["none", "rle"], default="rle")
     parser.add_argument("--runs", type=int, default=2, help="exports per storage")
+    parser.add_argument(
+        "--fetch-concurrency",
+        type=int,
+        default=None,
+        help="the server's dicom_seg.fetch_concurrency (default: its own default)",
+    )
+    parser.add_argument(
+        "--health-interval",
+        type=float,
+        default=0.01,
+        help="seconds between GET /health during an export (0: back to back)",
+    )
     args = parser.parse_args()
     kinds = ["local", "rgw"] if args.storage == "both" else [args.storage]
     with tempfile.TemporaryDirectory(prefix="bench-seg-") as tmp:
@@ -288,19 +320,49 @@ def main() -> None:
                 )
             del masks
             for kind in kinds:
-                with server(kind, root / f"srv-{kind}", target, rgw, args.compression) as srv:
+                with server(
+                    kind,
+                    root / f"srv-{kind}",
+                    target,
+                    rgw,
+                    args.compression,
+                    args.fetch_concurrency,
+                ) as (srv, bucket):
                     annotation, group, up = asyncio.run(upload(srv, series, root / "pngs"))
                     print(f"\n[{kind}] upload {up:.1f} s")
+                    if rgw is not None and bucket:
+                        fetch_peer(rgw, bucket, root / "fetched", args.fetch_concurrency or 64)
                     for run in range(args.runs):
                         # The first export reads the source series from Orthanc; later ones
                         # find it in the server's cache (dicom_seg.series_cache_seconds).
                         report(
                             "cold series cache" if run == 0 else "series cached",
-                            run_export(srv, annotation, group),
+                            run_export(srv, annotation, group, args.health_interval),
                             floors,
                             args.compression,
                         )
             print(f"\nload average at the end: {load()}")
+
+
+def fetch_peer(rgw: Rgw, bucket: str, into: Path, transfers: int) -> None:
+    """The fetch floor on RGW: `rclone copy` of the group's PNGs to local disk at the same
+    concurrency as the export's reads (Go, no decoding), in the same run."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **rclone_env(rgw),
+    }
+    cmd = [ensure_rclone(), "copy", f"bench:{bucket}", str(into), "--include", "*.png"]
+    cmd += ["--transfers", str(transfers), "--checkers", str(transfers)]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"rclone failed:\n{done.stderr[-2000:]}")
+    files = sum(1 for _ in into.rglob("*.png"))
+    print(
+        f"  fetch peer: rclone copy of the {files:,} PNGs from RGW to disk, {transfers} "
+        f"transfers: {seconds:.2f} s  [load {load()}]"
+    )
 
 
 def load() -> str:

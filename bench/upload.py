@@ -249,11 +249,9 @@ def ensure_rclone() -> str:
     return found
 
 
-def rclone_run(rclone: str, masks: Path, rgw: Rgw, concurrency: int) -> Run:
-    """`rclone copy` of the same files into a fresh bucket of the same RGW."""
-    # rclone 1.60 refuses AWS_CA_BUNDLE with its own transport; the RGW here is plain HTTP.
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+def rclone_env(rgw: Rgw) -> dict[str, str]:
+    """rclone's remote `bench:` on this RGW, from the environment (no config file)."""
+    return {
         "RCLONE_CONFIG": os.devnull,
         "RCLONE_CONFIG_BENCH_TYPE": "s3",
         "RCLONE_CONFIG_BENCH_PROVIDER": "Ceph",
@@ -261,6 +259,15 @@ def rclone_run(rclone: str, masks: Path, rgw: Rgw, concurrency: int) -> Run:
         "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": rgw.access_key,
         "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": rgw.secret_key,
         "RCLONE_CONFIG_BENCH_REGION": rgw.region,
+    }
+
+
+def rclone_run(rclone: str, masks: Path, rgw: Rgw, concurrency: int) -> Run:
+    """`rclone copy` of the same files into a fresh bucket of the same RGW."""
+    # rclone 1.60 refuses AWS_CA_BUNDLE with its own transport; the RGW here is plain HTTP.
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **rclone_env(rgw),
     }
     with rgw.bucket() as bucket:
         ceph = ceph_pids(rgw)
