@@ -176,9 +176,9 @@ async def _read_and_place(
 
 class Reader:
     """Reads masks from files or presigned GET URLs over kept-alive connections: the SDK's
-    lean transport (client/lean_transport.py, httptools), about 0.1 ms of CPU a request on
-    two cores the storage needs too. Retries a broken connection or a 500/502/503; errors
-    name the mask, never the URL (its query is a signature)."""
+    lean transport (client/lean_transport.py, httptools parsing in C), light on two cores
+    the storage needs too. Retries a broken connection or a 500/502/503; errors name the
+    mask, never the URL (its query is a signature)."""
 
     def __init__(self, connections: int = 16) -> None:
         self._transport: LeanTransport | None = None
