@@ -384,8 +384,8 @@ class DicomSegSettings(BaseModel):
     # Exports built at once per server process (each holds its volume in memory).
     max_concurrent_exports: int = Field(1, ge=1, le=16)
     # Mask objects read from storage at once by one export (its worker process keeps them
-    # in flight on one event loop: 1,750 from Ceph RGW took 2.0-2.4 s with 64 in the bench,
-    # 2.2-2.7 s with 32, 2.5-2.8 s with 16).
+    # in flight on one event loop). Reading 1,750 from Ceph RGW in bench/export_seg.py took
+    # 2.5-2.8 s with 16; 32 and 64 were alike within the noise, 1.5-3.0 s.
     fetch_concurrency: int = Field(64, ge=1, le=256)
     # LABELMAP pixel data: "none" (Explicit VR Little Endian) or "rle" (RLE Lossless).
     compression: Literal["none", "rle"] = "rle"
