@@ -94,7 +94,9 @@ def configure_logging(cfg: LoggingSettings) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, cfg.level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # WriteLogger: a record and its newline in one write (PrintLogger makes two), so a
+        # record of the stdlib handler below, from another thread, cannot land in between.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
     # Route stdlib loggers (uvicorn, sqlalchemy) through the same processors.
