@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -19,6 +19,7 @@ from ..client import (
     ServerUnreachable,
     UploadFailed,
 )
+from ..core.loops import loop_factory
 from .common import describe_os_error, err_console
 
 if TYPE_CHECKING:
@@ -82,16 +83,6 @@ def require_token(server: str, token: str | None) -> str:
     return token.strip()
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (uvicorn[standard] brings it on Linux and
-    macOS): a transfer's thousands of small requests cost about half the CPU on it."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a client coroutine; every failure becomes a message and a non-zero exit."""
     # What the imports made (~100,000 objects: typer, pydantic, httpx...) lives as long as the
@@ -99,7 +90,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     # of which (~25 ms of CPU) fell inside every 2,000-file upload.
     gc.freeze()
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(coro)
     except KeyboardInterrupt:
         _error("interrupted; run the same command again to resume")

@@ -15,7 +15,7 @@ import asyncio
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import httpx
 from pydicom.dataset import Dataset
 
 from ..client.lean_transport import LeanTransport
+from ..core.loops import loop_factory
 from . import rle
 from .build import Assembler, build, encode
 from .jobs import SERIES_KEPT, BuildRequest, BuildResult, ReadError, SeriesMissing
@@ -126,17 +127,8 @@ def _report(placed: int) -> None:
 def _place_all(
     assembler: Assembler, locations: Sequence[tuple[MaskRef, str]], concurrency: int
 ) -> None:
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_read_and_place(assembler, locations, concurrency))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when installed (uvicorn[standard] brings it on Linux), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 async def _read_and_place(
