@@ -247,6 +247,19 @@ def _meta_path(srv: ServerProcess, a: int, g: int) -> Path:
     return srv.data_dir / "objects" / f"mask/{a}/{g}/metadata.json"
 
 
+def _patched_while_storage_refuses(srv: ServerProcess, alice: httpx.Client) -> tuple[int, int]:
+    """A completed group (description "first") PATCHed to "second" while storage refuses
+    every document PUT: the PATCH answers 200, its metadata.json write stays requested."""
+    a, g = _complete_group(alice)
+    set_faults(srv.data_dir, put_bytes=True)
+    try:
+        r = alice.patch(group_url(a, g), json={"description": "second"})
+    finally:
+        set_faults(srv.data_dir)
+    assert r.status_code == 200, r.text
+    return a, g
+
+
 def _janitor(srv: ServerProcess, *args: str) -> dict[str, Any]:
     r = srv.run_cli("janitor", "--json", *args, check=False)
     assert "Traceback" not in r.stderr, r.stderr
@@ -259,15 +272,9 @@ def test_the_janitor_finishes_writes_and_rewrites_differing_documents(
     srv = faulty_server
     set_faults(srv.data_dir)
     with srv.client("alice") as alice:
-        a, g = _complete_group(alice)
         # Storage refuses the document: the PATCH is committed all the same, metadata.json
         # stays as it was (behind, never ahead) and the write stays requested.
-        set_faults(srv.data_dir, put_bytes=True)
-        try:
-            r = alice.patch(group_url(a, g), json={"description": "second"})
-        finally:
-            set_faults(srv.data_dir)
-        assert r.status_code == 200, r.text
+        a, g = _patched_while_storage_refuses(srv, alice)
         assert alice.get(group_url(a, g)).json()["description"] == "second"
         assert json.loads(_meta_path(srv, a, g).read_text())["group"]["description"] == "first"
 
@@ -321,13 +328,7 @@ def test_a_claim_of_another_process_is_left_to_it_until_its_lease_ends(
     srv = faulty_server
     set_faults(srv.data_dir)
     with srv.client("alice") as alice:
-        a, g = _complete_group(alice)
-        set_faults(srv.data_dir, put_bytes=True)
-        try:
-            r = alice.patch(group_url(a, g), json={"description": "second"})
-        finally:
-            set_faults(srv.data_dir)
-        assert r.status_code == 200, r.text
+        a, g = _patched_while_storage_refuses(srv, alice)
     _claim_elsewhere(srv, g, age_seconds=0)
     held = _janitor(srv, "--apply")["metadata_outbox"]
     assert (held["found"], held["acted"], held["failed"]) == (1, 0, 1)
