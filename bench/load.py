@@ -260,6 +260,7 @@ def print_waits(before: Scrape, after: Scrape) -> None:
         f"max <= {bucket_quantile(before, after, pool, 1.0):g} (requests wait at pool_size + 10)"
     )
     for name, what in (
+        ("pacs_admission_wait_seconds", "requests waiting for a slot"),
         ("pacs_db_pool_wait_seconds", "database waits for a pooled connection"),
         ("pacs_db_connection_held_seconds", "database connections held"),
     ):
@@ -267,10 +268,7 @@ def print_waits(before: Scrape, after: Scrape) -> None:
         if count:
             p50 = bucket_quantile(before, after, name, 0.5)
             p99 = bucket_quantile(before, after, name, 0.99)
-            print(
-                f"  {what:<39} {count:6.0f}: p50 <= {p50 * 1000:g} ms, "
-                f"p99 <= {p99 * 1000:g} ms"
-            )
+            print(f"  {what:<39} {count:6.0f}: p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms")
     sql = "pacs_db_statement_duration_seconds"
     for verb in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "other"):
         count = after.total(f"{sql}_count", statement=verb) - before.total(
@@ -334,7 +332,9 @@ async def run_load(srv: ServerProcess, args: argparse.Namespace) -> Stats:
         print(
             f"database={args.database} storage={args.storage} clients={args.clients} "
             f"files/flow={args.files} size~{args.size} B workers={args.workers} "
-            f"pool_size={args.pool_size or 'default'}; load average {os.getloadavg()[0]:.1f}"
+            f"pool_size={args.pool_size or 'default'} "
+            f"max_active={'default' if args.max_active is None else args.max_active}; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
         print(
             f"  {stats.flows} flows in {elapsed:.1f} s = {stats.flows / elapsed:.1f} flows/s "
@@ -385,11 +385,19 @@ def main() -> None:
     p.add_argument(
         "--pool-size", type=int, default=None, help="database.pool_size (default: the server's)"
     )
+    p.add_argument(
+        "--max-active",
+        type=int,
+        default=None,
+        help="server.max_active_requests (default: the server's; 0: no limit)",
+    )
     args = p.parse_args()
     rgw = rgw_from_env() if args.storage == "s3" else None
     env = {"APP_SERVER__WORKERS": str(args.workers), "APP_LOGGING__LEVEL": "WARNING"}
     if args.pool_size:
         env["APP_DATABASE__POOL_SIZE"] = str(args.pool_size)
+    if args.max_active is not None:
+        env["APP_SERVER__MAX_ACTIVE_REQUESTS"] = str(args.max_active)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         url = stack.enter_context(database(args.database, Path(tmp)))

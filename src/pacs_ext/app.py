@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .api import api_router
+from .core import metrics
 from .core.auth import TokenVerifier
 from .core.clock import SYSTEM_CLOCK, Clock
 from .core.config import Settings, config_layers, get_settings
@@ -26,6 +27,7 @@ from .core.db import create_engine, create_sessionmaker, no_answer
 from .core.errors import AppError
 from .core.logging import configure_logging, register_secrets
 from .exports.runner import ExportRunner
+from .http.admission import Admission
 from .http.body_limit import BodyLimit
 from .http.docs import install_docs
 from .http.errors import ErrorResponses, storage_answer
@@ -147,6 +149,13 @@ def create_app(
     _install_error_handlers(app)
     # Inside RequestObservability: the answer to an unhandled error carries the request id.
     app.add_middleware(ErrorResponses)
+    # Inside BodyLimit (a body has arrived before its request takes a slot) and inside the
+    # observability middleware (the wait counts in the request's reported time).
+    app.add_middleware(
+        Admission,
+        max_active=settings.server.max_active_requests,
+        record_wait=metrics.ADMISSION_WAIT.observe,
+    )
     # Inside the observability middleware, so a 413 is counted and logged like any answer.
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(RequestObservability)

@@ -62,6 +62,10 @@ class ServerSettings(BaseModel):
     # for drain_seconds, long enough for a load balancer's health checks to take the instance
     # out; then the listener closes and requests in flight get up to shutdown_timeout_seconds.
     drain_seconds: float = Field(5.0, ge=0, le=600)
+    # API requests at work at once per process; more wait their turn in arrival order
+    # (http/admission.py). Fewer than database.pool_size, so none waits for a connection;
+    # 0: no limit.
+    max_active_requests: int = Field(8, ge=0)
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("public_url")

@@ -99,6 +99,12 @@ DB_POOL_WAIT = Histogram(
     "database.pool_size + 10 are in use, or for a new one to open.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+ADMISSION_WAIT = Histogram(
+    "pacs_admission_wait_seconds",
+    "Time an API request waited for one of server.max_active_requests slots before its work "
+    "began (http/admission.py).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 DB_CONNECTION_HELD = Histogram(
     "pacs_db_connection_held_seconds",
     "Time a database connection stayed checked out of the pool, from checkout to its return.",

@@ -1,0 +1,69 @@
+"""At most `server.max_active_requests` API requests at work at once; the rest wait their
+turn, first come, first served (pure ASGI middleware).
+
+Why: under load, clients arrive in bursts (a storage stall releases every client's PUTs at
+once, and they all call `complete` together). Run all at once, a burst shares the event
+loop, the database pool and the database's CPU, and every request in it takes as long as
+the whole burst: bench/load.py saw 32 requests in flight, each several times slower than
+alone, with the pool exhausted and every connection re-queued at its back between the
+request's transactions. Admitted in order instead, a burst is served one slot at a time: the
+first requests finish at once and only the last waits for the burst, and no request queues
+for a pooled connection (the slots are fewer than the pool's connections).
+
+Only /api requests take a slot: probes, metrics, the viewer page and the local store's
+uploads and downloads never wait here. A slot is taken once the request's body has arrived
+(BodyLimit, outside, reads it first: a slow sender holds no slot) and given back when the
+response starts, so a streamed answer holds none either. The wait is part of the request's
+time as the server reports it (Server-Timing, the latency histogram).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+API_PREFIX = "/api/"
+
+
+class Admission:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_active: int,
+        record_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self.app = app
+        # asyncio.Semaphore hands a released slot to its first waiter, and a newcomer does
+        # not take it meanwhile (Python 3.11.1 and later): first come, first served.
+        self.gate = asyncio.Semaphore(max_active) if max_active > 0 else None
+        self.record_wait = record_wait
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.gate is None or scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        gate = self.gate
+        t0 = time.perf_counter()
+        await gate.acquire()
+        if self.record_wait is not None:
+            self.record_wait(time.perf_counter() - t0)
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                gate.release()
+
+        async def send_and_release(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                give_back()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_release)
+        finally:
+            give_back()
