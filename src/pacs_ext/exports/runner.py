@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..core import gc_pause
 from ..core.config import Settings
 from ..dicomweb import DicomwebError, DicomwebTarget, StoredInstance
 from ..models.base import utcnow
@@ -102,6 +103,9 @@ def _load_dicom_stack() -> None:
     import pydicom.uid  # noqa: F401
 
     from ..dicomweb import client  # noqa: F401
+
+    # pydicom's dictionaries live as long as the process (core/gc_pause.py).
+    gc_pause.settle_once("dicom stack")
 
 
 class ExportFailed(Exception):
