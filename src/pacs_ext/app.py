@@ -155,6 +155,7 @@ def create_app(
     app.add_middleware(
         Admission,
         max_active=settings.server.max_active_requests,
+        timeout=settings.server.admission_timeout_seconds,
         record_wait=metrics.ADMISSION_WAIT.observe,
     )
     # Inside the observability middleware, so a 413 is counted and logged like any answer.

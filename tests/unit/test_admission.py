@@ -5,6 +5,7 @@ ends."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
@@ -170,13 +171,38 @@ async def test_no_limit_when_the_setting_is_zero() -> None:
 
 
 def test_the_app_admits_by_the_setting(tmp_path: pytest.TempPathFactory) -> None:
-    settings = Settings(server={"data_dir": str(tmp_path), "max_active_requests": 3})
-    app = create_app(settings)
+    server = {"data_dir": str(tmp_path), "max_active_requests": 3, "admission_timeout_seconds": 7}
+    app = create_app(Settings(server=server))
     admission = [m for m in app.user_middleware if m.cls is Admission]
     assert len(admission) == 1
     assert admission[0].kwargs["max_active"] == 3
+    assert admission[0].kwargs["timeout"] == 7
 
 
 def test_a_negative_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="max_active_requests"):
         Settings(server={"max_active_requests": -1})
+
+
+async def test_a_request_that_finds_no_slot_in_time_is_answered_503_untouched() -> None:
+    inner = _Held()
+    waits: list[float] = []
+    app = Admission(inner, max_active=1, timeout=0.05, record_wait=waits.append)
+    held = asyncio.create_task(_request(app, "/api/annotations/1"))
+    await _settle()
+
+    sent = await asyncio.wait_for(_request(app, "/api/annotations/2/mask-groups"), 1)
+    assert sent[0]["status"] == 503
+    headers = dict(sent[0]["headers"])
+    assert headers[b"retry-after"] == b"1"
+    body = json.loads(sent[1]["body"])
+    assert body["error"] == "ServiceUnavailable"
+    assert "server.admission_timeout_seconds" in body["detail"]
+    assert inner.started == ["/api/annotations/1"]  # never reached the app
+    assert waits[-1] >= 0.05
+
+    inner.go.set()
+    await asyncio.wait_for(held, 1)
+    # The timed-out waiter took no slot with it.
+    sent = await asyncio.wait_for(_request(app, "/api/annotations/3"), 1)
+    assert sent[0]["status"] == 200

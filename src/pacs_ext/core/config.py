@@ -66,6 +66,8 @@ class ServerSettings(BaseModel):
     # (http/admission.py). Fewer than database.pool_size, so none waits for a connection;
     # 0: no limit.
     max_active_requests: int = Field(8, ge=0)
+    # How long a request waits for a slot before it is answered 503 (Retry-After), untouched.
+    admission_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     shutdown_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("public_url")

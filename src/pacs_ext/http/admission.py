@@ -14,12 +14,16 @@ Only /api requests take a slot: probes, metrics, the viewer page and the local s
 uploads and downloads never wait here. A slot is taken once the request's body has arrived
 (BodyLimit, outside, reads it first: a slow sender holds no slot) and given back when the
 response starts, so a streamed answer holds none either. The wait is part of the request's
-time as the server reports it (Server-Timing, the latency histogram).
+time as the server reports it (Server-Timing, the latency histogram). A request that finds no
+slot within `server.admission_timeout_seconds` is answered 503 with Retry-After, untouched
+(the SDK retries it, even a create: a 503 promises nothing was done), rather than waiting
+past its client's patience for work nobody will read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -33,9 +37,11 @@ class Admission:
         self,
         app: ASGIApp,
         max_active: int,
+        timeout: float = 30.0,
         record_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.app = app
+        self.timeout = timeout
         # asyncio.Semaphore hands a released slot to its first waiter, and a newcomer does
         # not take it meanwhile (Python 3.11.1 and later): first come, first served.
         self.gate = asyncio.Semaphore(max_active) if max_active > 0 else None
@@ -47,9 +53,14 @@ class Admission:
             return
         gate = self.gate
         t0 = time.perf_counter()
-        await gate.acquire()
-        if self.record_wait is not None:
-            self.record_wait(time.perf_counter() - t0)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await gate.acquire()
+        except TimeoutError:
+            self._waited(t0)
+            await self._busy(send)
+            return
+        self._waited(t0)
         held = True
 
         def give_back() -> None:
@@ -67,3 +78,28 @@ class Admission:
             await self.app(scope, receive, send_and_release)
         finally:
             give_back()
+
+    def _waited(self, t0: float) -> None:
+        if self.record_wait is not None:
+            self.record_wait(time.perf_counter() - t0)
+
+    async def _busy(self, send: Send) -> None:
+        body = json.dumps(
+            {
+                "error": "ServiceUnavailable",
+                "detail": f"the server is busy: no request slot within {self.timeout:g} s "
+                "(server.admission_timeout_seconds); retry",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
