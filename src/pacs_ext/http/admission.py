@@ -23,11 +23,12 @@ past its client's patience for work nobody will read.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import send_json
 
 API_PREFIX = "/api/"
 
@@ -84,22 +85,9 @@ class Admission:
             self.record_wait(time.perf_counter() - t0)
 
     async def _busy(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": "ServiceUnavailable",
-                "detail": f"the server is busy: no request slot within {self.timeout:g} s "
-                "(server.admission_timeout_seconds); retry",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", b"1"),
-                ],
-            }
+        detail = (
+            f"the server is busy: no request slot within {self.timeout:g} s "
+            "(server.admission_timeout_seconds); retry"
         )
-        await send({"type": "http.response.body", "body": body})
+        payload: dict[str, object] = {"error": "ServiceUnavailable", "detail": detail}
+        await send_json(send, 503, payload, [(b"retry-after", b"1")])

@@ -8,11 +8,10 @@ Content-Length), which storage/local_endpoints.py enforces while streaming to di
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..storage.local.store import ROUTE_PREFIX as LOCAL_STORE_PREFIX
+from .errors import send_json
 
 
 class BodyLimit:
@@ -51,26 +50,13 @@ class BodyLimit:
         await self.app(scope, _replay([whole], receive), send)
 
     async def _refuse(self, send: Send, what: str) -> None:
-        body = json.dumps(
-            {
-                "error": "PayloadTooLarge",
-                "detail": f"request body too large ({what}); the limit is {self.max_bytes} "
-                "bytes (limits.max_body_bytes)",
-                "limit": self.max_bytes,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        payload: dict[str, object] = {
+            "error": "PayloadTooLarge",
+            "detail": f"request body too large ({what}); the limit is {self.max_bytes} "
+            "bytes (limits.max_body_bytes)",
+            "limit": self.max_bytes,
+        }
+        await send_json(send, 413, payload, [(b"connection", b"close")])
 
 
 def _content_length(scope: Scope) -> int | None:

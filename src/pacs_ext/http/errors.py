@@ -27,6 +27,25 @@ from ..storage.base import (
 log = structlog.get_logger(__name__)
 
 
+async def send_json(
+    send: Send, status: int, payload: dict[str, object], headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A whole JSON answer from pure ASGI middleware (before any app has answered)."""
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class ErrorResponses:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
