@@ -245,8 +245,12 @@ class _Run:
                 continue
             try:
                 await recovery_outbox.flush(
-                    self.maker, self.storage, self.key_prefix, kind, object_id
+                    self.maker, self.storage, self.key_prefix, kind, object_id, wait_seconds=0
                 )
+            except outbox.ClaimedElsewhere as exc:
+                # A writer in flight, or one that died (its claim ends with its lease): next run.
+                finding.failed += 1
+                self.report.errors.append(f"{exc} by another process; left for the next run")
             except StorageError as exc:
                 finding.failed += 1
                 self.report.errors.append(f"recovery document of {kind} {object_id}: {exc}")

@@ -17,7 +17,8 @@ GROUP_TOMBSTONE = "mask_group"
 class RecoveryOutbox(Base):
     """A recovery document (an annotation's, or a deleted group's tombstone) to write from
     committed state: inserted in the change's transaction, removed once written (by the
-    request after its commit, or by the janitor), like metadata_outbox."""
+    request after its commit, or by the janitor), like metadata_outbox; claimed by its writer
+    (`claimed_by`, committed) for the time of its storage PUT, like metadata_outbox."""
 
     __tablename__ = "recovery_outbox"
 
@@ -25,6 +26,8 @@ class RecoveryOutbox(Base):
     object_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     token: Mapped[str] = mapped_column(String(32), nullable=False)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class RecoveryMark(Base):

@@ -103,7 +103,7 @@ PUT_TIMEOUT_SECONDS = LEASE_SECONDS / 2
 # How long a request waits for another process's claim (it writes the newer state too, as
 # its token moved) before leaving the write to it; the janitor does not wait.
 WAIT_SECONDS = 10.0
-_POLL_SECONDS = 0.05
+POLL_SECONDS = 0.05
 
 
 class ClaimedElsewhere(Exception):
@@ -194,7 +194,7 @@ async def _claim(
             await session.rollback()
         if time.monotonic() >= deadline:
             raise ClaimedElsewhere(f"metadata.json of group {group_id} is being written")
-        await asyncio.sleep(_POLL_SECONDS)
+        await asyncio.sleep(POLL_SECONDS)
 
 
 async def _read(session: AsyncSession, key_prefix: str, group_id: int) -> _Put | None:

@@ -6,19 +6,29 @@ A change an annotation's document shows (create, update, delete) or a group dele
 rows and removes the outbox row if it still carries the token it read. A process that dies in
 between leaves the row: the janitor writes it. So a document is never ahead of the database,
 and never stays behind it for longer than a janitor interval.
+
+Writers claim the row, as metadata.json's do: the claim, and the read of committed state, in
+one short transaction (the annotation's row, then the outbox row, locked only for it); the
+PUT holding no connection and no lock; then the row removed only if its token did not move,
+else the newer state written in turn. Holding the annotation's row lock across the PUT, as
+before, stopped every group create of that annotation (its foreign key check waits for that
+lock) for as long as storage took to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from ..models import Annotation, RecoveryOutbox, Tombstone
 from ..models import tombstone as tomb
@@ -26,6 +36,7 @@ from ..models.base import utcnow
 from ..models.recovery import ANNOTATION_DOC, GROUP_TOMBSTONE
 from ..storage.base import ObjectStorage
 from .keys import annotation_document_key, group_tombstone_key
+from .outbox import LEASE_SECONDS, POLL_SECONDS, PUT_TIMEOUT_SECONDS, WAIT_SECONDS, ClaimedElsewhere
 from .recovery_docs import annotation_document, tombstone_document
 
 log = structlog.get_logger(__name__)
@@ -67,44 +78,130 @@ async def request(session: AsyncSession, kind: str, object_id: int) -> None:
 
 
 async def flush(
-    new_session: SessionFactory, storage: ObjectStorage, key_prefix: str, kind: str, object_id: int
+    new_session: SessionFactory,
+    storage: ObjectStorage,
+    key_prefix: str,
+    kind: str,
+    object_id: int,
+    *,
+    wait_seconds: float = WAIT_SECONDS,
 ) -> bool:
     """Write the document from committed state if a row asks for it; True when written.
-    Raises StorageError (the row stays for the janitor)."""
-    async with _lock(kind, object_id), new_session() as session:
-        if (await session.connection()).dialect.name == "sqlite":
-            # A write first: SQLite's write lock keeps other writers out meanwhile.
-            await session.execute(
-                update(RecoveryOutbox)
-                .where(RecoveryOutbox.kind == kind, RecoveryOutbox.object_id == object_id)
-                .values(token=RecoveryOutbox.token)
+    Raises StorageError (the row stays for the janitor), or ClaimedElsewhere when another
+    process's writer still holds the row after `wait_seconds`."""
+    written = False
+    async with _lock(kind, object_id):
+        claim = uuid.uuid4().hex
+        while True:
+            claimed = await _claim(new_session, key_prefix, kind, object_id, claim, wait_seconds)
+            if claimed is None:
+                return written
+            token, key, document = claimed
+            try:
+                if document is not None:
+                    async with asyncio.timeout(PUT_TIMEOUT_SECONDS):
+                        await storage.put_bytes(key, document, "application/json")
+            except BaseException:
+                await _unclaim_quietly(new_session, kind, object_id, claim)
+                raise
+            written = written or document is not None
+            if await _finish(new_session, kind, object_id, token, claim):
+                return written
+            # A change committed while we wrote (the token moved): write its newer state.
+
+
+def _row(kind: str, object_id: int) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return (RecoveryOutbox.kind == kind, RecoveryOutbox.object_id == object_id)
+
+
+async def _claim(
+    new_session: SessionFactory,
+    key_prefix: str,
+    kind: str,
+    object_id: int,
+    claim: str,
+    wait_seconds: float,
+) -> tuple[str, str, bytes | None] | None:
+    """Claim the row and read the document of committed state, in one short transaction:
+    (the row's token, the key, the document or None when there is none to write); None when
+    nothing is requested."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        async with new_session() as session:
+            if (await session.connection()).dialect.name == "sqlite":
+                # A write first: SQLite's write lock keeps other writers out meanwhile.
+                await session.execute(
+                    update(RecoveryOutbox)
+                    .where(*_row(kind, object_id))
+                    .values(token=RecoveryOutbox.token)
+                )
+            annotation = None
+            if kind == ANNOTATION_DOC:
+                # The annotation's row before the outbox row: the order an update takes them in.
+                annotation = await session.scalar(
+                    select(Annotation).where(Annotation.id == object_id).with_for_update()
+                )
+            row = await session.scalar(
+                select(RecoveryOutbox).where(*_row(kind, object_id)).with_for_update()
             )
-        annotation = None
-        if kind == ANNOTATION_DOC:
-            # The annotation's row before the outbox row: the order an update takes them in.
-            annotation = await session.scalar(
-                select(Annotation).where(Annotation.id == object_id).with_for_update()
+            if row is None:
+                await session.rollback()
+                return None
+            now = utcnow()
+            held = (
+                row.claimed_by is not None
+                and row.claimed_at is not None
+                and row.claimed_at > now - timedelta(seconds=LEASE_SECONDS)
             )
-        token: str | None = await session.scalar(
-            select(RecoveryOutbox.token)
-            .where(RecoveryOutbox.kind == kind, RecoveryOutbox.object_id == object_id)
-            .with_for_update()
-        )
-        if token is None:
+            if not held:
+                row.claimed_by, row.claimed_at = claim, now
+                token = row.token
+                key, document = await _document(session, key_prefix, kind, object_id, annotation)
+                await session.commit()
+                return token, key, document
             await session.rollback()
-            return False
-        key, document = await _document(session, key_prefix, kind, object_id, annotation)
-        if document is not None:
-            await storage.put_bytes(key, document, "application/json")
-        await session.execute(
+        if time.monotonic() >= deadline:
+            raise ClaimedElsewhere(f"the recovery document of {kind} {object_id} is being written")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def _finish(
+    new_session: SessionFactory, kind: str, object_id: int, token: str, claim: str
+) -> bool:
+    """The row removed if no change came meanwhile (True), else the claim given back."""
+    async with new_session() as session:
+        removed = await session.execute(
             delete(RecoveryOutbox).where(
-                RecoveryOutbox.kind == kind,
-                RecoveryOutbox.object_id == object_id,
+                *_row(kind, object_id),
                 RecoveryOutbox.token == token,
+                RecoveryOutbox.claimed_by == claim,
             )
         )
+        done: bool = removed.rowcount == 1  # type: ignore[attr-defined]  # a DML result
+        if not done:
+            await _unclaim(session, kind, object_id, claim)
         await session.commit()
-        return document is not None
+        return done
+
+
+async def _unclaim(session: AsyncSession, kind: str, object_id: int, claim: str) -> None:
+    await session.execute(
+        update(RecoveryOutbox)
+        .where(*_row(kind, object_id), RecoveryOutbox.claimed_by == claim)
+        .values(claimed_by=None, claimed_at=None)
+    )
+
+
+async def _unclaim_quietly(
+    new_session: SessionFactory, kind: str, object_id: int, claim: str
+) -> None:
+    """After a failed write: the row stays requested, free for a retry (else its lease ends)."""
+    try:
+        async with new_session() as session:
+            await _unclaim(session, kind, object_id, claim)
+            await session.commit()
+    except Exception as exc:  # the write's own error is the one to report
+        log.warning("recovery_document.unclaim_failed", kind=kind, error=type(exc).__name__)
 
 
 async def _document(
