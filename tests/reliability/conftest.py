@@ -8,6 +8,7 @@ import pytest
 
 from fixtures.databases import postgres_database
 from fixtures.isolated import own_server
+from fixtures.paused_storage import ARM_FILE, release
 from fixtures.rgw import Rgw
 from fixtures.rgw_outage import PAUSED_SERVE, SMALL_PARTS
 from fixtures.server import ServerProcess, s3_server
@@ -41,4 +42,20 @@ def outage_server(
         try:
             yield srv
         finally:
+            srv.stop()
+
+
+@pytest.fixture
+def paused_server(rgw: Rgw, tmp_path: Path) -> Iterator[ServerProcess]:
+    """PostgreSQL + a bucket of its own on the shared RGW, served with pause points
+    (fixtures/paused_storage.py); tests may kill and restart it."""
+    with rgw.bucket() as bucket, postgres_database() as url:
+        srv = s3_server(tmp_path, url, rgw, bucket)
+        srv.launcher = [sys.executable, str(PAUSED_SERVE)]
+        srv.start()
+        try:
+            yield srv
+        finally:
+            (srv.data_dir / ARM_FILE).unlink(missing_ok=True)
+            release(srv.data_dir)
             srv.stop()

@@ -12,48 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from fixtures.databases import admin_dsn, postgres_database
+from fixtures.databases import admin_dsn
 from fixtures.factories import create_annotation, create_group, group_url, make_masks, put_all
 from fixtures.faulty_storage import set_faults
 from fixtures.objects import StoredObjects
-from fixtures.paused_storage import ARM_FILE, arm, release, wait_paused
-from fixtures.rgw import Rgw
-from fixtures.rgw_outage import PAUSED_SERVE
-from fixtures.server import ServerProcess, s3_server
+from fixtures.paused_storage import arm, release, wait_paused
+from fixtures.row_locks import claim_elsewhere, open_transactions_while_rows_free
+from fixtures.server import ServerProcess
 from pacs_ext.models import MetadataOutbox
 from pacs_ext.objects import outbox
 
 pg_rgw = [pytest.mark.postgres, pytest.mark.rgw]
-
-
-@pytest.fixture
-def paused_server(rgw: Rgw, tmp_path: Path) -> Iterator[ServerProcess]:
-    """PostgreSQL + a bucket of its own on the shared RGW, served with pause points; tests
-    may kill and restart it."""
-    with rgw.bucket() as bucket, postgres_database() as url:
-        srv = s3_server(tmp_path, url, rgw, bucket)
-        srv.launcher = [sys.executable, str(PAUSED_SERVE)]
-        srv.start()
-        try:
-            yield srv
-        finally:
-            (srv.data_dir / ARM_FILE).unlink(missing_ok=True)
-            release(srv.data_dir)
-            srv.stop()
 
 
 def _complete_group(client: httpx.Client, files: int = 3) -> tuple[int, int]:
@@ -138,29 +117,11 @@ def test_a_killed_request_leaves_metadata_json_agreeing(
 def _locks_free_during_the_write(database_url: str, group_id: int) -> list[str]:
     """Take the group's row and its outbox row with NOWAIT, and list the server's open
     transactions: PostgreSQL's view of what a held metadata.json write holds."""
-    name = database_url.rsplit("/", 1)[1]
-
-    async def probe() -> list[str]:
-        conn = await asyncpg.connect(admin_dsn(database_url))
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT id FROM mask_groups WHERE id = $1 FOR UPDATE NOWAIT", group_id
-                )
-                await conn.execute(
-                    "SELECT group_id FROM metadata_outbox WHERE group_id = $1 FOR UPDATE NOWAIT",
-                    group_id,
-                )
-            rows = await conn.fetch(
-                "SELECT state FROM pg_stat_activity WHERE datname = $1 "
-                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'",
-                name,
-            )
-            return [str(r["state"]) for r in rows]
-        finally:
-            await conn.close()
-
-    return asyncio.run(probe())
+    return open_transactions_while_rows_free(
+        database_url,
+        ("SELECT id FROM mask_groups WHERE id = $1 FOR UPDATE NOWAIT", group_id),
+        ("SELECT group_id FROM metadata_outbox WHERE group_id = $1 FOR UPDATE NOWAIT", group_id),
+    )
 
 
 @pytest.mark.postgres
@@ -303,21 +264,8 @@ def test_the_janitor_finishes_writes_and_rewrites_differing_documents(
 
 def _claim_elsewhere(srv: ServerProcess, group_id: int, age_seconds: float) -> None:
     """Mark the group's outbox row as claimed by a writer of another process, that long ago."""
-    at = datetime.now(UTC) - timedelta(seconds=age_seconds)
-
-    async def claim() -> None:
-        engine = create_async_engine(srv.database_url)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(
-                    update(MetadataOutbox)
-                    .where(MetadataOutbox.group_id == group_id)
-                    .values(claimed_by="another-process", claimed_at=at)
-                )
-        finally:
-            await engine.dispose()
-
-    asyncio.run(claim())
+    where = MetadataOutbox.group_id == group_id
+    claim_elsewhere(srv.database_url, MetadataOutbox, where, age_seconds=age_seconds)
 
 
 def test_a_claim_of_another_process_is_left_to_it_until_its_lease_ends(

@@ -6,45 +6,21 @@ storage to answer."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from fixtures.databases import admin_dsn, postgres_database
 from fixtures.factories import create_annotation, make_masks
 from fixtures.faulty_storage import set_faults
-from fixtures.paused_storage import ARM_FILE, arm, release, wait_paused
-from fixtures.rgw import Rgw
-from fixtures.rgw_outage import PAUSED_SERVE
-from fixtures.server import ServerProcess, s3_server
+from fixtures.paused_storage import arm, release, wait_paused
+from fixtures.rgw_outage import janitor
+from fixtures.row_locks import claim_elsewhere, open_transactions_while_rows_free
+from fixtures.server import ServerProcess
 from pacs_ext.models import RecoveryOutbox
 from pacs_ext.models.recovery import ANNOTATION_DOC
 from pacs_ext.objects import outbox
-
-
-@pytest.fixture
-def paused_server(rgw: Rgw, tmp_path: Path) -> Iterator[ServerProcess]:
-    """PostgreSQL + a bucket of its own on the shared RGW, served with pause points."""
-    with rgw.bucket() as bucket, postgres_database() as url:
-        srv = s3_server(tmp_path, url, rgw, bucket)
-        srv.launcher = [sys.executable, str(PAUSED_SERVE)]
-        srv.start()
-        try:
-            yield srv
-        finally:
-            (srv.data_dir / ARM_FILE).unlink(missing_ok=True)
-            release(srv.data_dir)
-            srv.stop()
 
 
 def _document(srv: ServerProcess, annotation_id: int) -> dict[str, Any]:
@@ -56,31 +32,16 @@ def _document(srv: ServerProcess, annotation_id: int) -> dict[str, Any]:
 def _locks_free_during_the_write(database_url: str, annotation_id: int) -> list[str]:
     """Take the annotation's row and its outbox row with NOWAIT, and list the server's open
     transactions: PostgreSQL's view of what a held document write holds."""
-    name = database_url.rsplit("/", 1)[1]
-
-    async def probe() -> list[str]:
-        conn = await asyncpg.connect(admin_dsn(database_url))
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT id FROM annotations WHERE id = $1 FOR UPDATE NOWAIT", annotation_id
-                )
-                await conn.execute(
-                    "SELECT object_id FROM recovery_outbox WHERE kind = $1 AND object_id = $2 "
-                    "FOR UPDATE NOWAIT",
-                    ANNOTATION_DOC,
-                    annotation_id,
-                )
-            rows = await conn.fetch(
-                "SELECT state FROM pg_stat_activity WHERE datname = $1 "
-                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'",
-                name,
-            )
-            return [str(r["state"]) for r in rows]
-        finally:
-            await conn.close()
-
-    return asyncio.run(probe())
+    return open_transactions_while_rows_free(
+        database_url,
+        ("SELECT id FROM annotations WHERE id = $1 FOR UPDATE NOWAIT", annotation_id),
+        (
+            "SELECT object_id FROM recovery_outbox WHERE kind = $1 AND object_id = $2 "
+            "FOR UPDATE NOWAIT",
+            ANNOTATION_DOC,
+            annotation_id,
+        ),
+    )
 
 
 @pytest.mark.postgres
@@ -114,30 +75,8 @@ def test_a_document_write_holds_no_lock_and_stops_no_group_create(
 
 def _claim_elsewhere(srv: ServerProcess, annotation_id: int, age_seconds: float) -> None:
     """Mark the annotation's outbox row as claimed by another process's writer, that long ago."""
-    at = datetime.now(UTC) - timedelta(seconds=age_seconds)
-
-    async def claim() -> None:
-        engine = create_async_engine(srv.database_url)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(
-                    update(RecoveryOutbox)
-                    .where(
-                        RecoveryOutbox.kind == ANNOTATION_DOC,
-                        RecoveryOutbox.object_id == annotation_id,
-                    )
-                    .values(claimed_by="another-process", claimed_at=at)
-                )
-        finally:
-            await engine.dispose()
-
-    asyncio.run(claim())
-
-
-def _janitor(srv: ServerProcess, *args: str) -> dict[str, Any]:
-    r = srv.run_cli("janitor", "--json", *args, check=False)
-    assert "Traceback" not in r.stderr, r.stderr
-    return dict(json.loads(r.stdout))
+    where = (RecoveryOutbox.kind == ANNOTATION_DOC, RecoveryOutbox.object_id == annotation_id)
+    claim_elsewhere(srv.database_url, RecoveryOutbox, *where, age_seconds=age_seconds)
 
 
 def test_a_claim_of_another_process_is_left_to_it_until_its_lease_ends(
@@ -153,12 +92,12 @@ def test_a_claim_of_another_process_is_left_to_it_until_its_lease_ends(
             set_faults(srv.data_dir)
         assert r.status_code == 200, r.text
     _claim_elsewhere(srv, a, age_seconds=0)
-    held = _janitor(srv, "--apply")["recovery_outbox"]
+    held = janitor(srv, "--apply", exit_code=1)["recovery_outbox"]
     assert (held["found"], held["acted"], held["failed"]) == (1, 0, 1)
     assert _document(srv, a)["annotation"]["description"] == "first"
 
     _claim_elsewhere(srv, a, age_seconds=outbox.LEASE_SECONDS + 1)
-    taken = _janitor(srv, "--apply")["recovery_outbox"]
+    taken = janitor(srv, "--apply")["recovery_outbox"]
     assert (taken["found"], taken["acted"], taken["failed"]) == (1, 1, 0)
     assert _document(srv, a)["annotation"]["description"] == "second"
-    assert _janitor(srv)["recovery_outbox"]["found"] == 0
+    assert janitor(srv)["recovery_outbox"]["found"] == 0

@@ -39,7 +39,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..models import Annotation, Mask, MaskGroup, MetadataOutbox, SegExport
+from ..models import Annotation, Mask, MaskGroup, MetadataOutbox, RecoveryOutbox, SegExport
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
 from ..models.seg_export import SUCCEEDED
@@ -104,6 +104,20 @@ PUT_TIMEOUT_SECONDS = LEASE_SECONDS / 2
 # its token moved) before leaving the write to it; the janitor does not wait.
 WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.05
+
+
+def take_claim(row: MetadataOutbox | RecoveryOutbox, claim: str) -> bool:
+    """Claim an outbox row locked for this transaction, unless another writer's claim is
+    still within its lease (False)."""
+    now = utcnow()
+    if (
+        row.claimed_by is not None
+        and row.claimed_at is not None
+        and row.claimed_at > now - timedelta(seconds=LEASE_SECONDS)
+    ):
+        return False
+    row.claimed_by, row.claimed_at = claim, now
+    return True
 
 
 class ClaimedElsewhere(Exception):
@@ -178,14 +192,7 @@ async def _claim(
             if row is None:
                 await session.rollback()
                 return None
-            now = utcnow()
-            held = (
-                row.claimed_by is not None
-                and row.claimed_at is not None
-                and row.claimed_at > now - timedelta(seconds=LEASE_SECONDS)
-            )
-            if not held:
-                row.claimed_by, row.claimed_at = claim, now
+            if take_claim(row, claim):
                 token = row.token
                 # Read after the row is ours: a change committed from now on moves the token.
                 put = await _read(session, key_prefix, group_id)

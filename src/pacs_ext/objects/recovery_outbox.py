@@ -22,7 +22,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 
 import structlog
 from sqlalchemy import delete, select, update
@@ -36,7 +35,7 @@ from ..models.base import utcnow
 from ..models.recovery import ANNOTATION_DOC, GROUP_TOMBSTONE
 from ..storage.base import ObjectStorage
 from .keys import annotation_document_key, group_tombstone_key
-from .outbox import LEASE_SECONDS, POLL_SECONDS, PUT_TIMEOUT_SECONDS, WAIT_SECONDS, ClaimedElsewhere
+from .outbox import POLL_SECONDS, PUT_TIMEOUT_SECONDS, WAIT_SECONDS, ClaimedElsewhere, take_claim
 from .recovery_docs import annotation_document, tombstone_document
 
 log = structlog.get_logger(__name__)
@@ -147,14 +146,7 @@ async def _claim(
             if row is None:
                 await session.rollback()
                 return None
-            now = utcnow()
-            held = (
-                row.claimed_by is not None
-                and row.claimed_at is not None
-                and row.claimed_at > now - timedelta(seconds=LEASE_SECONDS)
-            )
-            if not held:
-                row.claimed_by, row.claimed_at = claim, now
+            if take_claim(row, claim):
                 token = row.token
                 key, document = await _document(session, key_prefix, kind, object_id, annotation)
                 await session.commit()
