@@ -300,6 +300,18 @@ def _install_error_handlers(app: FastAPI) -> None:
             return _error(503, "DatabaseUnavailable", detail)
         return _error(503, "DatabaseUnavailable", "the database is unavailable; retry shortly")
 
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def pool_exhausted(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        # Every pooled connection stayed in use for the whole wait: the database is not
+        # down, but for this request it is unavailable, and a retry may find one free.
+        log.warning("db.pool_exhausted", error=str(exc)[:200])
+        timeout = request.app.state.settings.database.pool_timeout_seconds
+        detail = (
+            f"no database connection came free within {timeout:g} s "
+            "(database.pool_timeout_seconds); retry shortly"
+        )
+        return _error(503, "DatabaseUnavailable", detail)
+
     @app.exception_handler(sa_exc.DBAPIError)
     async def db_error(_: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
         # A connection dropped mid-request (backend terminated, failover): the pool replaces

@@ -92,6 +92,8 @@ class DatabaseSettings(BaseModel):
     # Statement: any one statement's answer (PostgreSQL), the wait for a lock (SQLite).
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
     statement_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    # The longest a request waits for a pooled connection when all are in use; then a 503.
+    pool_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("url")
     @classmethod

@@ -78,7 +78,7 @@ def create_engine(settings: Settings, *, statement_timeout: bool = True) -> Asyn
     """The engine; `statement_timeout=False` for migrations, whose statements may be long."""
     url = settings.database_url()
     db = settings.database
-    kwargs: dict[str, Any] = {"echo": db.echo}
+    kwargs: dict[str, Any] = {"echo": db.echo, "pool_timeout": db.pool_timeout_seconds}
     if url.startswith("sqlite"):
         _private_sqlite_file(settings, url)
         kwargs["connect_args"] = {"timeout": db.statement_timeout_seconds}
