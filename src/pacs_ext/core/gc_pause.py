@@ -5,8 +5,8 @@ What start-up made (the imported libraries, the engine, the storage client's ser
 ~250,000 tracked objects once a server has loaded its DICOM stack) lives as long as the
 process, yet every full (generation 2) collection walked all of it with the event loop
 standing still: 140-170 ms each, every few seconds during a DICOM SEG export (bench/
-export_seg.py, /health max 170-200 ms). `settle()` moves it out of the collector's reach
-(gc.freeze); objects made afterwards are collected as before.
+export_seg.py, /health max 170-200 ms). `settle_once()` moves it out of the collector's
+reach (gc.freeze); objects made afterwards are collected as before.
 
 CPython's full (generation 2) collection visits every tracked object in the process, on
 whichever thread happens to allocate, holding the GIL throughout. `complete` of a
