@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
+from sqlalchemy import select
 
 from fixtures.dicom import Series, to_bytes
 from fixtures.inprocess import AppFactory, InProcess
@@ -25,6 +26,7 @@ from pacs_ext.dicomweb import DicomwebTarget
 from pacs_ext.dicomweb.client import find_series, retrieve_instance
 from pacs_ext.exports.runner import READ_SHARE, ExportRunner
 from pacs_ext.models import SegExport
+from pacs_ext.objects import outbox
 from pacs_ext.objects.claims import claimed_keys
 from pacs_ext.recovery.reindex import reindex
 from pacs_ext.seg.jobs import BuildRequest
@@ -223,6 +225,30 @@ async def test_metadata_json_lists_the_export(
     assert listed["id"] == state["id"]
     assert listed["key"] == state["object_key"]
     assert listed["sop_instance_uid"] == state["sop_instance_uid"]
+
+
+async def test_an_export_is_listed_before_anyone_sees_it_succeeded(
+    alice: httpx.AsyncClient, ct: Series, pacs_app: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, `succeeded` was committed first and metadata.json rewritten after it: a client
+    polling the export could read the document before it listed the export (CI saw it)."""
+    seen: list[str] = []
+    real = outbox.flush_quietly
+
+    async def watching(new_session: Any, storage: Any, key_prefix: str, group_id: int) -> None:
+        async with pacs_app.app.state.sessionmaker() as session:
+            rows = await session.scalars(
+                select(SegExport.status).where(SegExport.group_id == group_id)
+            )
+            seen.extend(rows.all())
+        await real(new_session, storage, key_prefix, group_id)
+
+    monkeypatch.setattr(outbox, "flush_quietly", watching)
+    annotation_id, group_id = await upload_group(alice, ct, masks_for(ct, range(2)))
+    state = await export(alice, annotation_id, group_id)
+    assert state["status"] == "succeeded", state
+    # When the document listing it was written, the export still showed `running`.
+    assert seen == ["running"]
 
 
 async def test_the_janitor_counts_export_objects_as_claimed(

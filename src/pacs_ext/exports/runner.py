@@ -30,7 +30,7 @@ from ..core import gc_pause
 from ..core.config import Settings
 from ..dicomweb import DicomwebError, DicomwebTarget, StoredInstance
 from ..models.base import utcnow
-from ..models.seg_export import FAILED, RUNNING, SUCCEEDED
+from ..models.seg_export import FAILED, LISTING, RUNNING, SUCCEEDED
 from ..objects import outbox
 from ..objects.keys import export_key
 from ..seg.jobs import (
@@ -301,12 +301,13 @@ class ExportRunner:
             if isinstance(outcome, BaseException):
                 raise outcome
         job.timings["total"] = round(time.perf_counter() - job.started, 3)
+        # Listed in metadata.json first, then `succeeded`: a client that sees it succeeded
+        # finds it listed (unless storage refused the document: the janitor writes it).
         async with self.maker() as session:
             await repo.set_fields(
                 session,
                 job.export_id,
-                status=SUCCEEDED,
-                phase="done",
+                phase=LISTING,
                 progress=1.0,
                 stored=job.store,
                 finished_at=utcnow(),
@@ -315,6 +316,7 @@ class ExportRunner:
             await outbox.request(session, job.annotation_id, job.group_id)
             await session.commit()
         await outbox.flush_quietly(self.maker, self.storage, self.key_prefix, job.group_id)
+        await self._set(job.export_id, status=SUCCEEDED, phase="done")
 
     async def _build(self, job: ExportJob, slot: Slot, request: BuildRequest) -> BuildResult:
         key = request.series_key

@@ -13,6 +13,10 @@ QUEUED = "queued"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
+# The last phase of a running export: its SEG is in storage, and its group's metadata.json is
+# being rewritten to list it. The document lists it from this phase on, so that a client that
+# sees `succeeded` finds it listed (objects/outbox.py).
+LISTING = "listing"
 
 
 class SegExport(Base):

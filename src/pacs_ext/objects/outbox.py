@@ -35,14 +35,14 @@ from datetime import timedelta
 
 import anyio.to_thread
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import Annotation, Mask, MaskGroup, MetadataOutbox, RecoveryOutbox, SegExport
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
-from ..models.seg_export import SUCCEEDED
+from ..models.seg_export import LISTING, RUNNING, SUCCEEDED
 from ..storage.base import ObjectNotFound, ObjectStorage
 from .keys import METADATA_NAME, object_key
 from .metadata import FILE_FIELDS, assemble, document_head, files_json
@@ -335,7 +335,13 @@ async def _document(session: AsyncSession, annotation: Annotation, group: MaskGr
 async def _exports_of(session: AsyncSession, group_id: int) -> Sequence[SegExport]:
     rows = await session.scalars(
         select(SegExport)
-        .where(SegExport.group_id == group_id, SegExport.status == SUCCEEDED)
+        .where(
+            SegExport.group_id == group_id,
+            or_(
+                SegExport.status == SUCCEEDED,
+                and_(SegExport.status == RUNNING, SegExport.phase == LISTING),
+            ),
+        )
         .order_by(SegExport.id)
     )
     return rows.all()
