@@ -37,6 +37,11 @@ class FileUploadError(Exception):
     """One file could not be uploaded; the message says why (never the signed URL)."""
 
 
+class StorageStalled(FileUploadError):
+    """Storage answered none of the last PUTs in time, across all files: sending more would
+    only wait out more timeouts. The upload stops; a rerun resumes it."""
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -133,6 +138,10 @@ class Sender:
         self._progress = progress
         self._stats = stats
         self._slots = Slots(concurrency)
+        # PUTs timed out in a row across all files, since the last one storage answered: two
+        # rounds of every slot timing out is storage not answering, not a slow file.
+        self._timeouts_in_a_row = 0
+        self._stall_limit = max(2 * concurrency, 4)
 
     async def upload(self, f: LocalFile, issued: Issued) -> None:
         """Upload one file or raise FileUploadError; renews its URL when it has expired."""
@@ -228,6 +237,15 @@ class Sender:
                 self._progress.note(f"{what}: {exc}; retrying")
                 await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
 
+    def _timed_out(self, exc: httpx.TimeoutException) -> None:
+        self._timeouts_in_a_row += 1
+        if self._timeouts_in_a_row >= self._stall_limit:
+            raise StorageStalled(
+                f"storage answered none of the last {self._timeouts_in_a_row} uploads in time "
+                f"({_describe(exc)}): it seems stalled. Nothing is lost: run the same command "
+                "again to resume"
+            ) from None
+
     async def _put(
         self,
         url: str,
@@ -258,17 +276,21 @@ class Sender:
                         "PUT", url, {**self._agent, **headers}, content, self._timeouts
                     )
                     status = answer.status
+                    self._timeouts_in_a_row = 0  # storage answers
                     if 200 <= status < 300 or status == 412:
                         self._progress.advance(length)
                         return
                     response = answer.response("PUT", url)
                 else:
                     response = await self._http.put(url, content=content, headers=headers)
+                    self._timeouts_in_a_row = 0  # storage answers
             except httpx.TransportError as exc:
                 self._progress.advance(-sent[0])
                 # Storage may drop the connection when it refuses a streamed body early.
                 if has_expired(expires_at, clock=self._clock):
                     raise _Expired(f"{_describe(exc)} after the URL expired") from None
+                if isinstance(exc, httpx.TimeoutException):
+                    self._timed_out(exc)
                 raise _Retry(_describe(exc)) from None
             except BaseException:  # cancelled (a sibling part failed): take the bytes back
                 self._progress.advance(-sent[0])

@@ -28,6 +28,7 @@ from .transfer import (
     FileUploadError,
     Renewer,
     Sender,
+    StorageStalled,
     TransferStats,
     chunks,
 )
@@ -348,6 +349,9 @@ class _Run:
                 try:
                     await sender.upload(f, issued)
                     streak[0] = 0
+                except StorageStalled as exc:
+                    streak[0] = limit  # every other file would wait out the same timeouts
+                    failures.append(FileFailure(f.name, str(exc)))
                 except FileUploadError as exc:
                     streak[0] += 1
                     failures.append(FileFailure(f.name, str(exc)))
