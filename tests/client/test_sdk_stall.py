@@ -12,23 +12,30 @@ import pytest
 
 from fixtures.factories import png_like
 from fixtures.faults import FaultyTransport
-from fixtures.inprocess import AppFactory
+from fixtures.inprocess import AppFactory, InProcess
 from pacs_ext.client import UploadFailed, upload_mask_group
 
 CONCURRENCY = 4
 
 
-async def test_a_stalled_storage_stops_the_upload_soon_and_a_rerun_resumes(
-    make_app: AppFactory, tmp_path: Path
-) -> None:
+async def _masks_to_upload(
+    make_app: AppFactory, tmp_path: Path, files: int
+) -> tuple[InProcess, Path, int]:
+    """An app, a folder of `files` small masks, and an annotation of alice's to upload to."""
     app = await make_app()
     folder = tmp_path / "masks"
     folder.mkdir()
-    for n in range(60):
+    for n in range(files):
         (folder / f"{n + 1:04d}_liver.png").write_bytes(png_like(2_000 + n, n))
     async with app.client("alice") as alice:
         r = await alice.post("/api/annotations", json={"study_instance_uid": "1.2.3"})
-        annotation = r.json()["id"]
+    return app, folder, int(r.json()["id"])
+
+
+async def test_a_stalled_storage_stops_the_upload_soon_and_a_rerun_resumes(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    app, folder, annotation = await _masks_to_upload(make_app, tmp_path, 60)
 
     def stall(request: httpx.Request, _: int) -> Exception | None:
         return httpx.ReadTimeout("no answer", request=request) if request.method == "PUT" else None
@@ -54,14 +61,7 @@ async def test_a_slow_file_among_answered_ones_is_not_a_stall(
     make_app: AppFactory, tmp_path: Path
 ) -> None:
     """Timeouts count only in a row: any answer from storage starts the count again."""
-    app = await make_app()
-    folder = tmp_path / "masks"
-    folder.mkdir()
-    for n in range(40):
-        (folder / f"{n + 1:04d}_liver.png").write_bytes(png_like(2_000 + n, n))
-    async with app.client("alice") as alice:
-        r = await alice.post("/api/annotations", json={"study_instance_uid": "1.2.3"})
-        annotation = r.json()["id"]
+    app, folder, annotation = await _masks_to_upload(make_app, tmp_path, 40)
 
     def every_other_first_try(request: httpx.Request, seen: int) -> Exception | None:
         # Odd-numbered files time out on their first PUT (their retry goes through); the even
