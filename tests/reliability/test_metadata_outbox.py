@@ -30,7 +30,7 @@ from fixtures.paused_storage import arm, release, wait_paused
 from fixtures.row_locks import claim_elsewhere, open_transactions_while_rows_free
 from fixtures.server import ServerProcess
 from pacs_ext.models import MetadataOutbox
-from pacs_ext.objects import outbox
+from pacs_ext.objects.claimed_rows import LEASE_SECONDS
 
 pg_rgw = [pytest.mark.postgres, pytest.mark.rgw]
 
@@ -282,7 +282,7 @@ def test_a_claim_of_another_process_is_left_to_it_until_its_lease_ends(
     assert (held["found"], held["acted"], held["failed"]) == (1, 0, 1)
     assert json.loads(_meta_path(srv, a, g).read_text())["group"]["description"] == "first"
 
-    _claim_elsewhere(srv, g, age_seconds=outbox.LEASE_SECONDS + 1)
+    _claim_elsewhere(srv, g, age_seconds=LEASE_SECONDS + 1)
     taken = _janitor(srv, "--apply")["metadata_outbox"]
     assert (taken["found"], taken["acted"], taken["failed"]) == (1, 1, 0)
     assert json.loads(_meta_path(srv, a, g).read_text())["group"]["description"] == "second"

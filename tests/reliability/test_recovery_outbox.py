@@ -20,7 +20,7 @@ from fixtures.row_locks import claim_elsewhere, open_transactions_while_rows_fre
 from fixtures.server import ServerProcess
 from pacs_ext.models import RecoveryOutbox
 from pacs_ext.models.recovery import ANNOTATION_DOC
-from pacs_ext.objects import outbox
+from pacs_ext.objects.claimed_rows import LEASE_SECONDS
 
 
 def _document(srv: ServerProcess, annotation_id: int) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def test_a_claim_of_another_process_is_left_to_it_until_its_lease_ends(
     assert (held["found"], held["acted"], held["failed"]) == (1, 0, 1)
     assert _document(srv, a)["annotation"]["description"] == "first"
 
-    _claim_elsewhere(srv, a, age_seconds=outbox.LEASE_SECONDS + 1)
+    _claim_elsewhere(srv, a, age_seconds=LEASE_SECONDS + 1)
     taken = janitor(srv, "--apply")["recovery_outbox"]
     assert (taken["found"], taken["acted"], taken["failed"]) == (1, 1, 0)
     assert _document(srv, a)["annotation"]["description"] == "second"

@@ -19,6 +19,7 @@ from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.config import Settings
 from ..models import PendingDeletion
 from ..objects import audit_export, high_water, outbox, recovery_outbox
+from ..objects.claimed_rows import ClaimedElsewhere
 from ..objects.claims import claimed_keys, parse_key
 from ..objects.deletions import repository as deletions_repo
 from ..objects.deletions import service as deletions
@@ -222,7 +223,7 @@ class _Run:
     async def _flush(self, group_id: int, finding: Finding) -> None:
         try:
             await outbox.flush(self.maker, self.storage, self.key_prefix, group_id, wait_seconds=0)
-        except outbox.ClaimedElsewhere as exc:
+        except ClaimedElsewhere as exc:
             # A writer in flight, or one that died (its claim ends with its lease): next run.
             finding.failed += 1
             self.report.errors.append(f"{exc} by another process; left for the next run")
@@ -247,7 +248,7 @@ class _Run:
                 await recovery_outbox.flush(
                     self.maker, self.storage, self.key_prefix, kind, object_id, wait_seconds=0
                 )
-            except outbox.ClaimedElsewhere as exc:
+            except ClaimedElsewhere as exc:
                 # A writer in flight, or one that died (its claim ends with its lease): next run.
                 finding.failed += 1
                 self.report.errors.append(f"{exc} by another process; left for the next run")

@@ -15,7 +15,8 @@ this process besides), reads committed state, releases its connection, PUTs the 
 holding nothing, then removes the row only if it still carries the token it claimed. A change
 committed meanwhile has moved the token (its `request()` rewrites the row): the claimant
 writes again, the newer state, so an older document never lands after a newer one. Another
-process's writer waits for the claim to go (or its lease to pass: a writer that died).
+process's writer waits for the claim to go (or its lease to pass: a writer that died). The
+claim mechanics are objects/claimed_rows.py's, shared with recovery_outbox.
 
 A group DELETE no longer waits for a write in flight: its deletion lists the group's prefix
 after its commit, so a document that lands later is removed by the writer itself, which
@@ -26,30 +27,36 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 import anyio.to_thread
 import structlog
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..models import Annotation, Mask, MaskGroup, MetadataOutbox, RecoveryOutbox, SegExport
+from ..models import Annotation, Mask, MaskGroup, MetadataOutbox, SegExport
 from ..models.base import utcnow
 from ..models.mask_group import COMPLETE
 from ..models.seg_export import LISTING, RUNNING, SUCCEEDED
 from ..storage.base import ObjectNotFound, ObjectStorage
+from .claimed_rows import (
+    PUT_TIMEOUT_SECONDS,
+    WAIT_SECONDS,
+    SessionFactory,
+    Where,
+    claim_row,
+    release_quietly,
+    remove_if_unmoved,
+)
 from .keys import METADATA_NAME, object_key
 from .metadata import FILE_FIELDS, assemble, document_head, files_json
 
 log = structlog.get_logger(__name__)
 
-SessionFactory = Callable[[], AsyncSession]
 _locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
@@ -96,35 +103,6 @@ async def request_for_annotation(session: AsyncSession, annotation_id: int) -> l
     return ids
 
 
-# A claim older than this is abandoned (its writer died); a writer's PUT is cut off well
-# before it, so two writers of one group never overlap.
-LEASE_SECONDS = 120.0
-PUT_TIMEOUT_SECONDS = LEASE_SECONDS / 2
-# How long a request waits for another process's claim (it writes the newer state too, as
-# its token moved) before leaving the write to it; the janitor does not wait.
-WAIT_SECONDS = 10.0
-POLL_SECONDS = 0.05
-
-
-def take_claim(row: MetadataOutbox | RecoveryOutbox, claim: str) -> bool:
-    """Claim an outbox row locked for this transaction, unless another writer's claim is
-    still within its lease (False)."""
-    now = utcnow()
-    if (
-        row.claimed_by is not None
-        and row.claimed_at is not None
-        and row.claimed_at > now - timedelta(seconds=LEASE_SECONDS)
-    ):
-        return False
-    row.claimed_by, row.claimed_at = claim, now
-    return True
-
-
-class ClaimedElsewhere(Exception):
-    """Another writer (another process) holds the group's outbox row: it writes the newest
-    state, or its claim ends with its lease."""
-
-
 async def flush(
     new_session: SessionFactory,
     storage: ObjectStorage,
@@ -150,7 +128,7 @@ async def flush(
                     async with asyncio.timeout(PUT_TIMEOUT_SECONDS):
                         await storage.put_bytes(put.key, put.document, "application/json")
             except BaseException:
-                await _unclaim_quietly(new_session, group_id, claim)
+                await release_quietly(new_session, MetadataOutbox, _row(group_id), claim)
                 raise
             done, gone = await _finish(new_session, group_id, token, claim)
             if put is not None and gone:
@@ -169,39 +147,30 @@ class _Put:
     document: bytes
 
 
+def _row(group_id: int) -> Where:
+    return (MetadataOutbox.group_id == group_id,)
+
+
 async def _claim(
     new_session: SessionFactory, key_prefix: str, group_id: int, claim: str, wait_seconds: float
 ) -> tuple[str, _Put | None] | None:
     """Claim the group's outbox row and read the document of committed state, in one short
     transaction: (the row's token, the document or None when there is none to write); None
     when nothing is requested."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        async with new_session() as session:
-            if (await session.connection()).dialect.name == "sqlite":
-                # A write first: it takes SQLite's write lock (even when no row matches),
-                # which other writers (other processes too) wait for.
-                await session.execute(
-                    update(MetadataOutbox)
-                    .where(MetadataOutbox.group_id == group_id)
-                    .values(token=MetadataOutbox.token)
-                )
-            row = await session.scalar(
-                select(MetadataOutbox).where(MetadataOutbox.group_id == group_id).with_for_update()
-            )
-            if row is None:
-                await session.rollback()
-                return None
-            if take_claim(row, claim):
-                token = row.token
-                # Read after the row is ours: a change committed from now on moves the token.
-                put = await _read(session, key_prefix, group_id)
-                await session.commit()
-                return token, put
-            await session.rollback()
-        if time.monotonic() >= deadline:
-            raise ClaimedElsewhere(f"metadata.json of group {group_id} is being written")
-        await asyncio.sleep(POLL_SECONDS)
+
+    async def read(session: AsyncSession) -> _Put | None:
+        return await _read(session, key_prefix, group_id)
+
+    busy = f"metadata.json of group {group_id} is being written"
+    return await claim_row(
+        new_session,
+        MetadataOutbox,
+        _row(group_id),
+        claim,
+        read,
+        wait_seconds=wait_seconds,
+        busy=busy,
+    )
 
 
 async def _read(session: AsyncSession, key_prefix: str, group_id: int) -> _Put | None:
@@ -221,36 +190,9 @@ async def _finish(
     back; and whether the group is gone (deleted while we wrote)."""
     async with new_session() as session:
         gone = await session.get(MaskGroup, group_id) is None
-        removed = await session.execute(
-            delete(MetadataOutbox).where(
-                MetadataOutbox.group_id == group_id,
-                MetadataOutbox.token == token,
-                MetadataOutbox.claimed_by == claim,
-            )
-        )
-        done = removed.rowcount == 1  # type: ignore[attr-defined]  # a DML result
-        if not done:
-            await _unclaim(session, group_id, claim)
+        done = await remove_if_unmoved(session, MetadataOutbox, _row(group_id), token, claim)
         await session.commit()
         return done, gone
-
-
-async def _unclaim(session: AsyncSession, group_id: int, claim: str) -> None:
-    await session.execute(
-        update(MetadataOutbox)
-        .where(MetadataOutbox.group_id == group_id, MetadataOutbox.claimed_by == claim)
-        .values(claimed_by=None, claimed_at=None)
-    )
-
-
-async def _unclaim_quietly(new_session: SessionFactory, group_id: int, claim: str) -> None:
-    """After a failed write: the row stays requested, free for a retry (else its lease ends)."""
-    try:
-        async with new_session() as session:
-            await _unclaim(session, group_id, claim)
-            await session.commit()
-    except Exception as exc:  # the write's own error is the one to report
-        log.warning("metadata.unclaim_failed", group_id=group_id, error=type(exc).__name__)
 
 
 async def flush_quietly(

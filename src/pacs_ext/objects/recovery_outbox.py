@@ -7,40 +7,45 @@ rows and removes the outbox row if it still carries the token it read. A process
 between leaves the row: the janitor writes it. So a document is never ahead of the database,
 and never stays behind it for longer than a janitor interval.
 
-Writers claim the row, as metadata.json's do: the claim, and the read of committed state, in
-one short transaction (the annotation's row, then the outbox row, locked only for it); the
-PUT holding no connection and no lock; then the row removed only if its token did not move,
-else the newer state written in turn. Holding the annotation's row lock across the PUT, as
-before, stopped every group create of that annotation (its foreign key check waits for that
-lock) for as long as storage took to answer.
+Writers claim the row, as metadata.json's do (objects/claimed_rows.py): the claim, and the
+read of committed state, in one short transaction (the annotation's row, then the outbox row,
+locked only for it); the PUT holding no connection and no lock; then the row removed only if
+its token did not move, else the newer state written in turn. Holding the annotation's row
+lock across the PUT, as before, stopped every group create of that annotation (its foreign
+key check waits for that lock) for as long as storage took to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import ColumnElement
 
 from ..models import Annotation, RecoveryOutbox, Tombstone
 from ..models import tombstone as tomb
 from ..models.base import utcnow
 from ..models.recovery import ANNOTATION_DOC, GROUP_TOMBSTONE
 from ..storage.base import ObjectStorage
+from .claimed_rows import (
+    PUT_TIMEOUT_SECONDS,
+    WAIT_SECONDS,
+    SessionFactory,
+    Where,
+    claim_row,
+    release_quietly,
+    remove_if_unmoved,
+)
 from .keys import annotation_document_key, group_tombstone_key
-from .outbox import POLL_SECONDS, PUT_TIMEOUT_SECONDS, WAIT_SECONDS, ClaimedElsewhere, take_claim
 from .recovery_docs import annotation_document, tombstone_document
 
 log = structlog.get_logger(__name__)
 
-SessionFactory = Callable[[], AsyncSession]
 _locks: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = weakref.WeakValueDictionary()
 # The tombstone kind each document kind stands for.
 _TOMBSTONE_KIND = {ANNOTATION_DOC: tomb.ANNOTATION, GROUP_TOMBSTONE: tomb.MASK_GROUP}
@@ -95,13 +100,13 @@ async def flush(
             claimed = await _claim(new_session, key_prefix, kind, object_id, claim, wait_seconds)
             if claimed is None:
                 return written
-            token, key, document = claimed
+            token, (key, document) = claimed
             try:
                 if document is not None:
                     async with asyncio.timeout(PUT_TIMEOUT_SECONDS):
                         await storage.put_bytes(key, document, "application/json")
             except BaseException:
-                await _unclaim_quietly(new_session, kind, object_id, claim)
+                await release_quietly(new_session, RecoveryOutbox, _row(kind, object_id), claim)
                 raise
             written = written or document is not None
             if await _finish(new_session, kind, object_id, token, claim):
@@ -109,7 +114,7 @@ async def flush(
             # A change committed while we wrote (the token moved): write its newer state.
 
 
-def _row(kind: str, object_id: int) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+def _row(kind: str, object_id: int) -> Where:
     return (RecoveryOutbox.kind == kind, RecoveryOutbox.object_id == object_id)
 
 
@@ -120,41 +125,33 @@ async def _claim(
     object_id: int,
     claim: str,
     wait_seconds: float,
-) -> tuple[str, str, bytes | None] | None:
+) -> tuple[str, tuple[str, bytes | None]] | None:
     """Claim the row and read the document of committed state, in one short transaction:
-    (the row's token, the key, the document or None when there is none to write); None when
-    nothing is requested."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        async with new_session() as session:
-            if (await session.connection()).dialect.name == "sqlite":
-                # A write first: SQLite's write lock keeps other writers out meanwhile.
-                await session.execute(
-                    update(RecoveryOutbox)
-                    .where(*_row(kind, object_id))
-                    .values(token=RecoveryOutbox.token)
-                )
-            annotation = None
-            if kind == ANNOTATION_DOC:
-                # The annotation's row before the outbox row: the order an update takes them in.
-                annotation = await session.scalar(
-                    select(Annotation).where(Annotation.id == object_id).with_for_update()
-                )
-            row = await session.scalar(
-                select(RecoveryOutbox).where(*_row(kind, object_id)).with_for_update()
+    (the row's token, (the key, the document or None when there is none to write)); None
+    when nothing is requested."""
+    annotation: Annotation | None = None
+
+    async def lock_annotation(session: AsyncSession) -> None:
+        nonlocal annotation
+        if kind == ANNOTATION_DOC:
+            # The annotation's row before the outbox row: the order an update takes them in.
+            annotation = await session.scalar(
+                select(Annotation).where(Annotation.id == object_id).with_for_update()
             )
-            if row is None:
-                await session.rollback()
-                return None
-            if take_claim(row, claim):
-                token = row.token
-                key, document = await _document(session, key_prefix, kind, object_id, annotation)
-                await session.commit()
-                return token, key, document
-            await session.rollback()
-        if time.monotonic() >= deadline:
-            raise ClaimedElsewhere(f"the recovery document of {kind} {object_id} is being written")
-        await asyncio.sleep(POLL_SECONDS)
+
+    async def read(session: AsyncSession) -> tuple[str, bytes | None]:
+        return await _document(session, key_prefix, kind, object_id, annotation)
+
+    return await claim_row(
+        new_session,
+        RecoveryOutbox,
+        _row(kind, object_id),
+        claim,
+        read,
+        wait_seconds=wait_seconds,
+        busy=f"the recovery document of {kind} {object_id} is being written",
+        lock_first=lock_annotation,
+    )
 
 
 async def _finish(
@@ -162,38 +159,9 @@ async def _finish(
 ) -> bool:
     """The row removed if no change came meanwhile (True), else the claim given back."""
     async with new_session() as session:
-        removed = await session.execute(
-            delete(RecoveryOutbox).where(
-                *_row(kind, object_id),
-                RecoveryOutbox.token == token,
-                RecoveryOutbox.claimed_by == claim,
-            )
-        )
-        done: bool = removed.rowcount == 1  # type: ignore[attr-defined]  # a DML result
-        if not done:
-            await _unclaim(session, kind, object_id, claim)
+        done = await remove_if_unmoved(session, RecoveryOutbox, _row(kind, object_id), token, claim)
         await session.commit()
         return done
-
-
-async def _unclaim(session: AsyncSession, kind: str, object_id: int, claim: str) -> None:
-    await session.execute(
-        update(RecoveryOutbox)
-        .where(*_row(kind, object_id), RecoveryOutbox.claimed_by == claim)
-        .values(claimed_by=None, claimed_at=None)
-    )
-
-
-async def _unclaim_quietly(
-    new_session: SessionFactory, kind: str, object_id: int, claim: str
-) -> None:
-    """After a failed write: the row stays requested, free for a retry (else its lease ends)."""
-    try:
-        async with new_session() as session:
-            await _unclaim(session, kind, object_id, claim)
-            await session.commit()
-    except Exception as exc:  # the write's own error is the one to report
-        log.warning("recovery_document.unclaim_failed", kind=kind, error=type(exc).__name__)
 
 
 async def _document(
